@@ -1,0 +1,24 @@
+//! Kurir's seams, shared by the dispatcher and the gateways.
+//!
+//! Along the data path: [`namespace`] names every key and subject; the [`bus`] carries
+//! envelopes dispatcher → gateway and receipts gateway → dispatcher; the [`presence`]
+//! store says which node holds which user; the [`inbox`] keeps stored notifications
+//! until acked. Each seam is a trait with a NATS/Redis and an in-memory implementation,
+//! and [`contract`] holds the one test suite both must pass.
+#![forbid(unsafe_code)]
+
+pub mod bus;
+pub mod contract;
+pub mod error;
+pub mod ids;
+pub mod inbox;
+pub mod namespace;
+pub mod presence;
+pub mod telemetry;
+mod redis_client;
+mod wiring;
+
+pub use error::BackendError;
+pub use ids::{ConnId, InvalidId, NodeId, NotificationId, Topic, UserId};
+pub use namespace::Namespace;
+pub use wiring::{Backends, ConnectOptions, DEFAULT_COMMAND_TIMEOUT, DEFAULT_PRESENCE_TTL, DEFAULT_SUBSCRIPTION_CAPACITY};

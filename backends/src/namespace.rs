@@ -1,0 +1,121 @@
+//! The one place that builds Redis keys and NATS subjects. Everything is prefixed by the
+//! namespace (`KURIR_NAMESPACE`), which gives tenancy and test isolation.
+//!
+//! Per-user Redis keys wrap the user id in `{…}` so that, on Redis Cluster, all keys of a
+//! user share a hash slot (the inbox script touches two of them atomically).
+
+use std::fmt;
+use std::sync::Arc;
+
+use crate::ids::{InvalidId, NodeId, Topic, UserId};
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Namespace(Arc<str>);
+
+impl Namespace {
+    /// 1..=64 characters of `[A-Za-z0-9_-]` (one NATS token, no `:` in Redis keys).
+    pub fn parse(s: &str) -> Result<Self, InvalidId> {
+        NodeId::parse(s)
+            .map(|n| Self(Arc::from(n.as_str())))
+            .map_err(|_| InvalidId {
+                reason: "must be 1 to 64 characters of letters, digits, '-' and '_'",
+            })
+    }
+
+    /// A fresh `test-<uuid>` namespace, for isolating tests on shared servers.
+    pub fn random_for_test() -> Self {
+        Self(Arc::from(format!("test-{}", uuid::Uuid::new_v4().simple())))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// `kurir.<ns>.node.<node_id>`: targeted deliveries, disconnects and probes for one gateway.
+    pub fn node_subject(&self, node: &NodeId) -> String {
+        format!("kurir.{}.node.{}", self.0, node)
+    }
+
+    /// `kurir.<ns>.topic.<topic>`.
+    pub fn topic_subject(&self, topic: &Topic) -> String {
+        format!("kurir.{}.topic.{}", self.0, topic)
+    }
+
+    /// `kurir.<ns>.broadcast`.
+    pub fn broadcast_subject(&self) -> String {
+        format!("kurir.{}.broadcast", self.0)
+    }
+
+    /// `kurir.<ns>.receipts`.
+    pub fn receipts_subject(&self) -> String {
+        format!("kurir.{}.receipts", self.0)
+    }
+
+    /// `kurir:<ns>:presence:{<user>}`: hash of connection id → node id.
+    pub fn presence_key(&self, user: &UserId) -> String {
+        format!("kurir:{}:presence:{{{}}}", self.0, user)
+    }
+
+    /// `kurir:<ns>:node:<node_id>`: node liveness, with a TTL.
+    pub fn node_key(&self, node: &NodeId) -> String {
+        format!("kurir:{}:node:{}", self.0, node)
+    }
+
+    /// `kurir:<ns>:inbox:{<user>}`: the user's stored notifications (a Redis Stream).
+    pub fn inbox_key(&self, user: &UserId) -> String {
+        format!("kurir:{}:inbox:{{{}}}", self.0, user)
+    }
+
+    /// `kurir:<ns>:inbox-ids:{<user>}`: notification id → stream entry id, so an ack by
+    /// notification id finds its entry in O(1). Same slot as the inbox.
+    pub fn inbox_index_key(&self, user: &UserId) -> String {
+        format!("kurir:{}:inbox-ids:{{{}}}", self.0, user)
+    }
+
+    /// `kurir:<ns>:idem:<key>`: first notification id sent under an idempotency key.
+    pub fn idempotency_key(&self, key: &str) -> String {
+        format!("kurir:{}:idem:{}", self.0, key)
+    }
+
+    /// Pattern matching every Redis key of this namespace (for test clean-up).
+    pub fn key_pattern(&self) -> String {
+        format!("kurir:{}:*", self.0)
+    }
+}
+
+impl fmt::Display for Namespace {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for Namespace {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shapes_follow_the_design() {
+        let ns = Namespace::parse("acme").unwrap();
+        let u = UserId::parse("alice").unwrap();
+        let n = NodeId::parse("gw-1").unwrap();
+        assert_eq!(ns.node_subject(&n), "kurir.acme.node.gw-1");
+        assert_eq!(
+            ns.topic_subject(&Topic::parse("a.b").unwrap()),
+            "kurir.acme.topic.a.b"
+        );
+        assert_eq!(ns.broadcast_subject(), "kurir.acme.broadcast");
+        assert_eq!(ns.receipts_subject(), "kurir.acme.receipts");
+        assert_eq!(ns.presence_key(&u), "kurir:acme:presence:{alice}");
+        assert_eq!(ns.node_key(&n), "kurir:acme:node:gw-1");
+        assert_eq!(ns.inbox_key(&u), "kurir:acme:inbox:{alice}");
+        assert_eq!(ns.idempotency_key("k"), "kurir:acme:idem:k");
+        assert!(Namespace::parse("a.b").is_err());
+        assert!(Namespace::parse("a:b").is_err());
+    }
+}
