@@ -1,1 +1,229 @@
+//! Kurir gateway: holds users' WebSockets and writes notifications to them.
+//!
+//! The data path, in order: [`ws`] (① upgrade + auth, one [`ws::session`] per socket,
+//! frames, close codes) ↔ [`hub`] (② user → connections, topic → connections, bounded
+//! per-connection queues) ↔ [`relay`] (③ bus subscriptions → hub) ; [`liveness`] (④
+//! presence, node liveness, readiness probe), [`receipts`], [`drain`] (SIGTERM).
+//! [`Gateway::bind`] + [`Gateway::serve`] is what `main`, tests and `--standalone` run.
 #![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod config;
+pub mod drain;
+pub mod hub;
+pub mod liveness;
+pub mod receipts;
+pub mod relay;
+pub mod state;
+pub mod telemetry;
+pub mod ws;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::routing::get;
+use axum::Router;
+use kurir_backends::{Backends, NodeId};
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::info;
+
+pub use config::Config;
+use state::AppState;
+use ws::auth::Verifier;
+
+/// Why a gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("configuration: {0}")]
+    Config(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A gateway whose listeners are bound.
+pub struct Gateway {
+    state: AppState,
+    listener: TcpListener,
+    metrics: Option<(TcpListener, PrometheusHandle)>,
+    topics_rx: tokio::sync::mpsc::Receiver<relay::TopicCommand>,
+    receipts_rx: tokio::sync::mpsc::Receiver<kurir_proto::v1::Receipt>,
+}
+
+impl Gateway {
+    /// Validate `config` and bind the listeners. With `metrics = None` no metrics
+    /// listener is bound (the embedding process serves `/metrics` itself).
+    ///
+    /// # Errors
+    /// Bad configuration or a port that cannot be bound.
+    pub async fn bind(
+        config: Config,
+        backends: Backends,
+        metrics: Option<PrometheusHandle>,
+    ) -> Result<Self, StartError> {
+        config.validate().map_err(StartError::Config)?;
+        let verifier = match (&config.jwt_public_key_file, &config.jwt_secret) {
+            (Some(path), _) => Verifier::from_public_key_file(path).map_err(StartError::Config)?,
+            (None, Some(secret)) => Verifier::hs256(secret.as_bytes()),
+            (None, None) => unreachable!("validate() requires one"),
+        };
+        telemetry::describe();
+        let node = config.node_id.clone().unwrap_or_else(NodeId::generate);
+        let bind = |addr: SocketAddr| async move {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| StartError::Bind { addr, source })
+        };
+        let listener = bind(config.listen).await?;
+        let metrics = match metrics {
+            Some(h) => Some((bind(config.metrics_listen).await?, h)),
+            None => None,
+        };
+        let (topics, topics_rx) = relay::Topics::channel();
+        let (receipts, receipts_rx) =
+            receipts::Receipts::channel(node.clone(), config.receipt_queue);
+        let state = AppState {
+            config: Arc::new(config),
+            node,
+            backends,
+            hub: hub::Hub::new(),
+            topics,
+            receipts,
+            verifier: Arc::new(verifier),
+            readiness: liveness::Readiness::default(),
+            tracker: TaskTracker::new(),
+        };
+        Ok(Self {
+            state,
+            listener,
+            metrics,
+            topics_rx,
+            receipts_rx,
+        })
+    }
+
+    pub fn node_id(&self) -> &NodeId {
+        &self.state.node
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("bound listener has an address")
+    }
+
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().and_then(|(l, _)| l.local_addr().ok())
+    }
+
+    /// The routes of the public listener (`/ws`, health, demo page), for embedding.
+    fn router(state: AppState) -> Router {
+        let mut router = Router::new()
+            .route("/ws", get(ws::upgrade))
+            .merge(admin::health_routes(state.readiness.clone()))
+            .merge(demo::routes());
+        if state.config.dev_tokens {
+            router = router.route("/dev/token", get(admin::dev_token));
+        }
+        router.with_state(state)
+    }
+
+    /// Serve until `shutdown` completes, then drain.
+    ///
+    /// # Errors
+    /// The listener failed.
+    pub async fn serve(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let Self {
+            state,
+            listener,
+            metrics,
+            topics_rx,
+            receipts_rx,
+        } = self;
+        let stop = CancellationToken::new();
+        let background = TaskTracker::new();
+        background.spawn(relay::run(state.clone(), topics_rx, stop.clone()));
+        background.spawn(liveness::run(state.clone(), stop.clone()));
+        let receipts_stop = CancellationToken::new();
+        let receipts = tokio::spawn(receipts::run(
+            state.backends.clone(),
+            receipts_rx,
+            receipts_stop.clone(),
+        ));
+        if let Some((l, handle)) = metrics {
+            let router = admin::metrics_router(handle, state.readiness.clone());
+            let stop = stop.clone();
+            background.spawn(async move {
+                let _ = axum::serve(l, router)
+                    .with_graceful_shutdown(stop.cancelled_owned())
+                    .await;
+            });
+        }
+        info!(node = %state.node, addr = %listener.local_addr()?, "gateway listening");
+
+        let draining = CancellationToken::new();
+        let app = Self::router(state.clone());
+        let server =
+            axum::serve(listener, app).with_graceful_shutdown(draining.clone().cancelled_owned());
+        let server = tokio::spawn(async move { server.await });
+        shutdown.await;
+        draining.cancel();
+        drain::run(&state, &state.tracker).await;
+        stop.cancel();
+        receipts_stop.cancel();
+        let _ = receipts.await;
+        background.close();
+        background.wait().await;
+        let _ = server.await;
+        info!(node = %state.node, "gateway stopped");
+        Ok(())
+    }
+}
+
+mod demo {
+    //! The demo page and the browser SDK, embedded so the binary serves them alone.
+    use axum::http::header;
+    use axum::routing::get;
+    use axum::Router;
+
+    pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
+        Router::new()
+            .route(
+                "/",
+                get(|| async {
+                    (
+                        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+                        include_str!("../../clients/js/demo.html"),
+                    )
+                }),
+            )
+            .route(
+                "/kurir.js",
+                get(|| async {
+                    (
+                        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+                        include_str!("../../clients/js/kurir.js"),
+                    )
+                }),
+            )
+            .route(
+                "/kurir.d.ts",
+                get(|| async {
+                    (
+                        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+                        include_str!("../../clients/js/kurir.d.ts"),
+                    )
+                }),
+            )
+    }
+}

@@ -1,0 +1,250 @@
+//! Gateway configuration: flags and `KURIR_*` environment variables, validated before
+//! any port is bound.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use kurir_backends::{Namespace, NodeId};
+
+/// A secret string: `Debug` prints `***`, so `?config` is safe to log.
+#[derive(Clone, Default)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<String> for Secret {
+    fn from(s: String) -> Self {
+        Self(s)
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// Where `kurir-gateway` listens, what it connects to and its limits.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "kurir-gateway", version, about = "Kurir WebSocket gateway")]
+pub struct Config {
+    /// Prefix of every Redis key and NATS subject.
+    #[arg(long, env = "KURIR_NAMESPACE", default_value = "default", value_parser = parse_namespace)]
+    pub namespace: Namespace,
+
+    /// NATS server(s), comma-separated.
+    #[arg(long, env = "KURIR_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    pub nats_url: String,
+
+    /// Redis URL (`redis://`, `rediss://` or `redis-cluster://h:p,h:p`).
+    #[arg(
+        long,
+        env = "KURIR_REDIS_URL",
+        default_value = "redis://127.0.0.1:6379"
+    )]
+    pub redis_url: String,
+
+    /// Node id, subject-safe. Default: hostname plus a short random suffix.
+    #[arg(long, env = "KURIR_NODE_ID", value_parser = parse_node_id)]
+    pub node_id: Option<NodeId>,
+
+    /// `/ws`, `/healthz`, `/readyz` and the demo page.
+    #[arg(long, env = "KURIR_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+
+    /// `/metrics` (and `/healthz`, `/readyz`).
+    #[arg(long, env = "KURIR_METRICS_LISTEN", default_value = "0.0.0.0:9100")]
+    pub metrics_listen: SocketAddr,
+
+    /// HS256 secret for client tokens.
+    #[arg(long, env = "KURIR_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+
+    /// PEM public key for RS256 or ES256 client tokens.
+    #[arg(long, env = "KURIR_JWT_PUBLIC_KEY_FILE")]
+    pub jwt_public_key_file: Option<PathBuf>,
+
+    /// Browser Origins allowed to connect, comma-separated; empty allows any.
+    #[arg(
+        long,
+        env = "KURIR_ALLOWED_ORIGINS",
+        value_delimiter = ',',
+        default_value = ""
+    )]
+    pub allowed_origins: Vec<String>,
+
+    /// Seconds over which sockets are closed (1012) on shutdown.
+    #[arg(long, env = "KURIR_DRAIN_SECONDS", default_value_t = 10)]
+    pub drain_seconds: u64,
+
+    /// Frames queued per connection before it is closed with 1013 (slow consumer).
+    #[arg(long, env = "KURIR_OUTBOUND_QUEUE", default_value_t = 256)]
+    pub outbound_queue: usize,
+
+    /// Largest client frame accepted; larger closes the socket with 1009.
+    #[arg(long, env = "KURIR_MAX_FRAME_BYTES", default_value_t = 64 * 1024)]
+    pub max_frame_bytes: usize,
+
+    /// Connections this node accepts; beyond, upgrades are answered 503.
+    #[arg(long, env = "KURIR_MAX_CONNECTIONS", default_value_t = 100_000)]
+    pub max_connections: usize,
+
+    /// Topics one connection may subscribe to.
+    #[arg(long, env = "KURIR_MAX_SUBSCRIPTIONS", default_value_t = 64)]
+    pub max_subscriptions: usize,
+
+    /// Interval of WebSocket pings, in milliseconds (announced in `welcome`).
+    #[arg(long, env = "KURIR_HEARTBEAT_MS", default_value_t = 25_000)]
+    pub heartbeat_ms: u64,
+
+    /// A connection that sends nothing (not even a pong) for this long is closed.
+    #[arg(long, env = "KURIR_IDLE_TIMEOUT_MS", default_value_t = 60_000)]
+    pub idle_timeout_ms: u64,
+
+    /// Node liveness TTL: a SIGKILLed node's users read offline within this.
+    #[arg(long, env = "KURIR_LIVENESS_TTL_MS", default_value_t = 15_000)]
+    pub liveness_ttl_ms: u64,
+
+    /// Interval of the readiness probe through the bus.
+    #[arg(long, env = "KURIR_PROBE_INTERVAL_MS", default_value_t = 2_000)]
+    pub probe_interval_ms: u64,
+
+    /// A probe not back within this turns the node unready.
+    #[arg(long, env = "KURIR_PROBE_TIMEOUT_MS", default_value_t = 5_000)]
+    pub probe_timeout_ms: u64,
+
+    /// Lifetime of a presence entry its node stops refreshing, in seconds.
+    #[arg(long, env = "KURIR_PRESENCE_TTL_SECONDS", default_value_t = 3600)]
+    pub presence_ttl_seconds: u64,
+
+    /// Stored notifications read per inbox page during replay.
+    #[arg(long, env = "KURIR_REPLAY_PAGE", default_value_t = 100)]
+    pub replay_page: usize,
+
+    /// Most stored notifications kept per user (must match the dispatchers').
+    #[arg(long, env = "KURIR_INBOX_CAPACITY", default_value_t = 1000)]
+    pub inbox_capacity: usize,
+
+    /// Receipts queued for the bus before new ones are dropped (and counted).
+    #[arg(long, env = "KURIR_RECEIPT_QUEUE", default_value_t = 8192)]
+    pub receipt_queue: usize,
+
+    /// Log format: `text` or `json`.
+    #[arg(long, env = "KURIR_LOG_FORMAT", default_value = "text")]
+    pub log_format: String,
+
+    /// Serve `GET /dev/token` (development only; set by `--standalone`).
+    #[arg(skip)]
+    pub dev_tokens: bool,
+}
+
+fn parse_namespace(s: &str) -> Result<Namespace, String> {
+    Namespace::parse(s).map_err(|e| e.to_string())
+}
+
+fn parse_node_id(s: &str) -> Result<NodeId, String> {
+    NodeId::parse(s).map_err(|e| e.to_string())
+}
+
+impl Config {
+    /// Defaults for tests: loopback ports chosen by the OS, HS256 `secret`, short timers.
+    pub fn for_test(namespace: Namespace, jwt_secret: &str) -> Self {
+        let mut c = Self::parse_from(["kurir-gateway"]);
+        c.namespace = namespace;
+        c.listen = "127.0.0.1:0".parse().expect("loopback");
+        c.metrics_listen = "127.0.0.1:0".parse().expect("loopback");
+        c.jwt_secret = Some(jwt_secret.to_owned());
+        c.jwt_public_key_file = None;
+        c.drain_seconds = 1;
+        c.liveness_ttl_ms = 3_000;
+        c.probe_interval_ms = 500;
+        c.probe_timeout_ms = 2_000;
+        c
+    }
+
+    /// Check what clap cannot.
+    ///
+    /// # Errors
+    /// A one-line description of the first bad setting.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.jwt_secret.as_deref().is_none_or(str::is_empty)
+            && self.jwt_public_key_file.is_none()
+        {
+            return Err("set KURIR_JWT_SECRET or KURIR_JWT_PUBLIC_KEY_FILE: refusing to accept unauthenticated clients".into());
+        }
+        if self.outbound_queue == 0
+            || self.max_connections == 0
+            || self.replay_page == 0
+            || self.inbox_capacity == 0
+            || self.receipt_queue == 0
+        {
+            return Err(
+                "queue sizes, max connections, replay page and inbox capacity must be > 0".into(),
+            );
+        }
+        if self.max_frame_bytes < 256 {
+            return Err("KURIR_MAX_FRAME_BYTES must be at least 256".into());
+        }
+        if self.heartbeat_ms == 0 || self.idle_timeout_ms <= self.heartbeat_ms {
+            return Err("KURIR_IDLE_TIMEOUT_MS must be greater than KURIR_HEARTBEAT_MS > 0".into());
+        }
+        if self.probe_interval_ms == 0 || self.probe_timeout_ms <= self.probe_interval_ms {
+            return Err(
+                "KURIR_PROBE_TIMEOUT_MS must be greater than KURIR_PROBE_INTERVAL_MS > 0".into(),
+            );
+        }
+        if self.liveness_ttl_ms < 1_000 {
+            return Err("KURIR_LIVENESS_TTL_MS must be at least 1000".into());
+        }
+        if !matches!(self.log_format.as_str(), "text" | "json") {
+            return Err("KURIR_LOG_FORMAT must be text or json".into());
+        }
+        Ok(())
+    }
+
+    pub fn heartbeat(&self) -> Duration {
+        Duration::from_millis(self.heartbeat_ms)
+    }
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.idle_timeout_ms)
+    }
+    pub fn liveness_ttl(&self) -> Duration {
+        Duration::from_millis(self.liveness_ttl_ms)
+    }
+    pub fn probe_interval(&self) -> Duration {
+        Duration::from_millis(self.probe_interval_ms)
+    }
+    pub fn probe_timeout(&self) -> Duration {
+        Duration::from_millis(self.probe_timeout_ms)
+    }
+    pub fn presence_ttl(&self) -> Duration {
+        Duration::from_secs(self.presence_ttl_seconds)
+    }
+    pub fn drain(&self) -> Duration {
+        Duration::from_secs(self.drain_seconds)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refuses_to_start_without_jwt_settings() {
+        let mut c = Config::for_test(Namespace::random_for_test(), "s");
+        assert!(c.validate().is_ok());
+        c.jwt_secret = None;
+        assert!(c.validate().unwrap_err().contains("KURIR_JWT_SECRET"));
+    }
+
+    #[test]
+    fn secret_debug_is_masked() {
+        assert_eq!(format!("{:?}", Secret::from("hunter2".to_owned())), "***");
+    }
+}

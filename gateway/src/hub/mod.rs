@@ -1,0 +1,285 @@
+//! ② The local registry: user → connections and topic → connections of this node, and
+//! the bounded queue in front of every socket.
+//!
+//! Fan-out only `try_send`s into those queues; a full queue marks the connection for
+//! closing with 1013 (slow consumer) and never blocks the relay or other connections.
+//! Maps are sharded, behind synchronous locks held only for map operations.
+
+mod shard;
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use kurir_backends::{ConnId, NotificationId, Topic, UserId};
+use parking_lot::Mutex;
+use tokio::sync::{mpsc, Notify};
+
+use crate::telemetry;
+use crate::ws::close::CloseReason;
+use shard::Shards;
+
+/// One item in a connection's queue.
+#[derive(Debug, Clone)]
+pub enum Outbound {
+    /// A notification frame. `stored` ones are deduplicated by id per connection and
+    /// emit a DELIVERED receipt.
+    Notification {
+        id: NotificationId,
+        stored: bool,
+        /// Sent to its user by id (not a topic or broadcast): emits a DELIVERED receipt.
+        direct: bool,
+        /// Unix ms, for the delivery latency histogram.
+        created_at: i64,
+        frame: Bytes,
+    },
+}
+
+/// Out-of-band signals to a session, which never wait behind a full queue.
+#[derive(Debug, Default)]
+pub struct Control {
+    close: Mutex<Option<CloseReason>>,
+    resync: AtomicBool,
+    notify: Notify,
+}
+
+impl Control {
+    /// Ask the session to close; the first reason wins.
+    pub fn close(&self, reason: CloseReason) {
+        let mut slot = self.close.lock();
+        if slot.is_none() {
+            *slot = Some(reason);
+            drop(slot);
+            self.notify.notify_one();
+        }
+    }
+
+    /// Ask the session to re-read its inbox (the bus may have lost messages).
+    pub fn resync(&self) {
+        self.resync.store(true, Ordering::Release);
+        self.notify.notify_one();
+    }
+
+    pub fn take_close(&self) -> Option<CloseReason> {
+        self.close.lock().clone()
+    }
+
+    pub fn take_resync(&self) -> bool {
+        self.resync.swap(false, Ordering::AcqRel)
+    }
+
+    pub async fn notified(&self) {
+        self.notify.notified().await;
+    }
+}
+
+/// The hub's handle on one connection. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct ConnHandle {
+    pub id: ConnId,
+    pub user: UserId,
+    tx: mpsc::Sender<Outbound>,
+    pub control: Arc<Control>,
+}
+
+impl ConnHandle {
+    /// `queue` is bounded: when full, the connection is closed with 1013.
+    pub fn new(id: ConnId, user: UserId, queue: usize) -> (Self, mpsc::Receiver<Outbound>) {
+        let (tx, rx) = mpsc::channel(queue);
+        let handle = Self {
+            id,
+            user,
+            tx,
+            control: Arc::new(Control::default()),
+        };
+        (handle, rx)
+    }
+
+    /// Queue without waiting. `false` when the connection is gone or too slow (then it
+    /// is told to close with 1013).
+    pub fn offer(&self, msg: Outbound) -> bool {
+        match self.tx.try_send(msg) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                telemetry::dropped("slow_consumer");
+                self.control.close(CloseReason::SlowConsumer);
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+}
+
+/// The registry. Cheap to clone.
+#[derive(Clone)]
+pub struct Hub {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    users: Shards<UserId>,
+    topics: Shards<Topic>,
+    count: AtomicUsize,
+}
+
+/// Shards per map; a power of two.
+const SHARDS: usize = 64;
+
+impl Default for Hub {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Hub {
+    pub fn new() -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                users: Shards::new(SHARDS),
+                topics: Shards::new(SHARDS),
+                count: AtomicUsize::new(0),
+            }),
+        }
+    }
+
+    /// Connections currently registered.
+    pub fn len(&self) -> usize {
+        self.inner.count.load(Ordering::Relaxed)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn register(&self, conn: ConnHandle) {
+        self.inner.users.insert(conn.user.clone(), conn);
+        self.inner.count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Remove a connection from the user map and from these topics. Returns the topics
+    /// left without any local subscriber.
+    pub fn unregister(&self, user: &UserId, id: ConnId, topics: &[Topic]) -> Vec<Topic> {
+        if self.inner.users.remove(user, id) {
+            self.inner.count.fetch_sub(1, Ordering::Relaxed);
+        }
+        topics
+            .iter()
+            .filter(|t| self.unsubscribe(t, id))
+            .cloned()
+            .collect()
+    }
+
+    /// Returns `true` when this is the topic's first local subscriber.
+    pub fn subscribe(&self, topic: &Topic, conn: ConnHandle) -> bool {
+        self.inner.topics.insert(topic.clone(), conn)
+    }
+
+    /// Returns `true` when the topic has no local subscriber left.
+    pub fn unsubscribe(&self, topic: &Topic, id: ConnId) -> bool {
+        self.inner.topics.remove(topic, id) && !self.inner.topics.contains(topic)
+    }
+
+    pub fn has_subscribers(&self, topic: &Topic) -> bool {
+        self.inner.topics.contains(topic)
+    }
+
+    /// Offer to every connection of `user`; returns how many accepted.
+    pub fn to_user(&self, user: &UserId, msg: &Outbound) -> usize {
+        self.inner.users.each_of(user, |c| c.offer(msg.clone()))
+    }
+
+    /// Offer to every subscriber of `topic`.
+    pub fn to_topic(&self, topic: &Topic, msg: &Outbound) -> usize {
+        self.inner.topics.each_of(topic, |c| c.offer(msg.clone()))
+    }
+
+    /// Offer to every connection of this node.
+    pub fn to_all(&self, msg: &Outbound) -> usize {
+        self.inner.users.each(|c| c.offer(msg.clone()))
+    }
+
+    /// Tell every connection of `user` to close; returns how many.
+    pub fn close_user(&self, user: &UserId, reason: &CloseReason) -> usize {
+        self.inner.users.each_of(user, |c| {
+            c.control.close(reason.clone());
+            true
+        })
+    }
+
+    /// Ask every connection to re-read its inbox.
+    pub fn resync_all(&self) -> usize {
+        self.inner.users.each(|c| {
+            c.control.resync();
+            true
+        })
+    }
+
+    /// A copy of every handle (drain, presence refresh).
+    pub fn connections(&self) -> Vec<ConnHandle> {
+        let mut all = Vec::with_capacity(self.len());
+        self.inner.users.each(|c| {
+            all.push(c.clone());
+            true
+        });
+        all
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg() -> Outbound {
+        Outbound::Notification {
+            id: NotificationId::generate(),
+            stored: false,
+            direct: false,
+            created_at: 0,
+            frame: Bytes::from_static(b"{}"),
+        }
+    }
+
+    fn user(s: &str) -> UserId {
+        UserId::parse(s).unwrap()
+    }
+
+    #[test]
+    fn routes_to_users_and_topics() {
+        let hub = Hub::new();
+        let (a1, mut ra1) = ConnHandle::new(ConnId(1), user("a"), 4);
+        let (a2, mut ra2) = ConnHandle::new(ConnId(2), user("a"), 4);
+        let (b, mut rb) = ConnHandle::new(ConnId(3), user("b"), 4);
+        for c in [&a1, &a2, &b] {
+            hub.register(c.clone());
+        }
+        assert_eq!(hub.len(), 3);
+        assert_eq!(hub.to_user(&user("a"), &msg()), 2);
+        assert!(ra1.try_recv().is_ok() && ra2.try_recv().is_ok() && rb.try_recv().is_err());
+
+        let t = Topic::parse("news").unwrap();
+        assert!(hub.subscribe(&t, b.clone()));
+        assert!(!hub.subscribe(&t, a1.clone()));
+        assert_eq!(hub.to_topic(&t, &msg()), 2);
+        assert_eq!(hub.to_all(&msg()), 3);
+        assert!(!hub.unsubscribe(&t, ConnId(3)));
+        assert_eq!(
+            hub.unregister(&user("a"), ConnId(1), std::slice::from_ref(&t)),
+            vec![t.clone()]
+        );
+        assert!(!hub.has_subscribers(&t));
+        assert_eq!(hub.len(), 2);
+    }
+
+    #[test]
+    fn full_queue_closes_with_1013_and_spares_others() {
+        let hub = Hub::new();
+        let (slow, _rs) = ConnHandle::new(ConnId(1), user("s"), 1);
+        let (fast, mut rf) = ConnHandle::new(ConnId(2), user("f"), 8);
+        hub.register(slow.clone());
+        hub.register(fast);
+        assert_eq!(hub.to_all(&msg()), 2);
+        assert_eq!(hub.to_all(&msg()), 1);
+        assert_eq!(slow.control.take_close(), Some(CloseReason::SlowConsumer));
+        assert_eq!(std::iter::from_fn(|| rf.try_recv().ok()).count(), 2);
+    }
+}

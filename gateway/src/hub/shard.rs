@@ -1,0 +1,78 @@
+//! A map key → connections, split into shards by key hash so that fan-out on one key
+//! never contends with registrations of others.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hash, RandomState};
+
+use kurir_backends::ConnId;
+use parking_lot::RwLock;
+
+use super::ConnHandle;
+
+type Shard<K> = RwLock<HashMap<K, Vec<ConnHandle>>>;
+
+pub(super) struct Shards<K> {
+    shards: Box<[Shard<K>]>,
+    hasher: RandomState,
+}
+
+impl<K: Hash + Eq> Shards<K> {
+    pub(super) fn new(n: usize) -> Self {
+        Self {
+            shards: (0..n).map(|_| RwLock::new(HashMap::new())).collect(),
+            hasher: RandomState::new(),
+        }
+    }
+
+    fn shard(&self, key: &K) -> &Shard<K> {
+        let i = self.hasher.hash_one(key) as usize & (self.shards.len() - 1);
+        &self.shards[i]
+    }
+
+    /// Returns `true` when `key` had no connection before.
+    pub(super) fn insert(&self, key: K, conn: ConnHandle) -> bool {
+        let mut map = self.shard(&key).write();
+        let conns = map.entry(key).or_default();
+        if conns.iter().any(|c| c.id == conn.id) {
+            return false;
+        }
+        conns.push(conn);
+        conns.len() == 1
+    }
+
+    /// Returns `true` when something was removed.
+    pub(super) fn remove(&self, key: &K, id: ConnId) -> bool {
+        let mut map = self.shard(key).write();
+        let Some(conns) = map.get_mut(key) else {
+            return false;
+        };
+        let before = conns.len();
+        conns.retain(|c| c.id != id);
+        let removed = conns.len() != before;
+        if conns.is_empty() {
+            map.remove(key);
+        }
+        removed
+    }
+
+    pub(super) fn contains(&self, key: &K) -> bool {
+        self.shard(key).read().contains_key(key)
+    }
+
+    /// Apply `f` to each connection of `key` under the shard's read lock; counts `true`s.
+    pub(super) fn each_of(&self, key: &K, mut f: impl FnMut(&ConnHandle) -> bool) -> usize {
+        let map = self.shard(key).read();
+        map.get(key)
+            .map_or(0, |conns| conns.iter().filter(|c| f(c)).count())
+    }
+
+    /// Apply `f` to every connection, one shard at a time.
+    pub(super) fn each(&self, mut f: impl FnMut(&ConnHandle) -> bool) -> usize {
+        let mut n = 0;
+        for shard in self.shards.iter() {
+            let map = shard.read();
+            n += map.values().flatten().filter(|c| f(c)).count();
+        }
+        n
+    }
+}

@@ -1,0 +1,262 @@
+//! ③ Bus → hub. Subscribes this node's subject and the broadcast subject for the node's
+//! life, and a topic subject only while a local connection needs it. Each envelope is
+//! decoded once and its frame serialized once; connections get clones of the `Bytes`.
+//!
+//! Topic subscriptions have one owner, the [`Topics`] task, fed by a bounded channel: it
+//! subscribes on the first local subscriber and unsubscribes a little after the last, so
+//! a client that resubscribes at once does not churn the bus.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use futures::StreamExt;
+use kurir_backends::bus::Subscription;
+use kurir_backends::{NotificationId, Topic, UserId};
+use kurir_proto::internal::v1::{envelope::Kind, Delivery, Envelope};
+use prost::Message;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::hub::{Hub, Outbound};
+use crate::state::AppState;
+use crate::telemetry;
+use crate::ws::close::CloseReason;
+use crate::ws::frame::PreparedNotification;
+use crate::ws::session::now_ms;
+
+/// How long a topic subject stays subscribed after its last local subscriber left.
+pub const TOPIC_LINGER: Duration = Duration::from_secs(5);
+/// Topic commands queued before subscribers wait (back-pressure on `subscribe` frames).
+const TOPIC_COMMANDS: usize = 1024;
+
+/// Run the node and broadcast subscriptions and the reconnect watcher until `stop`.
+pub async fn run(
+    state: AppState,
+    topics_rx: mpsc::Receiver<TopicCommand>,
+    stop: CancellationToken,
+) {
+    let ns = &state.backends.namespace;
+    let node_sub = subscribe_forever(&state, ns.node_subject(&state.node), &stop).await;
+    let broadcast_sub = subscribe_forever(&state, ns.broadcast_subject(), &stop).await;
+    let (Some(node_sub), Some(broadcast_sub)) = (node_sub, broadcast_sub) else {
+        return;
+    };
+    info!(node = %state.node, "relay subscribed");
+    let topics = tokio::spawn(run_topics(state.clone(), topics_rx, stop.clone()));
+    let mut reconnected = state.backends.bus.reconnected();
+    let node = relay_node(state.clone(), node_sub);
+    let broadcast = relay_fanout(state.hub.clone(), broadcast_sub, None);
+    tokio::pin!(node, broadcast);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => break,
+            () = &mut node => { warn!("node subscription ended"); break; }
+            () = &mut broadcast => { warn!("broadcast subscription ended"); break; }
+            changed = reconnected.changed() => {
+                if changed.is_err() { break; }
+                // Messages published during the outage are gone from the bus but not
+                // from inboxes: every connection re-reads its inbox.
+                let n = state.hub.resync_all();
+                info!(connections = n, "bus reconnected; resynchronising inboxes");
+            }
+        }
+    }
+    topics.abort();
+}
+
+async fn subscribe_forever(
+    state: &AppState,
+    subject: String,
+    stop: &CancellationToken,
+) -> Option<Subscription> {
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match state.backends.bus.subscribe(subject.clone()).await {
+            Ok(s) => return Some(s),
+            Err(e) => warn!(error = %e, %subject, "subscribe failed; retrying"),
+        }
+        tokio::select! {
+            () = stop.cancelled() => return None,
+            () = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
+}
+
+async fn relay_node(state: AppState, mut sub: Subscription) {
+    while let Some(payload) = sub.next().await {
+        let Ok(env) = Envelope::decode(payload.as_ref()) else {
+            warn!("undecodable envelope on node subject");
+            continue;
+        };
+        match env.kind {
+            Some(Kind::Delivery(d)) => deliver_direct(&state.hub, &d),
+            Some(Kind::Disconnect(d)) => {
+                if let Ok(user) = UserId::parse(&d.user_id) {
+                    let n = state
+                        .hub
+                        .close_user(&user, &CloseReason::Disconnected(d.reason));
+                    debug!(%user, connections = n, "disconnect");
+                }
+            }
+            Some(Kind::Probe(p)) => state.readiness.probe_returned(p.seq),
+            None => {}
+        }
+    }
+}
+
+fn live(d: &Delivery) -> Option<NotificationId> {
+    if d.expires_at > 0 && d.expires_at <= now_ms() {
+        telemetry::dropped("expired");
+        return None;
+    }
+    NotificationId::parse(&d.id).ok()
+}
+
+/// A targeted delivery: one frame per recipient (their cursors differ).
+fn deliver_direct(hub: &Hub, d: &Delivery) {
+    let Some(id) = live(d) else { return };
+    let prepared = PreparedNotification::new(d);
+    let stored = d.expires_at > 0;
+    let shared = (!stored).then(|| prepared.frame(false, None));
+    for r in &d.recipients {
+        let Ok(user) = UserId::parse(&r.user_id) else {
+            continue;
+        };
+        let frame = match &shared {
+            Some(f) => f.clone(),
+            None => prepared.frame(false, (!r.cursor.is_empty()).then_some(r.cursor.as_str())),
+        };
+        hub.to_user(
+            &user,
+            &Outbound::Notification {
+                id,
+                stored,
+                direct: true,
+                created_at: d.created_at,
+                frame,
+            },
+        );
+    }
+}
+
+/// Topic or broadcast: one frame for everyone.
+async fn relay_fanout(hub: Hub, mut sub: Subscription, topic: Option<Topic>) {
+    while let Some(payload) = sub.next().await {
+        let Ok(Envelope {
+            kind: Some(Kind::Delivery(d)),
+        }) = Envelope::decode(payload.as_ref())
+        else {
+            continue;
+        };
+        let Some(id) = live(&d) else { continue };
+        let msg = Outbound::Notification {
+            id,
+            stored: false,
+            direct: false,
+            created_at: d.created_at,
+            frame: PreparedNotification::new(&d).frame(false, None),
+        };
+        match &topic {
+            Some(t) => hub.to_topic(t, &msg),
+            None => hub.to_all(&msg),
+        };
+    }
+}
+
+/// A request to the topic owner.
+#[derive(Debug)]
+pub enum TopicCommand {
+    Ensure(Topic, oneshot::Sender<bool>),
+    Release(Topic),
+    Recheck(Topic),
+}
+
+/// Handle on the topic owner task. Cheap to clone.
+#[derive(Clone)]
+pub struct Topics {
+    tx: mpsc::Sender<TopicCommand>,
+}
+
+impl Topics {
+    pub fn channel() -> (Self, mpsc::Receiver<TopicCommand>) {
+        let (tx, rx) = mpsc::channel(TOPIC_COMMANDS);
+        (Self { tx }, rx)
+    }
+
+    /// Make sure this node holds the topic's bus subscription; `Err` if it cannot.
+    pub async fn ensure(&self, topic: &Topic) -> Result<(), ()> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(TopicCommand::Ensure(topic.clone(), tx))
+            .await
+            .map_err(|_| ())?;
+        match rx.await {
+            Ok(true) => Ok(()),
+            _ => Err(()),
+        }
+    }
+
+    /// The topic's last local subscriber left. When the queue is full the command is
+    /// dropped: the subject then stays subscribed until the next release of the topic.
+    pub fn release(&self, topic: &Topic) {
+        let _ = self.tx.try_send(TopicCommand::Release(topic.clone()));
+    }
+}
+
+async fn run_topics(
+    state: AppState,
+    mut rx: mpsc::Receiver<TopicCommand>,
+    stop: CancellationToken,
+) {
+    let mut held: HashMap<Topic, JoinHandle<()>> = HashMap::new();
+    let bus = state.backends.bus.clone();
+    let ns = state.backends.namespace.clone();
+    let recheck = state.topics.tx.clone();
+    while let Some(cmd) = tokio::select! {
+        () = stop.cancelled() => None,
+        c = rx.recv() => c,
+    } {
+        match cmd {
+            TopicCommand::Ensure(topic, reply) => {
+                if held.get(&topic).is_some_and(|h| !h.is_finished()) {
+                    let _ = reply.send(true);
+                    continue;
+                }
+                match bus.subscribe(ns.topic_subject(&topic)).await {
+                    Ok(sub) => {
+                        let task =
+                            tokio::spawn(relay_fanout(state.hub.clone(), sub, Some(topic.clone())));
+                        held.insert(topic, task);
+                        let _ = reply.send(true);
+                    }
+                    Err(e) => {
+                        warn!(error = %e, %topic, "topic subscribe failed");
+                        let _ = reply.send(false);
+                    }
+                }
+            }
+            TopicCommand::Release(topic) => {
+                let tx = recheck.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(TOPIC_LINGER).await;
+                    let _ = tx.send(TopicCommand::Recheck(topic)).await;
+                });
+            }
+            TopicCommand::Recheck(topic) => {
+                if !state.hub.has_subscribers(&topic) {
+                    if let Some(task) = held.remove(&topic) {
+                        task.abort();
+                        debug!(%topic, "topic unsubscribed");
+                    }
+                }
+            }
+        }
+        metrics::gauge!(telemetry::TOPIC_SUBSCRIPTIONS).set(held.len() as f64);
+    }
+    for (_, task) in held {
+        task.abort();
+    }
+}

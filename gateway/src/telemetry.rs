@@ -1,0 +1,113 @@
+//! Metric names, their descriptions and series registered from start-up, the Prometheus
+//! recorder and the tracing subscriber.
+
+use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, Unit};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::ws::close::CloseReason;
+
+pub const CONNECTIONS: &str = "kurir_gateway_connections";
+pub const OPENED: &str = "kurir_gateway_connections_opened_total";
+pub const CLOSED: &str = "kurir_gateway_connections_closed_total";
+pub const DELIVERIES: &str = "kurir_gateway_deliveries_total";
+pub const DROPPED: &str = "kurir_gateway_dropped_total";
+pub const ACKS: &str = "kurir_gateway_acks_total";
+pub const REPLAYED: &str = "kurir_gateway_replayed_total";
+pub const AUTH_FAILURES: &str = "kurir_gateway_auth_failures_total";
+pub const READY: &str = "kurir_gateway_ready";
+pub const READINESS_FAILURES: &str = "kurir_gateway_readiness_failures_total";
+pub const TOPIC_SUBSCRIPTIONS: &str = "kurir_gateway_topic_subscriptions";
+pub const DELIVERY_LATENCY: &str = "kurir_delivery_latency_seconds";
+
+pub const DROP_REASONS: [&str; 4] = ["slow_consumer", "expired", "duplicate", "receipts_full"];
+pub const AUTH_REASONS: [&str; 4] = ["missing", "invalid", "expired", "origin"];
+pub const READINESS_CHECKS: [&str; 2] = ["bus_probe", "presence"];
+
+/// Latency buckets (seconds): sub-millisecond resolution for the hot path, up to 10 s.
+pub const LATENCY_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
+];
+
+/// Install the global Prometheus recorder (once per process, from `main`).
+///
+/// # Errors
+/// A recorder is already installed.
+pub fn install_recorder() -> Result<PrometheusHandle, String> {
+    PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
+        .map_err(|e| e.to_string())?
+        .install_recorder()
+        .map_err(|e| e.to_string())
+}
+
+/// Describe every gateway metric and register its series at zero.
+pub fn describe() {
+    describe_gauge!(CONNECTIONS, "Open WebSocket connections");
+    describe_counter!(OPENED, "WebSocket connections accepted");
+    describe_counter!(CLOSED, "WebSocket connections closed, by reason");
+    describe_counter!(DELIVERIES, "Notification frames written to sockets");
+    describe_counter!(DROPPED, "Notifications not written, by reason");
+    describe_counter!(ACKS, "Acks received from clients");
+    describe_counter!(REPLAYED, "Stored notifications replayed from inboxes");
+    describe_counter!(AUTH_FAILURES, "Upgrades refused, by reason");
+    describe_gauge!(
+        READY,
+        "1 while the node can deliver (probe and presence healthy)"
+    );
+    describe_counter!(READINESS_FAILURES, "Readiness checks that failed, by check");
+    describe_gauge!(
+        TOPIC_SUBSCRIPTIONS,
+        "Topic subjects this node holds on the bus"
+    );
+    describe_histogram!(
+        DELIVERY_LATENCY,
+        Unit::Seconds,
+        "From the notification's created_at to written to a socket"
+    );
+    gauge!(CONNECTIONS).set(0.0);
+    gauge!(READY).set(0.0);
+    gauge!(TOPIC_SUBSCRIPTIONS).set(0.0);
+    counter!(OPENED).absolute(0);
+    counter!(DELIVERIES).absolute(0);
+    counter!(ACKS).absolute(0);
+    counter!(REPLAYED).absolute(0);
+    for r in CloseReason::LABELS {
+        counter!(CLOSED, "reason" => r).absolute(0);
+    }
+    for r in DROP_REASONS {
+        counter!(DROPPED, "reason" => r).absolute(0);
+    }
+    for r in AUTH_REASONS {
+        counter!(AUTH_FAILURES, "reason" => r).absolute(0);
+    }
+    for c in READINESS_CHECKS {
+        counter!(READINESS_FAILURES, "check" => c).absolute(0);
+    }
+    // Registering the handle makes the (empty) histogram render from start-up.
+    let _ = metrics::histogram!(DELIVERY_LATENCY);
+    kurir_backends::telemetry::describe();
+}
+
+pub fn dropped(reason: &'static str) {
+    counter!(DROPPED, "reason" => reason).increment(1);
+}
+
+pub fn auth_failure(reason: &'static str) {
+    counter!(AUTH_FAILURES, "reason" => reason).increment(1);
+}
+
+/// Structured logs on stderr: `text` for people, `json` for collectors. `RUST_LOG`
+/// filters (default `info`).
+pub fn init_tracing(format: &str) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if format == "json" {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}

@@ -1,0 +1,129 @@
+//! Why a connection ends, and the close code and reason each cause is sent with. The one
+//! place close codes are chosen.
+
+use axum::extract::ws::{CloseFrame, Utf8Bytes};
+
+/// Closed set of reasons a session ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The client closed or the socket broke.
+    Client,
+    /// Nothing received within the idle timeout.
+    Idle,
+    /// The outbound queue was full.
+    SlowConsumer,
+    /// The node is shutting down.
+    Draining,
+    /// A backend asked for it (`Disconnect` RPC); carries the caller's reason.
+    Disconnected(String),
+    /// The client broke policy (e.g. a frame that is not text).
+    Policy(&'static str),
+    /// A frame above the size limit.
+    FrameTooLarge,
+    /// Something on our side failed (e.g. presence could not be written).
+    Internal,
+}
+
+impl CloseReason {
+    pub fn code(&self) -> u16 {
+        match self {
+            Self::Client => 1000,
+            Self::Idle => 1001,
+            Self::Policy(_) => 1008,
+            Self::FrameTooLarge => 1009,
+            Self::Internal => 1011,
+            Self::Draining => 1012,
+            Self::SlowConsumer => 1013,
+            Self::Disconnected(_) => 4001,
+        }
+    }
+
+    /// Whether a client should reconnect (soon) after this close.
+    pub fn reconnect(&self) -> bool {
+        !matches!(self, Self::Policy(_) | Self::Disconnected(_))
+    }
+
+    /// `reason` label of `kurir_gateway_connections_closed_total`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Client => "client",
+            Self::Idle => "idle",
+            Self::SlowConsumer => "slow_consumer",
+            Self::Draining => "draining",
+            Self::Disconnected(_) => "disconnected",
+            Self::Policy(_) => "policy",
+            Self::FrameTooLarge => "frame_too_large",
+            Self::Internal => "error",
+        }
+    }
+
+    pub const LABELS: [&'static str; 8] = [
+        "client",
+        "idle",
+        "slow_consumer",
+        "draining",
+        "disconnected",
+        "policy",
+        "frame_too_large",
+        "error",
+    ];
+
+    /// Close reason text: at most 120 bytes (the protocol allows 123), never internal detail.
+    pub fn text(&self) -> String {
+        let text = match self {
+            Self::Client => "bye",
+            Self::Idle => "idle timeout",
+            Self::SlowConsumer => "slow consumer: reconnect",
+            Self::Draining => "server draining: reconnect",
+            Self::Disconnected(reason) if !reason.is_empty() => reason,
+            Self::Disconnected(_) => "disconnected by the server",
+            Self::Policy(why) => why,
+            Self::FrameTooLarge => "frame too large",
+            Self::Internal => "internal error: reconnect",
+        };
+        truncate(text, 120).to_owned()
+    }
+
+    pub fn frame(&self) -> CloseFrame {
+        CloseFrame {
+            code: self.code(),
+            reason: Utf8Bytes::from(self.text()),
+        }
+    }
+}
+
+/// The longest prefix of `s` of at most `max` bytes that ends on a char boundary.
+pub fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_and_reconnect() {
+        assert_eq!(CloseReason::Draining.code(), 1012);
+        assert!(CloseReason::Draining.reconnect());
+        assert_eq!(CloseReason::SlowConsumer.code(), 1013);
+        assert!(CloseReason::SlowConsumer.reconnect());
+        assert_eq!(CloseReason::Disconnected(String::new()).code(), 4001);
+        assert!(!CloseReason::Disconnected(String::new()).reconnect());
+        assert!(!CloseReason::Policy("x").reconnect());
+    }
+
+    #[test]
+    fn reasons_stay_short() {
+        let long = "é".repeat(100);
+        let text = CloseReason::Disconnected(long).text();
+        assert!(text.len() <= 120);
+        assert!(text.chars().all(|c| c == 'é'));
+    }
+}

@@ -1,0 +1,231 @@
+//! Protocol v1 frames (JSON text). Client frames are parsed here; server frames are
+//! encoded here, a notification once per envelope into [`PreparedNotification`], whose
+//! bytes every recipient shares.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use kurir_proto::internal::v1::Delivery;
+use kurir_proto::v1::Priority;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// What a client may send.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ClientFrame {
+    Ack { id: String },
+    Subscribe { topic: String },
+    Unsubscribe { topic: String },
+    Ping,
+}
+
+/// Why a client frame was refused; becomes an `error` frame, the session goes on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FrameError {
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl FrameError {
+    pub fn new(code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+const KNOWN_TYPES: [&str; 4] = ["ack", "subscribe", "unsubscribe", "ping"];
+
+/// Parse one text frame.
+pub fn parse(text: &str) -> Result<ClientFrame, FrameError> {
+    serde_json::from_str(text).map_err(|e| {
+        let kind = serde_json::from_str::<serde_json::Value>(text)
+            .ok()
+            .and_then(|v| v.get("type").and_then(|t| t.as_str()).map(str::to_owned));
+        match kind {
+            Some(t) if !KNOWN_TYPES.contains(&t.as_str()) => FrameError::new(
+                "unknown_type",
+                format!("unknown frame type {:?}", truncate_for_error(&t)),
+            ),
+            _ => FrameError::new("bad_frame", format!("malformed frame: {e}")),
+        }
+    })
+}
+
+fn truncate_for_error(s: &str) -> &str {
+    crate::ws::close::truncate(s, 64)
+}
+
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum ServerFrame<'a> {
+    Welcome {
+        connection_id: String,
+        node: &'a str,
+        user: &'a str,
+        heartbeat_ms: u64,
+    },
+    Subscribed {
+        topic: &'a str,
+    },
+    Unsubscribed {
+        topic: &'a str,
+    },
+    Pong,
+    Error {
+        code: &'a str,
+        message: &'a str,
+    },
+}
+
+fn encode(frame: &ServerFrame<'_>) -> Bytes {
+    // Serializing these plain structs cannot fail.
+    Bytes::from(serde_json::to_vec(frame).unwrap_or_default())
+}
+
+pub fn welcome(connection_id: String, node: &str, user: &str, heartbeat_ms: u64) -> Bytes {
+    encode(&ServerFrame::Welcome {
+        connection_id,
+        node,
+        user,
+        heartbeat_ms,
+    })
+}
+
+pub fn subscribed(topic: &str) -> Bytes {
+    encode(&ServerFrame::Subscribed { topic })
+}
+
+pub fn unsubscribed(topic: &str) -> Bytes {
+    encode(&ServerFrame::Unsubscribed { topic })
+}
+
+pub fn pong() -> Bytes {
+    encode(&ServerFrame::Pong)
+}
+
+pub fn error(e: &FrameError) -> Bytes {
+    encode(&ServerFrame::Error {
+        code: e.code,
+        message: &e.message,
+    })
+}
+
+#[derive(Serialize)]
+struct NotificationBody<'a> {
+    r#type: &'static str,
+    id: &'a str,
+    title: &'a str,
+    body: &'a str,
+    data: BTreeMap<&'a str, &'a str>,
+    topic: Option<&'a str>,
+    priority: &'static str,
+    collapse_key: Option<&'a str>,
+    created_at: i64,
+}
+
+/// A notification frame serialized once, missing only its tail (`replayed`, `cursor`),
+/// which differs per recipient.
+#[derive(Debug, Clone)]
+pub struct PreparedNotification {
+    /// The JSON object without its closing brace.
+    head: Bytes,
+}
+
+impl PreparedNotification {
+    pub fn new(d: &Delivery) -> Self {
+        let n = d.notification.clone().unwrap_or_default();
+        let body = NotificationBody {
+            r#type: "notification",
+            id: &d.id,
+            title: &n.title,
+            body: &n.body,
+            data: n
+                .data
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect(),
+            topic: (!d.topic.is_empty()).then_some(d.topic.as_str()),
+            priority: if n.priority == Priority::High as i32 {
+                "high"
+            } else {
+                "normal"
+            },
+            collapse_key: (!n.collapse_key.is_empty()).then_some(n.collapse_key.as_str()),
+            created_at: d.created_at,
+        };
+        let mut json = serde_json::to_vec(&body).unwrap_or_default();
+        json.pop(); // the closing '}'
+        Self {
+            head: Bytes::from(json),
+        }
+    }
+
+    /// The full frame. Live frames without a cursor share one allocation per envelope
+    /// (call once, clone the `Bytes`); stored ones append their cursor.
+    pub fn frame(&self, replayed: bool, cursor: Option<&str>) -> Bytes {
+        let mut buf = BytesMut::with_capacity(self.head.len() + 48);
+        buf.put_slice(&self.head);
+        buf.put_slice(if replayed {
+            b",\"replayed\":true"
+        } else {
+            b",\"replayed\":false"
+        });
+        if let Some(c) = cursor {
+            // Cursors are `<digits>-<digits>`: nothing to escape.
+            buf.put_slice(b",\"cursor\":\"");
+            buf.put_slice(c.as_bytes());
+            buf.put_u8(b'"');
+        }
+        buf.put_u8(b'}');
+        buf.freeze()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kurir_proto::v1::Notification;
+
+    #[test]
+    fn parses_client_frames() {
+        assert_eq!(parse(r#"{"type":"ping"}"#), Ok(ClientFrame::Ping));
+        assert_eq!(
+            parse(r#"{"type":"ack","id":"x"}"#),
+            Ok(ClientFrame::Ack { id: "x".into() })
+        );
+        assert_eq!(parse("{nope").unwrap_err().code, "bad_frame");
+        assert_eq!(parse(r#"{"type":"ack"}"#).unwrap_err().code, "bad_frame");
+        assert_eq!(
+            parse(r#"{"type":"dance"}"#).unwrap_err().code,
+            "unknown_type"
+        );
+        assert_eq!(parse(r#"[1,2]"#).unwrap_err().code, "bad_frame");
+    }
+
+    #[test]
+    fn notification_frame_is_valid_json() {
+        let d = Delivery {
+            id: "0190-x".into(),
+            notification: Some(Notification {
+                title: "Hi \"there\"".into(),
+                body: "b".into(),
+                data: [("k".to_string(), "v".to_string())].into(),
+                ..Default::default()
+            }),
+            created_at: 42,
+            ..Default::default()
+        };
+        let p = PreparedNotification::new(&d);
+        let v: serde_json::Value = serde_json::from_slice(&p.frame(true, Some("1-2"))).unwrap();
+        assert_eq!(v["type"], "notification");
+        assert_eq!(v["title"], "Hi \"there\"");
+        assert_eq!(v["data"]["k"], "v");
+        assert_eq!(v["topic"], serde_json::Value::Null);
+        assert_eq!(v["replayed"], true);
+        assert_eq!(v["cursor"], "1-2");
+        assert_eq!(v["created_at"], 42);
+        let live: serde_json::Value = serde_json::from_slice(&p.frame(false, None)).unwrap();
+        assert!(live.get("cursor").is_none());
+    }
+}

@@ -1,0 +1,463 @@
+//! One connection's life: register → presence → `welcome` → replay → live.
+//!
+//! The session is the only writer of its socket. It drains its bounded queue (several
+//! frames per flush), answers client frames, pings, and obeys its [`Control`]: close
+//! requests (slow consumer, `Disconnect`, drain) and resync requests (the bus may have
+//! lost messages: re-read the inbox). Stored notifications are deduplicated by id, so a
+//! connection never sees one twice even when replay and live routing both deliver it.
+//!
+//! Any error ends this session only; it is logged once, with the connection id.
+
+use std::collections::{HashSet, VecDeque};
+use std::time::Duration;
+
+use axum::extract::ws::{Message, Utf8Bytes};
+use bytes::Bytes;
+use futures::{Sink, SinkExt, Stream, StreamExt};
+use kurir_backends::inbox::Cursor;
+use kurir_backends::{ConnId, NotificationId, Topic};
+use kurir_proto::internal::v1::Delivery;
+use kurir_proto::v1::ReceiptStatus;
+use prost::Message as _;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tracing::{debug, info_span, warn, Instrument};
+
+use super::auth::Identity;
+use super::close::CloseReason;
+use super::frame::{self, ClientFrame, FrameError, PreparedNotification};
+use crate::hub::{ConnHandle, Outbound};
+use crate::state::AppState;
+use crate::telemetry;
+
+/// Frames written per flush at most (coalescing under load).
+const WRITE_BATCH: usize = 64;
+
+/// Run a session to its end and clean up after it.
+pub async fn run<S>(socket: S, state: AppState, identity: Identity, cursor: Option<Cursor>)
+where
+    S: Stream<Item = Result<Message, axum::Error>> + Sink<Message, Error = axum::Error> + Unpin,
+{
+    let id = ConnId::generate();
+    let span = info_span!("session", conn_id = %id, user = %identity.user);
+    async move {
+        let (handle, rx) = ConnHandle::new(id, identity.user.clone(), state.config.outbound_queue);
+        state.hub.register(handle.clone());
+        metrics::gauge!(telemetry::CONNECTIONS).increment(1.0);
+        metrics::counter!(telemetry::OPENED).increment(1);
+
+        let mut session = Session {
+            socket,
+            state: state.clone(),
+            identity,
+            handle,
+            rx,
+            topics: Vec::new(),
+            seen: SeenIds::new(state.config.inbox_capacity),
+            last_heard: Instant::now(),
+        };
+        let reason = session.run(cursor).await;
+        debug!(reason = reason.label(), "session closed");
+        session.finish(&reason).await;
+        metrics::gauge!(telemetry::CONNECTIONS).decrement(1.0);
+        metrics::counter!(telemetry::CLOSED, "reason" => reason.label()).increment(1);
+    }
+    .instrument(span)
+    .await;
+}
+
+struct Session<S> {
+    socket: S,
+    state: AppState,
+    identity: Identity,
+    handle: ConnHandle,
+    rx: mpsc::Receiver<Outbound>,
+    topics: Vec<Topic>,
+    seen: SeenIds,
+    last_heard: Instant,
+}
+
+/// A write failed: the peer is gone.
+struct Gone;
+
+impl<S> Session<S>
+where
+    S: Stream<Item = Result<Message, axum::Error>> + Sink<Message, Error = axum::Error> + Unpin,
+{
+    async fn run(&mut self, cursor: Option<Cursor>) -> CloseReason {
+        let user = self.identity.user.clone();
+        // Presence before the inbox read: a notification sent meanwhile is then either
+        // in what we read or routed to us live (or both; `seen` drops the second copy).
+        if let Err(e) = self
+            .state
+            .backends
+            .presence
+            .add(&self.state.node, &user, self.handle.id)
+            .await
+        {
+            warn!(error = %e, "presence write failed");
+            return CloseReason::Internal;
+        }
+        let welcome = frame::welcome(
+            self.handle.id.to_string(),
+            self.state.node.as_str(),
+            user.as_str(),
+            self.state.config.heartbeat_ms,
+        );
+        if self.send(welcome).await.is_err() {
+            return CloseReason::Client;
+        }
+        match self.replay(cursor).await {
+            Ok(()) => {}
+            Err(reason) => return reason,
+        }
+        self.live().await
+    }
+
+    async fn live(&mut self) -> CloseReason {
+        let heartbeat = self.state.config.heartbeat();
+        let idle = self.state.config.idle_timeout();
+        let mut ping = tokio::time::interval_at(Instant::now() + heartbeat, heartbeat);
+        let control = self.handle.control.clone();
+        loop {
+            tokio::select! {
+                biased;
+                () = control.notified() => {
+                    if let Some(reason) = control.take_close() {
+                        return reason;
+                    }
+                    if control.take_resync() {
+                        if let Err(reason) = self.replay(None).await {
+                            return reason;
+                        }
+                    }
+                }
+                incoming = self.socket.next() => {
+                    if let Some(reason) = self.on_incoming(incoming).await {
+                        return reason;
+                    }
+                }
+                out = self.rx.recv() => {
+                    let Some(out) = out else { return CloseReason::Internal };
+                    if self.write_batch(out).await.is_err() {
+                        return CloseReason::Client;
+                    }
+                }
+                _ = ping.tick() => {
+                    if self.last_heard.elapsed() > idle {
+                        return CloseReason::Idle;
+                    }
+                    if self.socket.send(Message::Ping(Bytes::new())).await.is_err() {
+                        return CloseReason::Client;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Deliver pending stored notifications after `after` (all when `None`), oldest
+    /// first, skipping what this connection already has.
+    async fn replay(&mut self, mut after: Option<Cursor>) -> Result<(), CloseReason> {
+        let inbox = self.state.backends.inbox.clone();
+        let page = self.state.config.replay_page;
+        let mut budget = self.state.config.inbox_capacity;
+        while budget > 0 {
+            let entries = inbox
+                .pending(&self.identity.user, after.as_ref(), page.min(budget))
+                .await
+                .map_err(|e| {
+                    warn!(error = %e, "inbox read failed");
+                    CloseReason::Internal
+                })?;
+            let n = entries.len();
+            for entry in entries {
+                budget -= 1;
+                after = Some(entry.cursor.clone());
+                if !self.seen.insert(entry.id) {
+                    continue;
+                }
+                let Ok(d) = Delivery::decode(entry.payload.as_ref()) else {
+                    warn!(id = %entry.id, "undecodable inbox entry skipped");
+                    continue;
+                };
+                let frame = PreparedNotification::new(&d).frame(true, Some(entry.cursor.as_str()));
+                if self.send(frame).await.is_err() {
+                    return Err(CloseReason::Client);
+                }
+                metrics::counter!(telemetry::REPLAYED).increment(1);
+                self.delivered(entry.id, d.created_at);
+            }
+            if n < page {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Write `first` and whatever else is queued, up to [`WRITE_BATCH`], then flush once.
+    async fn write_batch(&mut self, first: Outbound) -> Result<(), Gone> {
+        let mut next = Some(first);
+        let mut written = Vec::new();
+        let mut n = 0;
+        while let Some(Outbound::Notification {
+            id,
+            stored,
+            direct,
+            created_at,
+            frame,
+        }) = next.take()
+        {
+            if stored && !self.seen.insert(id) {
+                telemetry::dropped("duplicate");
+            } else {
+                self.socket
+                    .feed(Message::Text(text(frame)))
+                    .await
+                    .map_err(|_| Gone)?;
+                written.push((id, direct, created_at));
+            }
+            n += 1;
+            if n < WRITE_BATCH {
+                next = self.rx.try_recv().ok();
+            }
+        }
+        self.socket.flush().await.map_err(|_| Gone)?;
+        for (id, direct, created_at) in written {
+            if direct {
+                self.delivered(id, created_at);
+            } else {
+                observe(created_at);
+            }
+        }
+        Ok(())
+    }
+
+    /// Count a written notification and emit its DELIVERED receipt.
+    fn delivered(&self, id: NotificationId, created_at: i64) {
+        observe(created_at);
+        self.state
+            .receipts
+            .emit(id, &self.identity.user, ReceiptStatus::Delivered);
+    }
+
+    async fn on_incoming(
+        &mut self,
+        incoming: Option<Result<Message, axum::Error>>,
+    ) -> Option<CloseReason> {
+        self.last_heard = Instant::now();
+        let msg = match incoming {
+            None => return Some(CloseReason::Client),
+            Some(Err(e)) => {
+                // tungstenite reports an oversized frame as a capacity error.
+                let text = e.to_string();
+                if text.contains("Space limit exceeded") || text.contains("too long") {
+                    return Some(CloseReason::FrameTooLarge);
+                }
+                debug!(error = %text, "socket error");
+                return Some(CloseReason::Client);
+            }
+            Some(Ok(m)) => m,
+        };
+        let reply = match msg {
+            Message::Text(t) => match frame::parse(t.as_str()) {
+                Ok(f) => self.on_frame(f).await,
+                Err(e) => Some(frame::error(&e)),
+            },
+            Message::Binary(_) => Some(frame::error(&FrameError::new(
+                "bad_frame",
+                "binary frames are not supported; send JSON text",
+            ))),
+            Message::Close(_) => return Some(CloseReason::Client),
+            Message::Ping(_) | Message::Pong(_) => None,
+        };
+        match reply {
+            Some(r) => self.send(r).await.err().map(|Gone| CloseReason::Client),
+            None => None,
+        }
+    }
+
+    async fn on_frame(&mut self, f: ClientFrame) -> Option<Bytes> {
+        match f {
+            ClientFrame::Ping => Some(frame::pong()),
+            ClientFrame::Ack { id } => self.ack(&id).await.err().map(|e| frame::error(&e)),
+            ClientFrame::Subscribe { topic } => Some(match self.subscribe(&topic).await {
+                Ok(t) => frame::subscribed(t.as_str()),
+                Err(e) => frame::error(&e),
+            }),
+            ClientFrame::Unsubscribe { topic } => Some(match self.unsubscribe(&topic) {
+                Ok(t) => frame::unsubscribed(t.as_str()),
+                Err(e) => frame::error(&e),
+            }),
+        }
+    }
+
+    async fn ack(&mut self, id: &str) -> Result<(), FrameError> {
+        let id = NotificationId::parse(id)
+            .map_err(|e| FrameError::new("bad_request", format!("id: {e}")))?;
+        let removed = self
+            .state
+            .backends
+            .inbox
+            .ack(&self.identity.user, id)
+            .await
+            .map_err(|_| FrameError::new("unavailable", "ack not recorded; retry later"))?;
+        metrics::counter!(telemetry::ACKS).increment(1);
+        if removed {
+            self.state
+                .receipts
+                .emit(id, &self.identity.user, ReceiptStatus::Acked);
+        }
+        Ok(())
+    }
+
+    async fn subscribe(&mut self, name: &str) -> Result<Topic, FrameError> {
+        let topic = Topic::parse(name)
+            .map_err(|e| FrameError::new("bad_request", format!("topic: {e}")))?;
+        if !self.identity.may_subscribe(&topic) {
+            return Err(FrameError::new(
+                "forbidden",
+                format!("token does not allow topic {topic}"),
+            ));
+        }
+        if self.topics.contains(&topic) {
+            return Ok(topic);
+        }
+        if self.topics.len() >= self.state.config.max_subscriptions {
+            return Err(FrameError::new(
+                "too_many_subscriptions",
+                format!(
+                    "at most {} topics per connection",
+                    self.state.config.max_subscriptions
+                ),
+            ));
+        }
+        self.state.hub.subscribe(&topic, self.handle.clone());
+        if self.state.topics.ensure(&topic).await.is_err() {
+            if self.state.hub.unsubscribe(&topic, self.handle.id) {
+                self.state.topics.release(&topic);
+            }
+            return Err(FrameError::new(
+                "unavailable",
+                "subscription failed; retry later",
+            ));
+        }
+        self.topics.push(topic.clone());
+        Ok(topic)
+    }
+
+    fn unsubscribe(&mut self, name: &str) -> Result<Topic, FrameError> {
+        let topic = Topic::parse(name)
+            .map_err(|e| FrameError::new("bad_request", format!("topic: {e}")))?;
+        if let Some(i) = self.topics.iter().position(|t| *t == topic) {
+            self.topics.swap_remove(i);
+            if self.state.hub.unsubscribe(&topic, self.handle.id) {
+                self.state.topics.release(&topic);
+            }
+        }
+        Ok(topic)
+    }
+
+    async fn send(&mut self, frame: Bytes) -> Result<(), Gone> {
+        self.socket
+            .send(Message::Text(text(frame)))
+            .await
+            .map_err(|_| Gone)
+    }
+
+    /// Leave the hub and presence, then say goodbye with the close code.
+    async fn finish(&mut self, reason: &CloseReason) {
+        let emptied = self
+            .state
+            .hub
+            .unregister(&self.identity.user, self.handle.id, &self.topics);
+        for t in &emptied {
+            self.state.topics.release(t);
+        }
+        if !matches!(reason, CloseReason::Client) {
+            let _ = tokio::time::timeout(
+                Duration::from_secs(1),
+                self.socket.send(Message::Close(Some(reason.frame()))),
+            )
+            .await;
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.socket.close()).await;
+        if !matches!(reason, CloseReason::Draining) {
+            // On drain the node removes all its presence at once.
+            if let Err(e) = self
+                .state
+                .backends
+                .presence
+                .remove(&self.identity.user, self.handle.id)
+                .await
+            {
+                debug!(error = %e, "presence removal failed; the entry expires with the node");
+            }
+        }
+    }
+}
+
+fn observe(created_at: i64) {
+    let now = now_ms();
+    let secs = (now - created_at).max(0) as f64 / 1000.0;
+    metrics::histogram!(telemetry::DELIVERY_LATENCY).record(secs);
+    metrics::counter!(telemetry::DELIVERIES).increment(1);
+}
+
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Frames are built from JSON we produced: valid UTF-8 by construction.
+fn text(frame: Bytes) -> Utf8Bytes {
+    Utf8Bytes::try_from(frame).unwrap_or_else(|_| Utf8Bytes::from_static("{}"))
+}
+
+/// Stored notification ids this connection has been sent, newest `cap` kept. Allocates
+/// nothing until the first stored notification.
+struct SeenIds {
+    order: VecDeque<NotificationId>,
+    set: HashSet<NotificationId>,
+    cap: usize,
+}
+
+impl SeenIds {
+    fn new(cap: usize) -> Self {
+        Self {
+            order: VecDeque::new(),
+            set: HashSet::new(),
+            cap: cap.max(1),
+        }
+    }
+
+    /// `false` when already seen.
+    fn insert(&mut self, id: NotificationId) -> bool {
+        if !self.set.insert(id) {
+            return false;
+        }
+        self.order.push_back(id);
+        if self.order.len() > self.cap {
+            if let Some(old) = self.order.pop_front() {
+                self.set.remove(&old);
+            }
+        }
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seen_ids_are_bounded() {
+        let mut s = SeenIds::new(2);
+        let ids: Vec<_> = (0..3).map(|_| NotificationId::generate()).collect();
+        assert!(s.insert(ids[0]));
+        assert!(!s.insert(ids[0]));
+        assert!(s.insert(ids[1]));
+        assert!(s.insert(ids[2]));
+        assert!(s.insert(ids[0]), "oldest evicted");
+    }
+}
