@@ -1,0 +1,530 @@
+// kurir.js — browser (and Node >= 20) client for the Kurir WebSocket protocol v1.
+//
+// One ES module, no dependencies, no build step. A `KurirClient` owns one logical
+// session that survives many sockets: it reconnects with full-jitter backoff, asks for a
+// fresh token on every attempt, resumes from the last stored notification's `cursor`,
+// re-subscribes its topics, acks stored notifications after the application handled them,
+// and emits each notification id at most once (bounded LRU) even across reconnects.
+//
+// Protocol and close codes: shared DESIGN.md ("WebSocket protocol v1"). API: README.md
+// and kurir.d.ts beside this file.
+
+/** Protocol version this client speaks. */
+export const PROTOCOL_VERSION = 1;
+
+/** Close codes of the Kurir protocol (RFC 6455 registry plus 4001). */
+export const CloseCode = Object.freeze({
+  NORMAL: 1000,
+  GOING_AWAY: 1001,
+  ABNORMAL: 1006,
+  POLICY: 1008,
+  TOO_LARGE: 1009,
+  INTERNAL: 1011,
+  SERVICE_RESTART: 1012,
+  TRY_AGAIN_LATER: 1013,
+  DISCONNECTED: 4001,
+});
+
+/** Codes after which the client stops for good: the server does not want us back. */
+const STOP_CODES = new Set([CloseCode.POLICY, CloseCode.DISCONNECTED]);
+/** Codes that mean "come back now, elsewhere": draining gateway, slow consumer. */
+const SOON_CODES = new Set([CloseCode.SERVICE_RESTART, CloseCode.TRY_AGAIN_LATER]);
+
+export const DEFAULT_BACKOFF = Object.freeze({ initialMs: 500, maxMs: 30_000, resetAfterMs: 5_000 });
+export const DEFAULT_DEDUPE_SIZE = 1000;
+export const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
+export const DEFAULT_PING_TIMEOUT_MS = 10_000;
+
+const WS_OPEN = 1; // WebSocket.OPEN, spelled out so a minimal constructor without statics works
+
+/**
+ * Upper bound of the delay before reconnect attempt `attempt` (0-based):
+ * `min(maxMs, initialMs * 2^attempt)`.
+ */
+export function backoffCap(attempt, { initialMs = DEFAULT_BACKOFF.initialMs, maxMs = DEFAULT_BACKOFF.maxMs } = {}) {
+  const n = Number.isFinite(attempt) && attempt > 0 ? Math.floor(attempt) : 0;
+  // 2 ** n overflows to Infinity for large n, which Math.min turns back into maxMs.
+  return Math.max(0, Math.min(maxMs, initialMs * 2 ** n));
+}
+
+/**
+ * "Full jitter" backoff (AWS architecture blog, "Exponential Backoff and Jitter"):
+ * a uniform random delay in `[0, backoffCap(attempt)]`. Spreading the whole interval,
+ * not just a margin around it, is what keeps thousands of clients dropped by one gateway
+ * from coming back in lockstep.
+ * @param {number} attempt 0-based count of consecutive failed connections
+ * @param {{initialMs?: number, maxMs?: number}} [opts]
+ * @param {() => number} [random] source in [0, 1), injectable for tests
+ */
+export function backoffDelay(attempt, opts = DEFAULT_BACKOFF, random = Math.random) {
+  return Math.floor(random() * backoffCap(attempt, opts));
+}
+
+/**
+ * Bounded set of recently seen ids with least-recently-used eviction, each with a small
+ * value (the client stores whether the id was acked). Map keeps insertion order, so the
+ * first key is always the least recently touched one.
+ */
+export class IdLru {
+  /** @param {number} capacity */
+  constructor(capacity = DEFAULT_DEDUPE_SIZE) {
+    if (!(capacity >= 1)) throw new RangeError('IdLru capacity must be >= 1');
+    this.capacity = Math.floor(capacity);
+    this._map = new Map();
+  }
+  get size() { return this._map.size; }
+  /** True if `id` is present; touches it (moves it to most recent). */
+  has(id) {
+    if (!this._map.has(id)) return false;
+    const v = this._map.get(id);
+    this._map.delete(id);
+    this._map.set(id, v);
+    return true;
+  }
+  get(id) { return this._map.get(id); }
+  /** Inserts or updates `id` as most recent, evicting the oldest entries past capacity. */
+  set(id, value = true) {
+    this._map.delete(id);
+    this._map.set(id, value);
+    while (this._map.size > this.capacity) this._map.delete(this._map.keys().next().value);
+    return this;
+  }
+  /** Records `id`; returns true if it was already there (a duplicate). */
+  seen(id) {
+    if (this.has(id)) return true;
+    this.set(id, true);
+    return false;
+  }
+  delete(id) { return this._map.delete(id); }
+  clear() { this._map.clear(); }
+  keys() { return this._map.keys(); }
+}
+
+const EVENTS = ['notification', 'open', 'close', 'error', 'state', 'subscribed', 'unsubscribed'];
+
+// Ack state per notification id, kept in the dedupe LRU.
+const PENDING = 1; // emitted, handlers running (or autoAck off): no ack from us yet
+const ACKED = 2; // ack written to a socket at least once
+const SKIPPED = 3; // not ours to ack (no cursor, or a handler failed)
+
+/** Turns http(s) into ws(s) and resolves a relative URL against the page. */
+function toWsUrl(url) {
+  const base = globalThis.location?.href;
+  const u = base ? new URL(url, base) : new URL(url);
+  if (u.protocol === 'http:') u.protocol = 'ws:';
+  else if (u.protocol === 'https:') u.protocol = 'wss:';
+  if (u.protocol !== 'ws:' && u.protocol !== 'wss:') {
+    throw new TypeError(`KurirClient: url must be ws(s):// or http(s)://, got ${u.protocol}`);
+  }
+  return u;
+}
+
+function errorMessage(e) {
+  return e && typeof e === 'object' && 'message' in e ? String(e.message) : String(e);
+}
+
+export class KurirClient {
+  /**
+   * @param {import('./kurir.js').KurirOptions} options see kurir.d.ts
+   */
+  constructor(options = {}) {
+    const { url, token, getToken, autoAck = true, backoff = {}, WebSocket, dedupeSize,
+      connectTimeoutMs = DEFAULT_CONNECT_TIMEOUT_MS, topics = [], cursor = null } = options;
+    if (!url) throw new TypeError('KurirClient: `url` is required (e.g. "wss://push.example.com/ws")');
+    if (token == null && typeof getToken !== 'function') {
+      throw new TypeError('KurirClient: give `token` (string) or `getToken` (async () => string)');
+    }
+    this._url = toWsUrl(url);
+    this._token = token;
+    this._getToken = getToken;
+    this.autoAck = autoAck;
+    this._backoff = { ...DEFAULT_BACKOFF, ...backoff };
+    this._WebSocket = WebSocket ?? globalThis.WebSocket;
+    if (typeof this._WebSocket !== 'function') {
+      throw new TypeError('KurirClient: no WebSocket constructor; pass `WebSocket` (Node 20: run with --experimental-websocket or pass the `ws` package)');
+    }
+    this._connectTimeoutMs = connectTimeoutMs;
+    this._random = options.random ?? Math.random;
+
+    this._handlers = new Map(EVENTS.map((e) => [e, new Set()]));
+    this._seen = new IdLru(dedupeSize ?? DEFAULT_DEDUPE_SIZE);
+    /** Acks asked for while no socket was open; written after the next welcome. */
+    this._unsentAcks = new Set();
+    this._topics = new Set(topics);
+    this._cursor = cursor;
+    this._pings = []; // FIFO of { resolve, reject, timer, sentAt }
+
+    this._state = 'idle';
+    this._ws = null;
+    this._gen = 0; // bumps per socket; events from an older socket are ignored
+    this._attempt = 0;
+    this._openedAt = 0;
+    this._retryTimer = null;
+    this._connectTimer = null;
+    this._welcome = null;
+    this._waiters = []; // connect() promises waiting for the next welcome
+    this._onOnline = () => this._retryNow();
+  }
+
+  // ----- public surface -------------------------------------------------------------
+
+  /** 'idle' | 'connecting' | 'open' | 'reconnecting' | 'closed' */
+  get state() { return this._state; }
+  /** Cursor of the last stored notification seen; sent as `?cursor=` on reconnect. */
+  get cursor() { return this._cursor; }
+  /** Topics this client is (or will be, once open) subscribed to. */
+  get topics() { return [...this._topics]; }
+  /** The last `welcome` frame, or null before the first one. */
+  get welcome() { return this._welcome; }
+
+  /**
+   * Starts (or restarts after `close()`) the session. Resolves with the welcome frame
+   * once open; rejects if the client is closed (by `close()`, 4001 or 1008) first.
+   * Calling it while already connecting/open just waits for (or returns) the welcome.
+   */
+  connect() {
+    const p = this._state === 'open'
+      ? Promise.resolve(this._welcome)
+      : new Promise((resolve, reject) => this._waiters.push({ resolve, reject }));
+    p.catch(() => {}); // callers that don't await must not get an unhandled rejection
+    if (this._state === 'idle' || this._state === 'closed') {
+      this._attempt = 0;
+      this._setState('connecting');
+      globalThis.addEventListener?.('online', this._onOnline);
+      this._open();
+    }
+    return p;
+  }
+
+  /** Closes the socket with 1000 and stops reconnecting. Idempotent. */
+  close(code = CloseCode.NORMAL, reason = '') {
+    if (this._state === 'closed' || this._state === 'idle') return;
+    this._stop();
+    const ws = this._ws;
+    if (ws) {
+      try { ws.close(code, reason); } catch { try { ws.close(); } catch { /* already gone */ } }
+      // The socket's own close event may come later or (on a CONNECTING socket in some
+      // runtimes) never; report this connection's end now. _stop() bumped the
+      // generation, so whatever this socket still reports is ignored.
+      this._ws = null;
+      this._emit('close', { code, reason, willReconnect: false });
+    }
+  }
+
+  /** Subscribes to `topic` now if open, and again after every reconnect. */
+  subscribe(topic) {
+    if (typeof topic !== 'string' || topic === '') throw new TypeError('subscribe: topic must be a non-empty string');
+    this._topics.add(topic);
+    this._send({ type: 'subscribe', topic });
+  }
+
+  /** Unsubscribes and forgets `topic` (it is not re-sent after reconnects). */
+  unsubscribe(topic) {
+    if (!this._topics.delete(topic)) return;
+    this._send({ type: 'unsubscribe', topic });
+  }
+
+  /**
+   * Acks a notification id: the gateway removes it from the user's inbox. With
+   * `autoAck` (default) you never need this. Without an open socket the ack is queued
+   * and written after the next welcome.
+   */
+  ack(id) {
+    if (typeof id !== 'string' || id === '') throw new TypeError('ack: id must be a non-empty string');
+    if (this._seen.get(id) !== undefined) this._seen.set(id, ACKED);
+    if (!this._send({ type: 'ack', id })) {
+      this._unsentAcks.add(id);
+      // Bounded like the dedupe set: a replay re-acks anything dropped here.
+      if (this._unsentAcks.size > this._seen.capacity) {
+        this._unsentAcks.delete(this._unsentAcks.values().next().value);
+      }
+    }
+  }
+
+  /**
+   * Application-level round trip; resolves with the round-trip time in ms when the
+   * server's `pong` arrives. Not needed for liveness (the server pings at the WebSocket
+   * level). Rejects if not open, on timeout, or if the socket closes first.
+   */
+  ping(timeoutMs = DEFAULT_PING_TIMEOUT_MS) {
+    if (this._state !== 'open' || !this._send({ type: 'ping' })) {
+      return Promise.reject(new Error('ping: not connected'));
+    }
+    return new Promise((resolve, reject) => {
+      const entry = { resolve, reject, sentAt: Date.now(), timer: null };
+      entry.timer = setTimeout(() => {
+        const i = this._pings.indexOf(entry);
+        if (i >= 0) this._pings.splice(i, 1);
+        reject(new Error(`ping: no pong within ${timeoutMs} ms`));
+      }, timeoutMs);
+      this._pings.push(entry);
+    });
+  }
+
+  /** Adds a listener; returns a function that removes it. */
+  on(event, fn) {
+    const set = this._handlers.get(event);
+    if (!set) throw new TypeError(`on: unknown event "${event}" (known: ${EVENTS.join(', ')})`);
+    set.add(fn);
+    return () => this.off(event, fn);
+  }
+
+  off(event, fn) {
+    this._handlers.get(event)?.delete(fn);
+  }
+
+  // ----- connection lifecycle -------------------------------------------------------
+
+  async _open() {
+    const gen = ++this._gen;
+    let token;
+    try {
+      token = this._getToken ? await this._getToken() : this._token;
+      if (typeof token !== 'string' || token === '') throw new Error('token provider returned no token');
+    } catch (e) {
+      if (gen !== this._gen) return;
+      this._emit('error', { code: 'token', message: `could not get a token: ${errorMessage(e)}`, error: e });
+      this._scheduleReconnect(null);
+      return;
+    }
+    if (gen !== this._gen) return; // close() or a newer attempt happened while we waited
+
+    const url = new URL(this._url);
+    url.searchParams.set('token', token);
+    if (this._cursor != null) url.searchParams.set('cursor', String(this._cursor));
+    else url.searchParams.delete('cursor');
+
+    let ws;
+    try {
+      ws = new this._WebSocket(url.toString());
+    } catch (e) {
+      this._emit('error', { code: 'connect', message: `could not open WebSocket: ${errorMessage(e)}`, error: e });
+      this._scheduleReconnect(null);
+      return;
+    }
+    this._ws = ws;
+    this._openedAt = 0;
+    // Welcome, not the socket's open, is the moment we are in: a hung upgrade or a server
+    // that accepts but never greets is retried rather than waited on forever.
+    this._connectTimer = setTimeout(() => {
+      if (gen !== this._gen) return;
+      this._emit('error', { code: 'timeout', message: `no welcome within ${this._connectTimeoutMs} ms` });
+      this._dropSocket(gen, CloseCode.ABNORMAL, 'connect timeout');
+    }, this._connectTimeoutMs);
+
+    ws.onmessage = (ev) => { if (gen === this._gen) this._onMessage(ev.data); };
+    ws.onerror = () => {
+      if (gen !== this._gen) return;
+      // Browsers hide the cause (e.g. HTTP 401 before the upgrade); the close that
+      // follows decides what happens next. Not every runtime sends that close (Node 20's
+      // WebSocket does not after a refused handshake), so end the socket ourselves if it
+      // has not come shortly after.
+      if (!this._openedAt) this._emit('error', { code: 'connect', message: 'WebSocket connection failed' });
+      setTimeout(() => {
+        if (gen === this._gen) this._dropSocket(gen, CloseCode.ABNORMAL, '');
+      }, this._openedAt ? 1000 : 100);
+    };
+    ws.onclose = (ev) => {
+      if (gen !== this._gen) return;
+      this._onSocketClosed(gen, ev.code ?? CloseCode.ABNORMAL, ev.reason ?? '');
+    };
+  }
+
+  /** Closes the socket of generation `gen` ourselves and treats it like a server close. */
+  _dropSocket(gen, code, reason) {
+    const ws = this._ws;
+    try { ws?.close(); } catch { /* ignore */ }
+    this._onSocketClosed(gen, code, reason);
+  }
+
+  _onSocketClosed(gen, code, reason) {
+    this._gen++; // ignore anything else this socket still reports
+    this._ws = null;
+    clearTimeout(this._connectTimer);
+    this._rejectPings(new Error(`connection closed (${code})`));
+    const wasOpen = this._openedAt > 0;
+    const stable = wasOpen && Date.now() - this._openedAt >= this._backoff.resetAfterMs;
+    this._openedAt = 0;
+
+    if (this._state === 'closed') return;
+    const stop = STOP_CODES.has(code);
+    this._emit('close', { code, reason, willReconnect: !stop });
+    if (stop) {
+      this._stop(new Error(`closed by server: ${code}${reason ? ` ${reason}` : ''}`));
+      return;
+    }
+    // A connection that lived long enough, or that the server explicitly asked us to
+    // move away from (drain 1012, slow consumer 1013), restarts the ladder: the next
+    // delay is in [0, initialMs]. The server spreads its drain closes; our jitter
+    // spreads the reconnects.
+    if (stable || (wasOpen && SOON_CODES.has(code))) this._attempt = 0;
+    this._scheduleReconnect(code);
+  }
+
+  _scheduleReconnect(_code) {
+    if (this._state === 'closed') return;
+    this._setState('reconnecting');
+    clearTimeout(this._retryTimer);
+    const delay = backoffDelay(this._attempt, this._backoff, this._random);
+    this._attempt += 1;
+    this.nextRetryMs = delay;
+    this._retryTimer = setTimeout(() => {
+      this._retryTimer = null;
+      if (this._state === 'reconnecting') this._open();
+    }, delay);
+  }
+
+  /** The browser came back online while we wait: retry now instead of after the delay. */
+  _retryNow() {
+    if (this._state !== 'reconnecting' || !this._retryTimer) return;
+    clearTimeout(this._retryTimer);
+    this._retryTimer = setTimeout(() => {
+      this._retryTimer = null;
+      if (this._state === 'reconnecting') this._open();
+    }, backoffDelay(0, this._backoff, this._random));
+  }
+
+  _stop(err = new Error('client closed')) {
+    this._gen++; // an attempt still waiting for its token must not open a socket
+    clearTimeout(this._retryTimer);
+    clearTimeout(this._connectTimer);
+    this._retryTimer = null;
+    globalThis.removeEventListener?.('online', this._onOnline);
+    this._rejectPings(err);
+    const waiters = this._waiters.splice(0);
+    for (const w of waiters) w.reject(err);
+    this._setState('closed');
+  }
+
+  _rejectPings(err) {
+    for (const p of this._pings.splice(0)) {
+      clearTimeout(p.timer);
+      p.reject(err);
+    }
+  }
+
+  _setState(state) {
+    if (this._state === state) return;
+    const previous = this._state;
+    this._state = state;
+    this._emit('state', { state, previous });
+  }
+
+  /** Writes a frame if a socket is open; returns false otherwise. */
+  _send(frame) {
+    const ws = this._ws;
+    if (!ws || ws.readyState !== WS_OPEN || !this._openedAt) return false;
+    try {
+      ws.send(JSON.stringify(frame));
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  // ----- frames ---------------------------------------------------------------------
+
+  _onMessage(data) {
+    if (typeof data !== 'string') return; // protocol v1 is JSON text frames only
+    let frame;
+    try {
+      frame = JSON.parse(data);
+    } catch (e) {
+      this._emit('error', { code: 'bad_frame', message: `unparsable frame from server: ${errorMessage(e)}` });
+      return;
+    }
+    switch (frame?.type) {
+      case 'welcome': return this._onWelcome(frame);
+      case 'notification': return void this._onNotification(frame);
+      case 'subscribed': return this._emit('subscribed', frame);
+      case 'unsubscribed': return this._emit('unsubscribed', frame);
+      case 'pong': {
+        const p = this._pings.shift();
+        if (p) { clearTimeout(p.timer); p.resolve(Date.now() - p.sentAt); }
+        return;
+      }
+      case 'error': return this._emit('error', { code: frame.code, message: frame.message, frame });
+      default: return; // unknown frame types are ignored so servers can add new ones
+    }
+  }
+
+  _onWelcome(frame) {
+    clearTimeout(this._connectTimer);
+    this._openedAt = Date.now();
+    this._welcome = frame;
+    // Order matters: pending acks first (so a replay racing them is short), then the
+    // topics, so the server knows everything we want before anything else happens.
+    for (const id of [...this._unsentAcks]) {
+      if (this._send({ type: 'ack', id })) this._unsentAcks.delete(id);
+    }
+    for (const topic of this._topics) this._send({ type: 'subscribe', topic });
+    this._setState('open');
+    this._emit('open', frame);
+    const waiters = this._waiters.splice(0);
+    for (const w of waiters) w.resolve(frame);
+  }
+
+  async _onNotification(n) {
+    if (typeof n.id !== 'string') return;
+    if (n.cursor != null) this._cursor = n.cursor;
+    const known = this._seen.get(n.id);
+    if (known !== undefined) {
+      this._seen.set(n.id, known); // touch
+      // Already emitted. If we acked it and the server still sends it, our ack was lost
+      // (socket died first): ack again. If handlers are still running, their ack follows.
+      if (known === ACKED && this.autoAck) this.ack(n.id);
+      return;
+    }
+    this._seen.set(n.id, PENDING);
+    const ok = await this._emitAndWait('notification', n);
+    // Only stored notifications (those carrying a cursor) sit in an inbox, so only they
+    // are acked automatically; acking topic/broadcast fan-out would cost the gateway an
+    // inbox delete per user for nothing.
+    if (!this.autoAck) return;
+    if (ok && n.cursor != null) this.ack(n.id);
+    else if (this._seen.get(n.id) === PENDING) this._seen.set(n.id, SKIPPED);
+  }
+
+  // ----- events ---------------------------------------------------------------------
+
+  _emit(event, payload) {
+    for (const fn of [...this._handlers.get(event)]) {
+      try {
+        const r = fn(payload);
+        if (r && typeof r.then === 'function') r.then(undefined, (e) => this._handlerFailed(event, e));
+      } catch (e) {
+        this._handlerFailed(event, e);
+      }
+    }
+  }
+
+  /** Runs the handlers, awaiting async ones; false if any threw or rejected. */
+  async _emitAndWait(event, payload) {
+    const runs = [...this._handlers.get(event)].map(async (fn) => fn(payload));
+    const results = await Promise.allSettled(runs);
+    let ok = true;
+    for (const r of results) {
+      if (r.status === 'rejected') {
+        ok = false;
+        this._handlerFailed(event, r.reason, payload);
+      }
+    }
+    return ok;
+  }
+
+  _handlerFailed(event, error, notification) {
+    if (event === 'error') {
+      // Nowhere left to report it without recursion.
+      globalThis.console?.error?.('kurir: error handler threw', error);
+      return;
+    }
+    this._emit('error', {
+      code: 'handler',
+      message: `"${event}" handler failed: ${errorMessage(error)}`,
+      error,
+      ...(notification ? { notification } : {}),
+    });
+  }
+}
+
+export default KurirClient;
