@@ -92,8 +92,12 @@ async fn relay_node(state: AppState, mut sub: Subscription) {
             continue;
         };
         match env.kind {
-            Some(Kind::Delivery(d)) => deliver_direct(&state.hub, &d),
+            Some(Kind::Delivery(d)) => {
+                telemetry::bus_message("delivery");
+                deliver_direct(&state.hub, &d);
+            }
             Some(Kind::Disconnect(d)) => {
+                telemetry::bus_message("disconnect");
                 if let Ok(user) = UserId::parse(&d.user_id) {
                     let n = state
                         .hub
@@ -101,7 +105,10 @@ async fn relay_node(state: AppState, mut sub: Subscription) {
                     debug!(%user, connections = n, "disconnect");
                 }
             }
-            Some(Kind::Probe(p)) => state.readiness.probe_returned(p.seq),
+            Some(Kind::Probe(p)) => {
+                telemetry::bus_message("probe");
+                state.readiness.probe_returned(p.seq);
+            }
             None => {}
         }
     }
@@ -151,6 +158,7 @@ async fn relay_fanout(hub: Hub, mut sub: Subscription, topic: Option<Topic>) {
         else {
             continue;
         };
+        telemetry::bus_message(if topic.is_some() { "topic" } else { "broadcast" });
         let Some(id) = live(&d) else { continue };
         let msg = Outbound::Notification {
             id,

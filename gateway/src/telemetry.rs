@@ -18,6 +18,9 @@ pub const READY: &str = "kurir_gateway_ready";
 pub const READINESS_FAILURES: &str = "kurir_gateway_readiness_failures_total";
 pub const TOPIC_SUBSCRIPTIONS: &str = "kurir_gateway_topic_subscriptions";
 pub const DELIVERY_LATENCY: &str = "kurir_delivery_latency_seconds";
+pub const BUS_MESSAGES: &str = "kurir_gateway_bus_messages_total";
+
+pub const BUS_KINDS: [&str; 5] = ["delivery", "disconnect", "probe", "topic", "broadcast"];
 
 pub const DROP_REASONS: [&str; 4] = ["slow_consumer", "expired", "duplicate", "receipts_full"];
 pub const AUTH_REASONS: [&str; 4] = ["missing", "invalid", "expired", "origin"];
@@ -81,6 +84,9 @@ pub fn describe() {
     for r in AUTH_REASONS {
         counter!(AUTH_FAILURES, "reason" => r).absolute(0);
     }
+    for k in BUS_KINDS {
+        counter!(BUS_MESSAGES, "kind" => k).absolute(0);
+    }
     for c in READINESS_CHECKS {
         counter!(READINESS_FAILURES, "check" => c).absolute(0);
     }
@@ -91,6 +97,10 @@ pub fn describe() {
 
 pub fn dropped(reason: &'static str) {
     counter!(DROPPED, "reason" => reason).increment(1);
+}
+
+pub fn bus_message(kind: &'static str) {
+    counter!(BUS_MESSAGES, "kind" => kind).increment(1);
 }
 
 pub fn auth_failure(reason: &'static str) {

@@ -1,0 +1,590 @@
+//! Fixtures for end-to-end tests: the real `kurir-dispatcher` and `kurir-gateway`
+//! binaries as separate processes on loopback ports, against the Redis and NATS named by
+//! `KURIR_REDIS_URL` / `KURIR_NATS_URL`, each cluster in its own random namespace.
+//! Processes are killed by PID when their handle drops.
+#![forbid(unsafe_code)]
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use futures::{SinkExt, StreamExt};
+use kurir_proto::v1::dispatcher_client::DispatcherClient;
+use serde_json::Value;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::Message;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+
+pub const JWT_SECRET: &str = "e2e-secret";
+pub const API_KEY: &str = "e2e-api-key";
+
+pub fn redis_url() -> String {
+    std::env::var("KURIR_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+pub fn nats_url() -> String {
+    std::env::var("KURIR_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
+}
+
+pub fn random_namespace() -> String {
+    format!("test-{}", uuid::Uuid::new_v4().simple())
+}
+
+/// A free loopback port (bound then released; good enough on a test machine).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// Directory holding the workspace's binaries (next to this test executable's `deps/`).
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} not built; run the suite with `cargo nextest run --workspace` (it builds the binaries)",
+        path.display()
+    );
+    path
+}
+
+/// A child process killed (SIGKILL) on drop unless it already exited.
+pub struct Proc {
+    pub name: String,
+    child: Child,
+}
+
+impl Proc {
+    pub fn spawn(name: &str, binary: &str, env: &[(&str, String)]) -> Result<Self> {
+        let log_dir = std::env::temp_dir().join("kurir-e2e-logs");
+        std::fs::create_dir_all(&log_dir)?;
+        let log =
+            std::fs::File::create(log_dir.join(format!("{name}-{}.log", std::process::id())))?;
+        let mut cmd = Command::new(bin(binary));
+        cmd.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env(
+                "RUST_LOG",
+                std::env::var("KURIR_E2E_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdout(Stdio::null())
+            .stderr(log);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().with_context(|| format!("spawn {binary}"))?;
+        Ok(Self {
+            name: name.into(),
+            child,
+        })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let _ = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.pid().to_string())
+            .status();
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Wait for exit after a signal, bounded.
+    pub async fn wait_exit(&mut self, within: Duration) -> Result<std::process::ExitStatus> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status);
+            }
+            if Instant::now() > deadline {
+                bail!("{} did not exit within {within:?}", self.name);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            self.kill();
+        }
+    }
+}
+
+/// Poll `check` until it returns `Some` or `within` passes.
+pub async fn eventually<T, F, Fut>(within: Duration, what: &str, mut check: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = check().await {
+            return Ok(v);
+        }
+        if Instant::now() > deadline {
+            bail!("timed out after {within:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await?;
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await?;
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await??;
+    let text = String::from_utf8_lossy(&buf).to_string();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| anyhow!("bad HTTP reply"))?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+/// A running gateway process.
+pub struct GatewayProc {
+    pub proc: Proc,
+    pub node: String,
+    pub addr: SocketAddr,
+    pub metrics: SocketAddr,
+}
+
+/// Options for a gateway process.
+#[derive(Clone)]
+pub struct GatewayOpts {
+    pub namespace: String,
+    pub nats_url: String,
+    pub redis_url: String,
+    pub extra: Vec<(&'static str, String)>,
+}
+
+impl GatewayProc {
+    pub async fn start(node: &str, opts: &GatewayOpts) -> Result<Self> {
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse()?;
+        let metrics: SocketAddr = format!("127.0.0.1:{}", free_port()).parse()?;
+        let mut env = vec![
+            ("KURIR_NAMESPACE", opts.namespace.clone()),
+            ("KURIR_NATS_URL", opts.nats_url.clone()),
+            ("KURIR_REDIS_URL", opts.redis_url.clone()),
+            ("KURIR_NODE_ID", node.to_string()),
+            ("KURIR_LISTEN", addr.to_string()),
+            ("KURIR_METRICS_LISTEN", metrics.to_string()),
+            ("KURIR_JWT_SECRET", JWT_SECRET.to_string()),
+            ("KURIR_DRAIN_SECONDS", "1".to_string()),
+            ("KURIR_LIVENESS_TTL_MS", "3000".to_string()),
+            ("KURIR_PROBE_INTERVAL_MS", "500".to_string()),
+            ("KURIR_PROBE_TIMEOUT_MS", "2000".to_string()),
+        ];
+        env.extend(opts.extra.iter().cloned());
+        let proc = Proc::spawn(node, "kurir-gateway", &env)?;
+        let gw = Self {
+            proc,
+            node: node.into(),
+            addr,
+            metrics,
+        };
+        gw.wait_ready(Duration::from_secs(20)).await?;
+        Ok(gw)
+    }
+
+    pub async fn ready(&self) -> bool {
+        matches!(http_get(self.addr, "/readyz").await, Ok((200, _)))
+    }
+
+    pub async fn wait_ready(&self, within: Duration) -> Result<()> {
+        eventually(within, &format!("{} ready", self.node), || async {
+            self.ready().await.then_some(())
+        })
+        .await
+    }
+
+    /// Current value of a metric series, e.g. `kurir_gateway_deliveries_total`.
+    pub async fn metric(&self, series: &str) -> Result<f64> {
+        metric(self.metrics, series).await
+    }
+
+    pub fn ws_url(&self, token: &str) -> String {
+        format!("ws://{}/ws?token={token}", self.addr)
+    }
+}
+
+/// Read one series from a `/metrics` endpoint (0 when absent).
+pub async fn metric(addr: SocketAddr, series: &str) -> Result<f64> {
+    let (_, body) = http_get(addr, "/metrics").await?;
+    Ok(parse_metrics(&body).get(series).copied().unwrap_or(0.0))
+}
+
+pub fn parse_metrics(body: &str) -> HashMap<String, f64> {
+    body.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| {
+            let (k, v) = l.rsplit_once(' ')?;
+            Some((k.to_string(), v.parse().ok()?))
+        })
+        .collect()
+}
+
+/// A running dispatcher process.
+pub struct DispatcherProc {
+    pub proc: Proc,
+    pub grpc: SocketAddr,
+    pub metrics: SocketAddr,
+}
+
+impl DispatcherProc {
+    pub async fn start(namespace: &str, nats_url: &str, redis_url: &str) -> Result<Self> {
+        let grpc: SocketAddr = format!("127.0.0.1:{}", free_port()).parse()?;
+        let metrics: SocketAddr = format!("127.0.0.1:{}", free_port()).parse()?;
+        let env = vec![
+            ("KURIR_NAMESPACE", namespace.to_string()),
+            ("KURIR_NATS_URL", nats_url.to_string()),
+            ("KURIR_REDIS_URL", redis_url.to_string()),
+            ("KURIR_GRPC_LISTEN", grpc.to_string()),
+            ("KURIR_METRICS_LISTEN", metrics.to_string()),
+            ("KURIR_API_KEYS", API_KEY.to_string()),
+        ];
+        let proc = Proc::spawn("dispatcher", "kurir-dispatcher", &env)?;
+        let d = Self {
+            proc,
+            grpc,
+            metrics,
+        };
+        eventually(Duration::from_secs(20), "dispatcher gRPC port", || async {
+            tokio::net::TcpStream::connect(d.grpc)
+                .await
+                .ok()
+                .map(|_| ())
+        })
+        .await?;
+        Ok(d)
+    }
+
+    pub async fn client(&self) -> Result<Api> {
+        api_client(self.grpc, Some(API_KEY)).await
+    }
+}
+
+pub type Api = DispatcherClient<InterceptedService<Channel, ApiKey>>;
+
+/// Adds `authorization: Bearer <key>` to every call.
+#[derive(Clone)]
+pub struct ApiKey(Option<String>);
+
+impl tonic::service::Interceptor for ApiKey {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(k) = &self.0 {
+            let v = format!("Bearer {k}")
+                .parse()
+                .map_err(|_| tonic::Status::internal("key"))?;
+            req.metadata_mut().insert("authorization", v);
+        }
+        Ok(req)
+    }
+}
+
+pub async fn api_client(addr: SocketAddr, key: Option<&str>) -> Result<Api> {
+    let channel = Channel::from_shared(format!("http://{addr}"))?
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(15))
+        .connect()
+        .await?;
+    Ok(DispatcherClient::with_interceptor(
+        channel,
+        ApiKey(key.map(str::to_owned)),
+    ))
+}
+
+/// 1 dispatcher + N gateways in a fresh namespace.
+pub struct Cluster {
+    pub namespace: String,
+    pub dispatcher: DispatcherProc,
+    pub gateways: Vec<GatewayProc>,
+}
+
+impl Cluster {
+    pub async fn start(gateways: usize) -> Result<Self> {
+        let namespace = random_namespace();
+        let opts = GatewayOpts {
+            namespace: namespace.clone(),
+            nats_url: nats_url(),
+            redis_url: redis_url(),
+            extra: vec![],
+        };
+        let dispatcher = DispatcherProc::start(&namespace, &nats_url(), &redis_url()).await?;
+        let mut gws = Vec::new();
+        for i in 0..gateways {
+            let node = format!("gw{i}-{}", &namespace[5..13]);
+            gws.push(GatewayProc::start(&node, &opts).await?);
+        }
+        Ok(Self {
+            namespace,
+            dispatcher,
+            gateways: gws,
+        })
+    }
+
+    pub fn gateway_opts(&self) -> GatewayOpts {
+        GatewayOpts {
+            namespace: self.namespace.clone(),
+            nats_url: nats_url(),
+            redis_url: redis_url(),
+            extra: vec![],
+        }
+    }
+}
+
+/// An HS256 client token.
+pub fn token(user: &str, topics: &[&str], ttl_secs: i64) -> String {
+    token_with_secret(user, topics, ttl_secs, JWT_SECRET)
+}
+
+pub fn token_with_secret(user: &str, topics: &[&str], ttl_secs: i64, secret: &str) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let claims = serde_json::json!({"sub": user, "exp": now + ttl_secs, "topics": topics});
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .expect("encode token")
+}
+
+/// A test WebSocket client speaking protocol v1.
+pub struct Client {
+    ws: tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+    pub welcome: Value,
+}
+
+/// How a connection attempt or a session ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Ended {
+    Closed(u16),
+    Dropped,
+}
+
+impl Client {
+    /// Connect and read `welcome`.
+    pub async fn connect(url: &str) -> Result<Self> {
+        let (ws, _) = tokio::time::timeout(
+            Duration::from_secs(10),
+            tokio_tungstenite::connect_async(url),
+        )
+        .await
+        .context("connect timed out")??;
+        let mut c = Self {
+            ws,
+            welcome: Value::Null,
+        };
+        let w = c.next_frame(Duration::from_secs(5)).await?;
+        if w["type"] != "welcome" {
+            bail!("expected welcome, got {w}");
+        }
+        c.welcome = w;
+        Ok(c)
+    }
+
+    /// HTTP status of a refused upgrade (None when it was accepted).
+    pub async fn refused_status(url: &str) -> Option<u16> {
+        match tokio_tungstenite::connect_async(url).await {
+            Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => Some(resp.status().as_u16()),
+            _ => None,
+        }
+    }
+
+    pub async fn send_json(&mut self, v: Value) -> Result<()> {
+        self.ws.send(Message::text(v.to_string())).await?;
+        Ok(())
+    }
+
+    pub async fn send_raw(&mut self, m: Message) -> Result<()> {
+        self.ws.send(m).await?;
+        Ok(())
+    }
+
+    /// The next text frame as JSON; error on timeout or close.
+    pub async fn next_frame(&mut self, within: Duration) -> Result<Value> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let msg = tokio::time::timeout_at(deadline, self.ws.next())
+                .await
+                .map_err(|_| anyhow!("no frame within {within:?}"))?;
+            match msg {
+                Some(Ok(Message::Text(t))) => return Ok(serde_json::from_str(&t)?),
+                Some(Ok(Message::Close(f))) => bail!("closed: {f:?}"),
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => bail!("socket error: {e}"),
+                None => bail!("socket ended"),
+            }
+        }
+    }
+
+    /// The next `notification` frame (skipping others).
+    pub async fn next_notification(&mut self, within: Duration) -> Result<Value> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let f = self.next_frame(left).await?;
+            if f["type"] == "notification" {
+                return Ok(f);
+            }
+        }
+    }
+
+    /// Assert nothing arrives for `for_`.
+    pub async fn expect_silence(&mut self, for_: Duration) -> Result<()> {
+        match self.next_frame(for_).await {
+            Ok(f) => bail!("unexpected frame {f}"),
+            Err(e) if e.to_string().starts_with("no frame") => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Wait for the server to close; the close code.
+    pub async fn closed(&mut self, within: Duration) -> Result<Ended> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            match tokio::time::timeout_at(deadline, self.ws.next()).await {
+                Err(_) => bail!("not closed within {within:?}"),
+                Ok(Some(Ok(Message::Close(Some(f))))) => {
+                    return Ok(Ended::Closed(u16::from(f.code)))
+                }
+                Ok(Some(Ok(Message::Close(None)))) => {
+                    return Ok(Ended::Closed(CloseCode::Status.into()))
+                }
+                Ok(Some(Ok(_))) => continue,
+                Ok(Some(Err(_))) | Ok(None) => return Ok(Ended::Dropped),
+            }
+        }
+    }
+
+    pub async fn ack(&mut self, id: &str) -> Result<()> {
+        self.send_json(serde_json::json!({"type": "ack", "id": id}))
+            .await
+    }
+
+    pub async fn subscribe(&mut self, topic: &str) -> Result<Value> {
+        self.send_json(serde_json::json!({"type": "subscribe", "topic": topic}))
+            .await?;
+        self.next_frame(Duration::from_secs(5)).await
+    }
+}
+
+/// A notification request body.
+pub fn note(title: &str) -> kurir_proto::v1::Notification {
+    kurir_proto::v1::Notification {
+        title: title.into(),
+        body: format!("body of {title}"),
+        ..Default::default()
+    }
+}
+
+/// Send to users; returns the reply.
+pub async fn send(
+    api: &mut Api,
+    users: &[&str],
+    title: &str,
+    ttl: u32,
+) -> Result<kurir_proto::v1::SendReply> {
+    let reply = api
+        .send(kurir_proto::v1::SendRequest {
+            user_ids: users.iter().map(|u| u.to_string()).collect(),
+            notification: Some(note(title)),
+            ttl_seconds: ttl,
+            idempotency_key: String::new(),
+        })
+        .await?;
+    Ok(reply.into_inner())
+}
+
+/// A user id unique to this test run.
+pub fn user(name: &str) -> String {
+    format!("{name}-{:08x}", rand::random::<u32>())
+}
+
+/// A NATS server this test owns, on a free port (stop/restart at will).
+pub struct OwnNats {
+    pub port: u16,
+    proc: Option<Proc>,
+}
+
+impl OwnNats {
+    pub async fn start() -> Result<Self> {
+        let mut n = Self {
+            port: free_port(),
+            proc: None,
+        };
+        n.restart().await?;
+        Ok(n)
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    pub async fn restart(&mut self) -> Result<()> {
+        let mut cmd = Command::new("nats-server");
+        if !which("nats-server") {
+            cmd = Command::new("/usr/sbin/nats-server");
+        }
+        let child = cmd
+            .args(["-a", "127.0.0.1", "-p", &self.port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("start nats-server")?;
+        self.proc = Some(Proc {
+            name: "nats".into(),
+            child,
+        });
+        let port = self.port;
+        eventually(Duration::from_secs(10), "own nats-server", || async move {
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .ok()
+                .map(|_| ())
+        })
+        .await
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut p) = self.proc.take() {
+            p.kill();
+        }
+    }
+}
+
+fn which(cmd: &str) -> bool {
+    std::env::var("PATH")
+        .unwrap_or_default()
+        .split(':')
+        .any(|d| std::path::Path::new(d).join(cmd).exists())
+}

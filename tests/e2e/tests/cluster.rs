@@ -1,0 +1,440 @@
+//! Issue 2, end to end: 1 dispatcher + 2 gateways as real processes on real Redis and NATS.
+
+use std::time::Duration;
+
+use anyhow::Result;
+use kurir_e2e::*;
+use kurir_proto::v1::{
+    BroadcastRequest, DisconnectRequest, GetPresenceRequest, PublishRequest, SendRequest,
+};
+use serde_json::json;
+use tokio_tungstenite::tungstenite::Message;
+
+const T: Duration = Duration::from_secs(5);
+const QUIET: Duration = Duration::from_millis(500);
+
+#[tokio::test]
+async fn targeted_sends_reach_only_their_users_and_only_their_nodes() -> Result<()> {
+    let cluster = Cluster::start(3).await?;
+    let (g0, g1, idle) = (
+        &cluster.gateways[0],
+        &cluster.gateways[1],
+        &cluster.gateways[2],
+    );
+    let (alice, bob, carol) = (user("alice"), user("bob"), user("carol"));
+    let mut a = Client::connect(&g0.ws_url(&token(&alice, &[], 60))).await?;
+    let mut b = Client::connect(&g1.ws_url(&token(&bob, &[], 60))).await?;
+    let mut c0 = Client::connect(&g0.ws_url(&token(&carol, &[], 60))).await?;
+    let mut c1 = Client::connect(&g1.ws_url(&token(&carol, &[], 60))).await?;
+    assert_eq!(a.welcome["node"], g0.node.as_str());
+    assert_eq!(b.welcome["user"], bob.as_str());
+    let mut api = cluster.dispatcher.client().await?;
+
+    let reply = send(&mut api, &[&alice], "for alice", 0).await?;
+    assert_eq!(reply.online_users, 1);
+    let n = a.next_notification(T).await?;
+    assert_eq!(n["title"], "for alice");
+    assert_eq!(n["id"], reply.id.as_str());
+    assert_eq!(n["replayed"], false);
+    b.expect_silence(QUIET).await?;
+
+    send(&mut api, &[&bob], "for bob", 0).await?;
+    assert_eq!(b.next_notification(T).await?["title"], "for bob");
+    a.expect_silence(QUIET).await?;
+
+    send(&mut api, &[&carol], "for carol", 0).await?;
+    assert_eq!(c0.next_notification(T).await?["title"], "for carol");
+    assert_eq!(c1.next_notification(T).await?["title"], "for carol");
+
+    // The third gateway holds nobody: no targeted envelope ever reached it.
+    assert_eq!(
+        idle.metric(r#"kurir_gateway_bus_messages_total{kind="delivery"}"#)
+            .await?,
+        0.0
+    );
+    assert_eq!(idle.metric("kurir_gateway_deliveries_total").await?, 0.0);
+    // g0 got exactly the envelopes for alice and carol.
+    assert_eq!(
+        g0.metric(r#"kurir_gateway_bus_messages_total{kind="delivery"}"#)
+            .await?,
+        2.0
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn publish_reaches_topic_subscribers_and_broadcast_reaches_everyone() -> Result<()> {
+    let cluster = Cluster::start(2).await?;
+    let (g0, g1) = (&cluster.gateways[0], &cluster.gateways[1]);
+    let mut a = Client::connect(&g0.ws_url(&token(&user("a"), &["news.*"], 60))).await?;
+    let mut b = Client::connect(&g1.ws_url(&token(&user("b"), &["news.eu"], 60))).await?;
+    let mut c = Client::connect(&g1.ws_url(&token(&user("c"), &[], 60))).await?;
+    assert_eq!(
+        a.subscribe("news.eu").await?,
+        json!({"type":"subscribed","topic":"news.eu"})
+    );
+    assert_eq!(b.subscribe("news.eu").await?["type"], "subscribed");
+    let refused = c.subscribe("news.eu").await?;
+    assert_eq!(refused["type"], "error");
+    assert_eq!(refused["code"], "forbidden");
+    let refused = b.subscribe("news.us").await?;
+    assert_eq!(refused["code"], "forbidden");
+
+    let mut api = cluster.dispatcher.client().await?;
+    api.publish(PublishRequest {
+        topic: "news.eu".into(),
+        notification: Some(note("headline")),
+    })
+    .await?;
+    for client in [&mut a, &mut b] {
+        let n = client.next_notification(T).await?;
+        assert_eq!(n["title"], "headline");
+        assert_eq!(n["topic"], "news.eu");
+    }
+    c.expect_silence(QUIET).await?;
+
+    api.broadcast(BroadcastRequest {
+        notification: Some(note("to all")),
+    })
+    .await?;
+    for client in [&mut a, &mut b, &mut c] {
+        assert_eq!(client.next_notification(T).await?["title"], "to all");
+    }
+
+    // After unsubscribing, a publish no longer reaches the client.
+    a.send_json(json!({"type":"unsubscribe","topic":"news.eu"}))
+        .await?;
+    assert_eq!(a.next_frame(T).await?["type"], "unsubscribed");
+    api.publish(PublishRequest {
+        topic: "news.eu".into(),
+        notification: Some(note("later")),
+    })
+    .await?;
+    assert_eq!(b.next_notification(T).await?["title"], "later");
+    a.expect_silence(QUIET).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn presence_and_disconnect() -> Result<()> {
+    let cluster = Cluster::start(2).await?;
+    let (g0, g1) = (&cluster.gateways[0], &cluster.gateways[1]);
+    let (alice, nobody) = (user("alice"), user("nobody"));
+    let mut a0 = Client::connect(&g0.ws_url(&token(&alice, &[], 60))).await?;
+    let mut a1 = Client::connect(&g1.ws_url(&token(&alice, &[], 60))).await?;
+    let mut api = cluster.dispatcher.client().await?;
+    let p = api
+        .get_presence(GetPresenceRequest {
+            user_ids: vec![alice.clone(), nobody.clone()],
+        })
+        .await?
+        .into_inner();
+    assert_eq!(p.users.len(), 2);
+    assert_eq!(p.users[0].user_id, alice);
+    assert!(p.users[0].online);
+    assert_eq!(p.users[0].connections, 2);
+    let mut nodes = p.users[0].nodes.clone();
+    nodes.sort();
+    let mut expected = vec![g0.node.clone(), g1.node.clone()];
+    expected.sort();
+    assert_eq!(nodes, expected);
+    assert!(!p.users[1].online);
+    assert_eq!(p.users[1].connections, 0);
+
+    let r = api
+        .disconnect(DisconnectRequest {
+            user_id: alice.clone(),
+            reason: "account suspended".into(),
+        })
+        .await?
+        .into_inner();
+    assert_eq!(r.connections_closed, 2);
+    assert_eq!(a0.closed(T).await?, Ended::Closed(4001));
+    assert_eq!(a1.closed(T).await?, Ended::Closed(4001));
+    eventually(T, "alice offline", || {
+        let mut api = api.clone();
+        let alice = alice.clone();
+        async move {
+            let p = api
+                .get_presence(GetPresenceRequest {
+                    user_ids: vec![alice],
+                })
+                .await
+                .ok()?;
+            (!p.into_inner().users[0].online).then_some(())
+        }
+    })
+    .await?;
+    Ok(())
+}
+
+async fn online(api: &Api, user: &str) -> Option<bool> {
+    let mut api = api.clone();
+    let p = api
+        .get_presence(GetPresenceRequest {
+            user_ids: vec![user.to_string()],
+        })
+        .await
+        .ok()?;
+    Some(p.into_inner().users[0].online)
+}
+
+#[tokio::test]
+async fn sigkill_drops_presence_within_the_liveness_ttl_and_sigterm_drains() -> Result<()> {
+    let mut cluster = Cluster::start(2).await?;
+    let (alice, bob) = (user("alice"), user("bob"));
+    let _a = Client::connect(&cluster.gateways[0].ws_url(&token(&alice, &[], 60))).await?;
+    let mut b = Client::connect(&cluster.gateways[1].ws_url(&token(&bob, &[], 60))).await?;
+    let api = cluster.dispatcher.client().await?;
+    assert_eq!(online(&api, &alice).await, Some(true));
+
+    // SIGKILL: nothing is cleaned up; the liveness TTL (3 s here) must do it.
+    cluster.gateways[0].proc.kill();
+    let killed = std::time::Instant::now();
+    eventually(
+        Duration::from_secs(6),
+        "alice offline after SIGKILL",
+        || async { (online(&api, &alice).await == Some(false)).then_some(()) },
+    )
+    .await?;
+    assert!(killed.elapsed() <= Duration::from_secs(6));
+
+    // SIGTERM: the client gets 1012 and presence is gone at once.
+    let g1 = &mut cluster.gateways[1];
+    g1.proc.signal("TERM");
+    assert_eq!(b.closed(Duration::from_secs(5)).await?, Ended::Closed(1012));
+    assert_eq!(online(&api, &bob).await, Some(false));
+    let status = g1.proc.wait_exit(Duration::from_secs(15)).await?;
+    assert!(status.success(), "gateway exit status {status}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn readiness_follows_the_bus_and_subscriptions_come_back() -> Result<()> {
+    let mut nats = OwnNats::start().await?;
+    let ns = random_namespace();
+    let dispatcher = DispatcherProc::start(&ns, &nats.url(), &redis_url()).await?;
+    let opts = GatewayOpts {
+        namespace: ns.clone(),
+        nats_url: nats.url(),
+        redis_url: redis_url(),
+        extra: vec![],
+    };
+    let gw = GatewayProc::start(&format!("gw-{}", &ns[5..13]), &opts).await?;
+    let alice = user("alice");
+    let mut api = dispatcher.client().await?;
+
+    nats.stop();
+    eventually(
+        Duration::from_secs(6),
+        "gateway unready without NATS",
+        || async { (!gw.ready().await).then_some(()) },
+    )
+    .await?;
+    assert!(
+        gw.metric(r#"kurir_gateway_readiness_failures_total{check="bus_probe"}"#)
+            .await?
+            >= 1.0
+    );
+
+    nats.restart().await?;
+    gw.wait_ready(Duration::from_secs(15)).await?;
+    let mut a = Client::connect(&gw.ws_url(&token(&alice, &[], 60))).await?;
+    // The dispatcher reconnects too; retry the live send until it goes through.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let n = loop {
+        if send(&mut api, &[&alice], "after restart", 0).await.is_ok() {
+            if let Ok(n) = a.next_notification(Duration::from_millis(500)).await {
+                break n;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no delivery after NATS restart"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(n["title"], "after restart");
+    Ok(())
+}
+
+#[tokio::test]
+async fn bad_tokens_are_refused_before_the_upgrade() -> Result<()> {
+    let cluster = Cluster::start(1).await?;
+    let gw = &cluster.gateways[0];
+    let bad_sig = token_with_secret("alice", &[], 60, "wrong");
+    let expired = token("alice", &[], -10);
+    let none = {
+        use base64::Engine as _;
+        let b64 = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+        let exp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_secs()
+            + 60;
+        format!(
+            "{}.{}.",
+            b64(r#"{"alg":"none","typ":"JWT"}"#),
+            b64(&format!(r#"{{"sub":"alice","exp":{exp}}}"#))
+        )
+    };
+    for (what, t) in [
+        ("bad signature", bad_sig),
+        ("expired", expired),
+        ("alg none", none),
+        ("empty", String::new()),
+    ] {
+        assert_eq!(
+            Client::refused_status(&gw.ws_url(&t)).await,
+            Some(401),
+            "{what}"
+        );
+    }
+    assert!(
+        gw.metric(r#"kurir_gateway_auth_failures_total{reason="invalid"}"#)
+            .await?
+            >= 2.0
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn malformed_unknown_and_oversized_frames() -> Result<()> {
+    let cluster = Cluster::start(1).await?;
+    let gw = &cluster.gateways[0];
+    let mut c = Client::connect(&gw.ws_url(&token(&user("u"), &[], 60))).await?;
+    c.send_raw(Message::text("{not json")).await?;
+    let e = c.next_frame(T).await?;
+    assert_eq!(
+        (e["type"].as_str(), e["code"].as_str()),
+        (Some("error"), Some("bad_frame"))
+    );
+    c.send_json(json!({"type":"dance"})).await?;
+    assert_eq!(c.next_frame(T).await?["code"], "unknown_type");
+    c.send_json(json!({"type":"ack","id":"not-a-uuid"})).await?;
+    assert_eq!(c.next_frame(T).await?["code"], "bad_request");
+    c.send_json(json!({"type":"ping"})).await?;
+    assert_eq!(c.next_frame(T).await?, json!({"type":"pong"}));
+
+    let big = "x".repeat(2 * 1024 * 1024);
+    let _ = c.send_raw(Message::text(big)).await;
+    assert_eq!(c.closed(T).await?, Ended::Closed(1009));
+    // The server stays up.
+    let mut again = Client::connect(&gw.ws_url(&token(&user("v"), &[], 60))).await?;
+    again.send_json(json!({"type":"ping"})).await?;
+    assert_eq!(again.next_frame(T).await?["type"], "pong");
+    Ok(())
+}
+
+#[tokio::test]
+async fn bad_grpc_requests_are_refused_and_deliver_nothing() -> Result<()> {
+    let cluster = Cluster::start(1).await?;
+    let gw = &cluster.gateways[0];
+    let alice = user("alice");
+    let mut a = Client::connect(&gw.ws_url(&token(&alice, &[], 60))).await?;
+
+    let mut anon = api_client(cluster.dispatcher.grpc, None).await?;
+    let err = send(&mut anon, &[&alice], "x", 0).await.unwrap_err();
+    let status = err.downcast_ref::<tonic::Status>().expect("status");
+    assert_eq!(status.code(), tonic::Code::Unauthenticated);
+    let mut wrong = api_client(cluster.dispatcher.grpc, Some("wrong")).await?;
+    let err = send(&mut wrong, &[&alice], "x", 0).await.unwrap_err();
+    assert_eq!(
+        err.downcast_ref::<tonic::Status>().unwrap().code(),
+        tonic::Code::Unauthenticated
+    );
+
+    let mut api = cluster.dispatcher.client().await?;
+    let too_many: Vec<String> = (0..10_001).map(|i| format!("u{i}")).collect();
+    let big = kurir_proto::v1::Notification {
+        title: "t".into(),
+        body: "b".repeat(100 * 1024),
+        ..Default::default()
+    };
+    let cases = [
+        (
+            "user_ids",
+            SendRequest {
+                user_ids: vec![],
+                notification: Some(note("x")),
+                ..Default::default()
+            },
+        ),
+        (
+            "user_ids",
+            SendRequest {
+                user_ids: too_many,
+                notification: Some(note("x")),
+                ..Default::default()
+            },
+        ),
+        (
+            "user_ids[1]",
+            SendRequest {
+                user_ids: vec![alice.clone(), String::new()],
+                notification: Some(note("x")),
+                ..Default::default()
+            },
+        ),
+        (
+            "notification",
+            SendRequest {
+                user_ids: vec![alice.clone()],
+                notification: Some(big),
+                ..Default::default()
+            },
+        ),
+    ];
+    for (field, req) in cases {
+        let s = api.send(req).await.unwrap_err();
+        assert_eq!(s.code(), tonic::Code::InvalidArgument, "{field}: {s:?}");
+        assert!(
+            s.message().starts_with(field),
+            "message {:?} should name {field}",
+            s.message()
+        );
+    }
+    let s = api
+        .publish(PublishRequest {
+            topic: "bad topic".into(),
+            notification: Some(note("x")),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(s.code(), tonic::Code::InvalidArgument);
+    assert!(s.message().starts_with("topic"));
+    a.expect_silence(QUIET).await?;
+    assert_eq!(
+        gw.metric(r#"kurir_gateway_bus_messages_total{kind="delivery"}"#)
+            .await?,
+        0.0
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn redis_unreachable_is_unavailable() -> Result<()> {
+    let ns = random_namespace();
+    let closed = format!("redis://127.0.0.1:{}", free_port());
+    let dispatcher = DispatcherProc::start(&ns, &nats_url(), &closed).await?;
+    let mut api = dispatcher.client().await?;
+    let started = std::time::Instant::now();
+    let s = api
+        .send(SendRequest {
+            user_ids: vec!["alice".into()],
+            notification: Some(note("x")),
+            ttl_seconds: 60,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(s.code(), tonic::Code::Unavailable, "{s:?}");
+    let s = api
+        .get_presence(GetPresenceRequest {
+            user_ids: vec!["alice".into()],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(s.code(), tonic::Code::Unavailable);
+    assert!(started.elapsed() < Duration::from_secs(10));
+    Ok(())
+}
