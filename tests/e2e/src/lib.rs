@@ -327,14 +327,19 @@ pub struct Cluster {
 
 impl Cluster {
     pub async fn start(gateways: usize) -> Result<Self> {
+        Self::start_on(gateways, &nats_url(), &redis_url()).await
+    }
+
+    /// A cluster on the given NATS and Redis.
+    pub async fn start_on(gateways: usize, nats: &str, redis: &str) -> Result<Self> {
         let namespace = random_namespace();
         let opts = GatewayOpts {
             namespace: namespace.clone(),
-            nats_url: nats_url(),
-            redis_url: redis_url(),
+            nats_url: nats.to_string(),
+            redis_url: redis.to_string(),
             extra: vec![],
         };
-        let dispatcher = DispatcherProc::start(&namespace, &nats_url(), &redis_url()).await?;
+        let dispatcher = DispatcherProc::start(&namespace, nats, redis).await?;
         let mut gws = Vec::new();
         for i in 0..gateways {
             let node = format!("gw{i}-{}", &namespace[5..13]);
@@ -347,13 +352,18 @@ impl Cluster {
         })
     }
 
-    pub fn gateway_opts(&self) -> GatewayOpts {
-        GatewayOpts {
-            namespace: self.namespace.clone(),
-            nats_url: nats_url(),
-            redis_url: redis_url(),
-            extra: vec![],
-        }
+    /// Start one more gateway like the others (e.g. a restart with the same node id).
+    pub async fn start_gateway(&self, node: &str, nats: &str, redis: &str) -> Result<GatewayProc> {
+        GatewayProc::start(
+            node,
+            &GatewayOpts {
+                namespace: self.namespace.clone(),
+                nats_url: nats.to_string(),
+                redis_url: redis.to_string(),
+                extra: vec![],
+            },
+        )
+        .await
     }
 }
 
@@ -587,4 +597,118 @@ fn which(cmd: &str) -> bool {
         .unwrap_or_default()
         .split(':')
         .any(|d| std::path::Path::new(d).join(cmd).exists())
+}
+
+/// Run `redis-cli` against `url`; its stdout.
+pub fn redis_cli(url: &str, args: &[&str]) -> Result<String> {
+    let out = Command::new("redis-cli")
+        .arg("-u")
+        .arg(url)
+        .args(args)
+        .output()
+        .context("redis-cli")?;
+    if !out.status.success() {
+        bail!(
+            "redis-cli {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// Entries left in every inbox of a namespace.
+pub fn inbox_entries(url: &str, namespace: &str) -> Result<usize> {
+    let keys = redis_cli(
+        url,
+        &["--scan", "--pattern", &format!("kurir:{namespace}:inbox:*")],
+    )?;
+    let mut total = 0;
+    for key in keys.lines().filter(|k| !k.is_empty()) {
+        total += redis_cli(url, &["XLEN", key])?
+            .parse::<usize>()
+            .unwrap_or(0);
+    }
+    Ok(total)
+}
+
+/// Delete this namespace's keys (never anything else).
+pub fn cleanup_namespace(url: &str, namespace: &str) {
+    if let Ok(keys) = redis_cli(
+        url,
+        &["--scan", "--pattern", &format!("kurir:{namespace}:*")],
+    ) {
+        for key in keys.lines().filter(|k| !k.is_empty()) {
+            let _ = redis_cli(url, &["DEL", key]);
+        }
+    }
+}
+
+/// A Redis server this test owns: a free port, AOF on, its own directory.
+pub struct OwnRedis {
+    pub port: u16,
+    dir: PathBuf,
+    proc: Option<Proc>,
+}
+
+impl OwnRedis {
+    pub async fn start() -> Result<Self> {
+        let port = free_port();
+        let dir =
+            std::env::temp_dir().join(format!("kurir-e2e-redis-{port}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let mut r = Self {
+            port,
+            dir,
+            proc: None,
+        };
+        r.restart().await?;
+        Ok(r)
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    pub async fn restart(&mut self) -> Result<()> {
+        let child = Command::new("redis-server")
+            .args([
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                &self.port.to_string(),
+                "--save",
+                "",
+            ])
+            .args(["--appendonly", "yes", "--appendfsync", "always"])
+            .arg("--dir")
+            .arg(&self.dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("start redis-server")?;
+        self.proc = Some(Proc {
+            name: "redis".into(),
+            child,
+        });
+        let url = self.url();
+        eventually(Duration::from_secs(10), "own redis-server", || {
+            let url = url.clone();
+            async move { (redis_cli(&url, &["PING"]).ok()? == "PONG").then_some(()) }
+        })
+        .await
+    }
+
+    /// SIGKILL: only what AOF already holds survives.
+    pub fn kill(&mut self) {
+        if let Some(mut p) = self.proc.take() {
+            p.kill();
+        }
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
