@@ -57,6 +57,7 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 function runTemplate(template, vars, timeoutMs = 30_000) {
   const cmd = template.replace(/\{(user|title|body)\}/g, (_, k) => vars[k] ?? '');
   const env = { ...process.env, KURIR_USER: vars.user ?? '', KURIR_TITLE: vars.title ?? '', KURIR_BODY: vars.body ?? '' };
+  delete env.NODE_TEST_CONTEXT;
   const started = Date.now();
   return new Promise((resolve) => {
     const child = spawn('sh', ['-c', cmd], { env, stdio: ['ignore', 'pipe', 'pipe'] });
@@ -250,7 +251,7 @@ async function main() {
 }
 
 const isMain = process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1];
-if (isMain && process.env.NODE_TEST_CONTEXT) {
+if (isMain && process.env.NODE_TEST_CONTEXT && process.argv.length <= 2) {
   // `node --test clients/js/test/` runs every file in this folder; this one is a program.
   const { test } = await import('node:test');
   test('browser end-to-end check', { skip: 'standalone script: run `node clients/js/test/browser.mjs` with KURIR_TEST_URL and KURIR_SEND_CMD' }, () => {});

@@ -421,7 +421,8 @@ async function main(argv) {
 }
 
 const isMain = process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1];
-if (isMain && process.env.NODE_TEST_CONTEXT) {
+// Only a bare run counts: `fake-server.mjs send …` from a test's child process is the CLI.
+if (isMain && process.env.NODE_TEST_CONTEXT && process.argv.length <= 2) {
   // `node --test clients/js/test/` runs every file in this folder: make that a smoke test.
   const { test } = await import('node:test');
   const assert = await import('node:assert/strict');
