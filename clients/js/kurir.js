@@ -124,9 +124,7 @@ function errorMessage(e) {
 }
 
 export class KurirClient {
-  /**
-   * @param {import('./kurir.js').KurirOptions} options see kurir.d.ts
-   */
+  /** @param {import('./kurir').KurirOptions} options see kurir.d.ts and README.md */
   constructor(options = {}) {
     const { url, token, getToken, autoAck = true, backoff = {}, WebSocket, dedupeSize,
       connectTimeoutMs = DEFAULT_CONNECT_TIMEOUT_MS, topics = [], cursor = null } = options;
@@ -164,6 +162,8 @@ export class KurirClient {
     this._welcome = null;
     this._waiters = []; // connect() promises waiting for the next welcome
     this._onOnline = () => this._retryNow();
+    /** Delay chosen for the pending reconnect, in ms (diagnostics, e.g. "retrying in 2 s"). */
+    this.nextRetryMs = null;
   }
 
   // ----- public surface -------------------------------------------------------------

@@ -1,0 +1,192 @@
+// Type declarations for kurir.js, the Kurir WebSocket client (protocol v1).
+
+/** Protocol version this client speaks. */
+export declare const PROTOCOL_VERSION: 1;
+
+/** Close codes of the Kurir protocol. */
+export declare const CloseCode: Readonly<{
+  NORMAL: 1000;
+  GOING_AWAY: 1001;
+  ABNORMAL: 1006;
+  /** Bad auth mid-session or forbidden: the client stops. */
+  POLICY: 1008;
+  TOO_LARGE: 1009;
+  INTERNAL: 1011;
+  /** Gateway draining: the client reconnects soon. */
+  SERVICE_RESTART: 1012;
+  /** Slow consumer: the client reconnects soon. */
+  TRY_AGAIN_LATER: 1013;
+  /** Disconnected by the backend (`Disconnect` RPC): the client stops. */
+  DISCONNECTED: 4001;
+}>;
+
+export interface BackoffOptions {
+  /** Cap of the first retry delay, doubled per failed attempt. Default 500. */
+  initialMs?: number;
+  /** Largest cap. Default 30000. */
+  maxMs?: number;
+  /** A connection open at least this long resets the ladder. Default 5000. */
+  resetAfterMs?: number;
+}
+
+export declare const DEFAULT_BACKOFF: Readonly<Required<BackoffOptions>>;
+export declare const DEFAULT_DEDUPE_SIZE: 1000;
+export declare const DEFAULT_CONNECT_TIMEOUT_MS: 10000;
+export declare const DEFAULT_PING_TIMEOUT_MS: 10000;
+
+/** `min(maxMs, initialMs * 2^attempt)`; `attempt` is 0-based, negatives count as 0. */
+export declare function backoffCap(attempt: number, opts?: Pick<BackoffOptions, 'initialMs' | 'maxMs'>): number;
+
+/** Full jitter: an integer uniformly drawn from `[0, backoffCap(attempt)]`. */
+export declare function backoffDelay(
+  attempt: number,
+  opts?: Pick<BackoffOptions, 'initialMs' | 'maxMs'>,
+  random?: () => number,
+): number;
+
+/** Bounded id set with least-recently-used eviction (the client's dedupe memory). */
+export declare class IdLru<V = unknown> {
+  constructor(capacity?: number);
+  readonly capacity: number;
+  readonly size: number;
+  /** True if present; touches the id. */
+  has(id: string): boolean;
+  get(id: string): V | undefined;
+  set(id: string, value?: V): this;
+  /** Records the id; true if it was already there. */
+  seen(id: string): boolean;
+  delete(id: string): boolean;
+  clear(): void;
+  keys(): IterableIterator<string>;
+}
+
+/** A minimal WebSocket constructor: browsers', Node's global (>= 22, or 20 with --experimental-websocket), or the `ws` package. */
+export interface WebSocketLike {
+  readonly readyState: number;
+  send(data: string): void;
+  close(code?: number, reason?: string): void;
+  onopen: ((ev: any) => void) | null;
+  onmessage: ((ev: { data: any }) => void) | null;
+  onerror: ((ev: any) => void) | null;
+  onclose: ((ev: { code: number; reason: string }) => void) | null;
+}
+export type WebSocketConstructor = new (url: string) => WebSocketLike;
+
+export interface KurirOptions {
+  /** `ws(s)://host/ws`, or `http(s)://…` (turned into ws(s)); relative URLs resolve against the page. */
+  url: string;
+  /** A fixed JWT. Give this or `getToken`. */
+  token?: string;
+  /** Called before every connection attempt, including reconnects: return a fresh JWT. */
+  getToken?: () => string | Promise<string>;
+  /** Ack stored notifications after the `notification` handlers returned. Default true. */
+  autoAck?: boolean;
+  backoff?: BackoffOptions;
+  /** Default `globalThis.WebSocket`. */
+  WebSocket?: WebSocketConstructor;
+  /** How many notification ids to remember for dedupe. Default 1000. */
+  dedupeSize?: number;
+  /** Give up on an attempt without a welcome after this long. Default 10000. */
+  connectTimeoutMs?: number;
+  /** Topics to subscribe to on every connection. */
+  topics?: string[];
+  /** Resume position saved from an earlier session (`client.cursor`). */
+  cursor?: string | null;
+  /** Random source in [0, 1) for the jitter (tests). Default Math.random. */
+  random?: () => number;
+}
+
+export type KurirState = 'idle' | 'connecting' | 'open' | 'reconnecting' | 'closed';
+
+export interface WelcomeFrame {
+  type: 'welcome';
+  connection_id: string;
+  node: string;
+  user: string;
+  heartbeat_ms: number;
+  [extra: string]: unknown;
+}
+
+export interface KurirNotification {
+  type: 'notification';
+  /** Time-ordered id (UUIDv7). */
+  id: string;
+  title: string;
+  body: string;
+  data: Record<string, string>;
+  /** Topic for topic publishes; null for targeted sends (and broadcasts). */
+  topic: string | null;
+  /** Unix milliseconds. */
+  created_at: number;
+  /** True when replayed from the inbox on (re)connect rather than routed live. */
+  replayed: boolean;
+  /** Resume position; present on stored notifications only. */
+  cursor?: string | null;
+  [extra: string]: unknown;
+}
+
+export interface KurirCloseEvent {
+  code: number;
+  reason: string;
+  /** False after close(), 1008 and 4001. */
+  willReconnect: boolean;
+}
+
+export interface KurirErrorEvent {
+  /**
+   * Server error frame codes (`bad_frame`, `forbidden`, …) as sent, or the client's own:
+   * `connect` (socket failed, e.g. HTTP 401), `timeout` (no welcome), `token` (getToken
+   * threw), `handler` (a listener threw), `bad_frame` (unparsable frame from the server).
+   */
+  code: string;
+  message: string;
+  /** The thrown value, for `token`, `connect` and `handler`. */
+  error?: unknown;
+  /** The server's error frame, for server errors. */
+  frame?: { type: 'error'; code: string; message: string; [extra: string]: unknown };
+  /** The notification whose handler failed, for `handler`. */
+  notification?: KurirNotification;
+}
+
+export interface KurirEvents {
+  notification: KurirNotification;
+  open: WelcomeFrame;
+  close: KurirCloseEvent;
+  error: KurirErrorEvent;
+  state: { state: KurirState; previous: KurirState };
+  subscribed: { type: 'subscribed'; topic: string };
+  unsubscribed: { type: 'unsubscribed'; topic: string };
+}
+
+export declare class KurirClient {
+  constructor(options: KurirOptions);
+  readonly state: KurirState;
+  /** Cursor of the last stored notification seen; sent as `?cursor=` on reconnect. */
+  readonly cursor: string | null;
+  /** Topics subscribed now or on the next connection. */
+  readonly topics: string[];
+  /** The last welcome frame. */
+  readonly welcome: WelcomeFrame | null;
+  /** Delay chosen for the pending reconnect, in ms (null before the first). */
+  readonly nextRetryMs: number | null;
+  autoAck: boolean;
+
+  /** Starts the session; resolves with the welcome, rejects if closed before it opened. */
+  connect(): Promise<WelcomeFrame>;
+  /** Closes with 1000 and stops reconnecting. */
+  close(code?: number, reason?: string): void;
+  subscribe(topic: string): void;
+  unsubscribe(topic: string): void;
+  /** Acks a notification id (queued until the next welcome when offline). */
+  ack(id: string): void;
+  /** Application-level ping; resolves with the round-trip time in ms. */
+  ping(timeoutMs?: number): Promise<number>;
+  /**
+   * Adds a listener; returns a function that removes it. `notification` listeners may be
+   * async: the auto-ack waits for them, and is skipped if one throws.
+   */
+  on<E extends keyof KurirEvents>(event: E, fn: (payload: KurirEvents[E]) => unknown): () => void;
+  off<E extends keyof KurirEvents>(event: E, fn: (payload: KurirEvents[E]) => unknown): void;
+}
+
+export default KurirClient;
