@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -55,6 +57,33 @@ def ensure_venv(modules: list[str]) -> None:
     if inside:
         return
     os.execv(str(py), [str(py), *sys.argv])
+
+
+def promtool() -> str | None:
+    """promtool from PATH, else from Debian's prometheus .deb unpacked into the cache."""
+    found = shutil.which("promtool")
+    if found:
+        return found
+    cache = venv_dir().parent / "kurir-ops-promtool"
+    binary = cache / "usr/bin/promtool"
+    if binary.exists():
+        return str(binary)
+    cache.mkdir(parents=True, exist_ok=True)
+    dl = Path(tempfile.mkdtemp())
+    try:
+        cmd = ["apt-get", "download", "prometheus"]
+        r = subprocess.run(cmd, cwd=dl, capture_output=True, text=True)
+        if r.returncode != 0 and os.geteuid() == 0:
+            subprocess.run(["apt-get", "update", "-qq"], capture_output=True)
+            r = subprocess.run(cmd, cwd=dl, capture_output=True, text=True)
+        debs = list(dl.glob("prometheus_*.deb"))
+        if not debs:
+            print(f"[setup] could not get promtool: {r.stderr.strip()}", file=sys.stderr)
+            return None
+        subprocess.run(["dpkg-deb", "-x", str(debs[0]), str(cache)], check=True)
+    finally:
+        shutil.rmtree(dl, ignore_errors=True)
+    return str(binary) if binary.exists() else None
 
 
 class Results:

@@ -42,7 +42,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _bootstrap import REPO, Results, ensure_venv, venv_dir  # noqa: E402
+from _bootstrap import REPO, Results, ensure_venv, promtool, venv_dir  # noqa: E402
 
 ensure_venv(["yaml", "kubernetes_validate"])
 import kubernetes_validate  # noqa: E402
@@ -64,33 +64,6 @@ def which_kustomize() -> list[str] | None:
     if shutil.which("kustomize"):
         return ["kustomize", "build"]
     return None
-
-
-def promtool() -> str | None:
-    """promtool from PATH, else from Debian's prometheus .deb unpacked into the cache."""
-    found = shutil.which("promtool")
-    if found:
-        return found
-    cache = venv_dir().parent / "kurir-ops-promtool"
-    binary = cache / "usr/bin/promtool"
-    if binary.exists():
-        return str(binary)
-    cache.mkdir(parents=True, exist_ok=True)
-    dl = Path(tempfile.mkdtemp())
-    try:
-        cmd = ["apt-get", "download", "prometheus"]
-        r = subprocess.run(cmd, cwd=dl, capture_output=True, text=True)
-        if r.returncode != 0 and os.geteuid() == 0:
-            subprocess.run(["apt-get", "update", "-qq"], capture_output=True)
-            r = subprocess.run(cmd, cwd=dl, capture_output=True, text=True)
-        debs = list(dl.glob("prometheus_*.deb"))
-        if not debs:
-            print(f"[setup] could not get promtool: {r.stderr.strip()}", file=sys.stderr)
-            return None
-        subprocess.run(["dpkg-deb", "-x", str(debs[0]), str(cache)], check=True)
-    finally:
-        shutil.rmtree(dl, ignore_errors=True)
-    return str(binary) if binary.exists() else None
 
 
 def run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
