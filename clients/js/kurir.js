@@ -284,7 +284,7 @@ export class KurirClient {
     } catch (e) {
       if (gen !== this._gen) return;
       this._emit('error', { code: 'token', message: `could not get a token: ${errorMessage(e)}`, error: e });
-      this._scheduleReconnect(null);
+      this._scheduleReconnect();
       return;
     }
     if (gen !== this._gen) return; // close() or a newer attempt happened while we waited
@@ -299,7 +299,7 @@ export class KurirClient {
       ws = new this._WebSocket(url.toString());
     } catch (e) {
       this._emit('error', { code: 'connect', message: `could not open WebSocket: ${errorMessage(e)}`, error: e });
-      this._scheduleReconnect(null);
+      this._scheduleReconnect();
       return;
     }
     this._ws = ws;
@@ -358,16 +358,16 @@ export class KurirClient {
     // delay is in [0, initialMs]. The server spreads its drain closes; our jitter
     // spreads the reconnects.
     if (stable || (wasOpen && SOON_CODES.has(code))) this._attempt = 0;
-    this._scheduleReconnect(code);
+    this._scheduleReconnect();
   }
 
-  _scheduleReconnect(_code) {
+  _scheduleReconnect() {
     if (this._state === 'closed') return;
-    this._setState('reconnecting');
     clearTimeout(this._retryTimer);
     const delay = backoffDelay(this._attempt, this._backoff, this._random);
     this._attempt += 1;
-    this.nextRetryMs = delay;
+    this.nextRetryMs = delay; // before the state event, so listeners can show it
+    this._setState('reconnecting');
     this._retryTimer = setTimeout(() => {
       this._retryTimer = null;
       if (this._state === 'reconnecting') this._open();

@@ -211,6 +211,16 @@ describe('KurirClient against a fake gateway', { skip: HAVE_WS ? false : NO_WS }
     await reopened;
   });
 
+  test('the reconnect delay is known when the state event fires', async () => {
+    const c = client({ random: () => 0.5, backoff: { initialMs: 40, maxMs: 1000, resetAfterMs: 60_000 } });
+    await c.connect();
+    const seen = next(c, 'state', (e) => e.state === 'reconnecting');
+    for (const s of srv.sessions) if (s.user === c.user) s.conn.kill();
+    await seen;
+    assert.equal(c.nextRetryMs, 20, 'half of the 40 ms cap with random() = 0.5');
+    await next(c, 'open');
+  });
+
   test('1013 (slow consumer) reconnects too', async () => {
     const c = client();
     await c.connect();
