@@ -822,6 +822,26 @@ def check_grafana_provisioning(res: Results) -> None:
     res.check("Grafana provisioning: datasource + file provider; dashboard JSON with uid and unique panel ids", errors)
 
 
+def check_docs(res: Results) -> None:
+    """docs/operations.md: in-page links resolve, and every repo path it names exists."""
+    doc_path = REPO / "docs/operations.md"
+    if not doc_path.exists():
+        res.fail("docs/operations.md", "missing")
+        return
+    doc = doc_path.read_text()
+    anchors = {re.sub(r"[^a-z0-9 -]", "", h.strip().lower()).replace(" ", "-")
+               for h in re.findall(r"^#+\s+(.+)$", doc, re.M)}
+    errors = [f"link #{a} has no heading" for a in re.findall(r"\]\(#([^)]+)\)", doc) if a not in anchors]
+    for path in sorted(set(re.findall(r"(?<![\w/.-])((?:deploy|k8s|tests/ops|docs)/[\w./-]*\w)", doc))):
+        if any(ch in path for ch in "<>*") or path.endswith("secrets.env"):
+            continue
+        if path.startswith("deploy/kurir-"):  # a kubectl resource (deploy/kurir-gateway), not a file
+            continue
+        if not (REPO / path).exists():
+            errors.append(f"names {path}, which does not exist")
+    res.check("docs/operations.md: anchors resolve, every deploy/ k8s/ tests/ops/ path it names exists", errors)
+
+
 # ---------------------------------------------------------------------- self-test
 
 def _mutations():
@@ -940,6 +960,8 @@ def main() -> int:
         check_prometheus_config(res)
     if want("grafana"):
         check_grafana_provisioning(res)
+    if want("docs"):
+        check_docs(res)
     return res.finish()
 
 
