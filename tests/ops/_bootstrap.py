@@ -48,12 +48,23 @@ def ensure_venv(modules: list[str]) -> None:
         except ImportError:
             pass
     if not current:
-        print(f"[setup] preparing {venv} (pip install -r {REQUIREMENTS.relative_to(REPO)})", file=sys.stderr)
-        if not py.exists():
-            subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        subprocess.run([str(py), "-m", "pip", "install", "-q", "--disable-pip-version-check",
-                        "-r", str(REQUIREMENTS)], check=True)
-        stamp_file.write_text(_stamp() + "\n")
+        import fcntl
+
+        venv.parent.mkdir(parents=True, exist_ok=True)
+        with open(f"{venv}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # two checks started together build it once
+            if not (stamp_file.exists() and stamp_file.read_text().strip() == _stamp()):
+                print(f"[setup] preparing {venv} (pip install -r {REQUIREMENTS.relative_to(REPO)})",
+                      file=sys.stderr)
+                try:
+                    if not py.exists():
+                        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+                    subprocess.run([str(py), "-m", "pip", "install", "-q", "--disable-pip-version-check",
+                                    "-r", str(REQUIREMENTS)], check=True)
+                except (subprocess.CalledProcessError, OSError) as e:
+                    print(f"FAIL  setting up {venv}: {e}\n0 passed, 1 failed")
+                    sys.exit(1)
+                stamp_file.write_text(_stamp() + "\n")
     if inside:
         return
     os.execv(str(py), [str(py), *sys.argv])
