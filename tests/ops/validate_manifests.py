@@ -751,9 +751,25 @@ def check_compose(res: Results) -> None:
     res.check("docker-compose topology: nats -js, redis AOF, dispatcher, 2 gateways, nginx :8080, prometheus, grafana", errors)
 
 
-def nginx_test(conf_text: str, upstreams: dict[str, str]) -> tuple[bool, str]:
+def ensure_nginx() -> str | None:
+    """Debian's nginx binary; installed with apt when missing and we are root (as
+    deploy/local-cluster.sh does). Only the package is installed: this never starts it."""
     exe = shutil.which("nginx") or "/usr/sbin/nginx"
-    if not Path(exe).exists():
+    if Path(exe).exists():
+        return exe
+    if os.geteuid() != 0:
+        return None
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    print("[setup] apt-get install -y nginx", file=sys.stderr)
+    if run(["apt-get", "install", "-y", "-q", "nginx"], env=env).returncode != 0:
+        run(["apt-get", "update", "-qq"], env=env)
+        run(["apt-get", "install", "-y", "-q", "nginx"], env=env)
+    return "/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None
+
+
+def nginx_test(conf_text: str, upstreams: dict[str, str]) -> tuple[bool, str]:
+    exe = ensure_nginx()
+    if not exe:
         return False, "nginx not installed (apt-get install -y nginx)"
     with tempfile.TemporaryDirectory() as tmp:
         for host, repl in upstreams.items():
