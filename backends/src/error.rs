@@ -17,6 +17,13 @@ pub enum BackendError {
     /// Data that does not decode, or a reply of an unexpected shape.
     #[error("{backend} returned corrupt data: {what}")]
     Corrupt { backend: &'static str, what: String },
+    /// A malformed URL or option, or a request the backend refuses whatever its state
+    /// (an oversized payload). Retrying does not help.
+    #[error("invalid {backend} request or configuration: {reason}")]
+    Invalid {
+        backend: &'static str,
+        reason: String,
+    },
 }
 
 impl BackendError {
@@ -31,6 +38,13 @@ impl BackendError {
         Self::Corrupt {
             backend,
             what: what.into(),
+        }
+    }
+
+    pub fn invalid(backend: &'static str, reason: impl Into<String>) -> Self {
+        Self::Invalid {
+            backend,
+            reason: reason.into(),
         }
     }
 

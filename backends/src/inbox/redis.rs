@@ -1,12 +1,388 @@
-//! In-process inbox (placeholder until implemented).
-use super::*;
-pub struct RedisInbox;
-impl RedisInbox { pub fn new(_c: fred::prelude::Client, _n: crate::Namespace, _cap: usize) -> Self { Self } }
+//! The inbox in Redis, for a cluster of dispatchers and gateways.
+//!
+//! - `kurir:<ns>:inbox:{<user>}`: a stream capped at the capacity; each entry has the
+//!   fields `id` (notification id), `exp` (unix ms) and `p` (payload). Its entry ids are
+//!   the [`Cursor`]s.
+//! - `kurir:<ns>:inbox-ids:{<user>}`: hash of notification id → stream entry id, so an
+//!   ack finds its entry without scanning. Kept at most twice the capacity (entries
+//!   trimmed from the stream leave stale fields until the next rebuild).
+//! - `kurir:<ns>:idem:<key>`: the notification id that claimed an idempotency key.
+//!
+//! Both per-user keys share a hash slot (`{user}`), so the scripts that touch them run
+//! on Redis Cluster; a batch of users is one pipeline, which fred routes per slot.
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use fred::prelude::{Client, Expiration, KeysInterface, SetOptions, StreamsInterface, Value};
+use tracing::warn;
+
+use super::{Claim, Cursor, Inbox, NewEntry, StoredEntry};
+use crate::error::BackendError;
+use crate::ids::{NotificationId, UserId};
+use crate::namespace::Namespace;
+use crate::redis_client::{corrupt, failed, ready, Script, ScriptCall};
+
+const OP: &str = "inbox";
+const OP_IDEM: &str = "idempotency";
+/// Entries read per `XRANGE` while skipping expired ones.
+const MIN_SCAN: usize = 100;
+
+/// Store one entry for one user. Appending an id the inbox still holds returns its
+/// cursor instead of storing it twice (a retried append).
+///
+/// KEYS: stream, index. ARGV: id, exp (unix ms), payload, capacity, now (unix ms).
+const APPEND: &str = r"
+local sid = redis.call('HGET', KEYS[2], ARGV[1])
+if sid and #redis.call('XRANGE', KEYS[1], sid, sid) > 0 then
+  return sid
+end
+local cap = tonumber(ARGV[4])
+sid = redis.call('XADD', KEYS[1], 'MAXLEN', cap, '*', 'id', ARGV[1], 'exp', ARGV[2], 'p', ARGV[3])
+redis.call('HSET', KEYS[2], ARGV[1], sid)
+if redis.call('HLEN', KEYS[2]) > 2 * cap then
+  -- Fields of trimmed entries pile up: rebuild the index from what the stream holds.
+  redis.call('DEL', KEYS[2])
+  for _, entry in ipairs(redis.call('XRANGE', KEYS[1], '-', '+')) do
+    local fields = entry[2]
+    for i = 1, #fields, 2 do
+      if fields[i] == 'id' then
+        redis.call('HSET', KEYS[2], fields[i + 1], entry[1])
+      end
+    end
+  end
+end
+-- Both keys live at least as long as the longest-lived entry.
+local ttl = math.floor(tonumber(ARGV[2]) - tonumber(ARGV[5]))
+if ttl < 1 then ttl = 1 end
+local current = redis.call('PTTL', KEYS[1])
+if current > ttl then ttl = current end
+redis.call('PEXPIRE', KEYS[1], ttl)
+redis.call('PEXPIRE', KEYS[2], ttl)
+return sid
+";
+
+/// Remove one entry by notification id; 1 when a stream entry was removed.
+///
+/// KEYS: stream, index. ARGV: id.
+const ACK: &str = r"
+local sid = redis.call('HGET', KEYS[2], ARGV[1])
+if not sid then return 0 end
+redis.call('HDEL', KEYS[2], ARGV[1])
+return redis.call('XDEL', KEYS[1], sid)
+";
+
+/// Delete an idempotency key only if it still names this id.
+///
+/// KEYS: idempotency key. ARGV: id.
+const RELEASE: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+";
+
+pub struct RedisInbox {
+    client: Client,
+    ns: Namespace,
+    capacity: usize,
+    append: Script,
+    ack: Script,
+    release: Script,
+}
+
+impl RedisInbox {
+    /// `capacity`: entries kept per user (at least 1).
+    pub fn new(client: Client, namespace: Namespace, capacity: usize) -> Self {
+        Self {
+            client,
+            ns: namespace,
+            capacity: capacity.max(1),
+            append: Script::new(APPEND),
+            ack: Script::new(ACK),
+            release: Script::new(RELEASE),
+        }
+    }
+
+    fn keys(&self, user: &UserId) -> Vec<String> {
+        vec![self.ns.inbox_key(user), self.ns.inbox_index_key(user)]
+    }
+}
+
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// The first stream id strictly after `cursor` (XRANGE's `(` needs Redis 6.2).
+fn after(cursor: &Cursor) -> String {
+    match cursor.key() {
+        (ms, u64::MAX) => format!("{}-0", ms.saturating_add(1)),
+        (ms, seq) => format!("{ms}-{}", seq + 1),
+    }
+}
+
+fn text(v: &Value) -> Option<String> {
+    v.as_str().map(|s| s.into_owned())
+}
+
+/// One `XRANGE` entry: `[id, [field, value, …]]`. `None` for another shape.
+fn parse_entry(entry: Value) -> Option<(String, HashMap<String, Value>)> {
+    let Value::Array(mut parts) = entry else {
+        return None;
+    };
+    if parts.len() != 2 {
+        return None;
+    }
+    let fields = parts.pop()?;
+    let sid = text(&parts[0])?;
+    let fields = match fields {
+        Value::Array(flat) => {
+            let mut map = HashMap::with_capacity(flat.len() / 2);
+            let mut it = flat.into_iter();
+            while let (Some(k), Some(v)) = (it.next(), it.next()) {
+                map.insert(text(&k)?, v);
+            }
+            map
+        }
+        Value::Map(map) => map
+            .inner()
+            .into_iter()
+            .map(|(k, v)| Some((k.as_str()?.to_owned(), v)))
+            .collect::<Option<_>>()?,
+        _ => return None,
+    };
+    Some((sid, fields))
+}
+
+/// A stored entry from its fields; `None` when one is missing or malformed.
+fn stored(sid: &str, mut fields: HashMap<String, Value>) -> Option<StoredEntry> {
+    let cursor = Cursor::parse(sid)?;
+    let id = NotificationId::parse(&text(fields.get("id")?)?).ok()?;
+    let expires_at = text(fields.get("exp")?)?.parse().ok()?;
+    let payload: Bytes = fields.remove("p")?.into_bytes()?;
+    Some(StoredEntry {
+        cursor,
+        id,
+        expires_at,
+        payload,
+    })
+}
+
 #[async_trait]
 impl Inbox for RedisInbox {
-    async fn append(&self, _u: &[UserId], _e: &NewEntry) -> Result<Vec<Cursor>, BackendError> { Ok(vec![]) }
-    async fn pending(&self, _u: &UserId, _a: Option<&Cursor>, _l: usize) -> Result<Vec<StoredEntry>, BackendError> { Ok(vec![]) }
-    async fn ack(&self, _u: &UserId, _i: NotificationId) -> Result<bool, BackendError> { Ok(false) }
-    async fn claim(&self, _k: &str, _i: NotificationId, _t: Duration) -> Result<Claim, BackendError> { Ok(Claim::New) }
-    async fn release(&self, _k: &str, _i: NotificationId) -> Result<(), BackendError> { Ok(()) }
+    async fn append(
+        &self,
+        users: &[UserId],
+        entry: &NewEntry,
+    ) -> Result<Vec<Cursor>, BackendError> {
+        if users.is_empty() {
+            return Ok(Vec::new());
+        }
+        ready(&self.client, OP)?;
+        let args = vec![
+            Value::from(entry.id.to_string()),
+            Value::Integer(entry.expires_at),
+            Value::Bytes(entry.payload.clone()),
+            Value::Integer(i64::try_from(self.capacity).unwrap_or(i64::MAX)),
+            Value::Integer(now_ms()),
+        ];
+        let calls: Vec<ScriptCall> = users
+            .iter()
+            .map(|user| ScriptCall {
+                keys: self.keys(user),
+                args: args.clone(),
+            })
+            .collect();
+        self.append
+            .run_many(&self.client, &calls)
+            .await
+            .into_iter()
+            .map(|reply| {
+                let reply = reply.map_err(|e| failed(OP, e))?;
+                text(&reply)
+                    .and_then(|s| Cursor::parse(&s))
+                    .ok_or_else(|| corrupt(OP, format!("append replied {reply:?}")))
+            })
+            .collect()
+    }
+
+    async fn pending(
+        &self,
+        user: &UserId,
+        after_cursor: Option<&Cursor>,
+        limit: usize,
+    ) -> Result<Vec<StoredEntry>, BackendError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        ready(&self.client, OP)?;
+        let key = self.ns.inbox_key(user);
+        let now = now_ms();
+        let mut start = after_cursor.map_or_else(|| "-".to_owned(), after);
+        let mut out = Vec::new();
+        let mut malformed = 0usize;
+        // Bounded by the capacity: every round moves `start` past what it read.
+        loop {
+            let count = (limit - out.len()).max(MIN_SCAN);
+            let batch: Value = self
+                .client
+                .xrange(&key, start.as_str(), "+", Some(count as u64))
+                .await
+                .map_err(|e| failed(OP, e))?;
+            let entries = match batch {
+                Value::Array(entries) => entries,
+                Value::Null => Vec::new(),
+                other => return Err(corrupt(OP, format!("XRANGE replied {other:?}"))),
+            };
+            let n = entries.len();
+            for entry in entries {
+                let Some((sid, fields)) = parse_entry(entry) else {
+                    return Err(corrupt(OP, "XRANGE entry of unexpected shape"));
+                };
+                match Cursor::parse(&sid) {
+                    Some(c) => start = after(&c),
+                    None => return Err(corrupt(OP, format!("stream id {sid:?}"))),
+                }
+                match stored(&sid, fields) {
+                    Some(e) if e.expires_at > now => {
+                        out.push(e);
+                        if out.len() == limit {
+                            return Ok(out);
+                        }
+                    }
+                    Some(_) => {}
+                    None => malformed += 1,
+                }
+            }
+            if n < count {
+                break;
+            }
+        }
+        if malformed > 0 {
+            warn!(malformed, "skipped malformed inbox entries");
+        }
+        Ok(out)
+    }
+
+    async fn ack(&self, user: &UserId, id: NotificationId) -> Result<bool, BackendError> {
+        ready(&self.client, OP)?;
+        let call = ScriptCall {
+            keys: self.keys(user),
+            args: vec![Value::from(id.to_string())],
+        };
+        let reply = self
+            .ack
+            .run(&self.client, call)
+            .await
+            .map_err(|e| failed(OP, e))?;
+        match reply.as_i64() {
+            Some(n) => Ok(n > 0),
+            None => Err(corrupt(OP, format!("ack replied {reply:?}"))),
+        }
+    }
+
+    async fn claim(
+        &self,
+        key: &str,
+        id: NotificationId,
+        ttl: Duration,
+    ) -> Result<Claim, BackendError> {
+        let key = self.ns.idempotency_key(key);
+        let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX).max(1);
+        // The holder can expire between SET NX and GET; then try again.
+        for _ in 0..3 {
+            ready(&self.client, OP_IDEM)?;
+            let set: Option<String> = self
+                .client
+                .set(
+                    &key,
+                    id.to_string(),
+                    Some(Expiration::PX(ttl_ms)),
+                    Some(SetOptions::NX),
+                    false,
+                )
+                .await
+                .map_err(|e| failed(OP_IDEM, e))?;
+            if set.is_some() {
+                return Ok(Claim::New);
+            }
+            let holder: Option<String> = self
+                .client
+                .get(&key)
+                .await
+                .map_err(|e| failed(OP_IDEM, e))?;
+            if let Some(holder) = holder {
+                return NotificationId::parse(&holder)
+                    .map(Claim::Existing)
+                    .map_err(|_| corrupt(OP_IDEM, format!("idempotency key holds {holder:?}")));
+            }
+        }
+        Err(BackendError::unavailable(
+            crate::redis_client::BACKEND,
+            "idempotency key keeps expiring under contention",
+        ))
+    }
+
+    async fn release(&self, key: &str, id: NotificationId) -> Result<(), BackendError> {
+        ready(&self.client, OP_IDEM)?;
+        let call = ScriptCall {
+            keys: vec![self.ns.idempotency_key(key)],
+            args: vec![Value::from(id.to_string())],
+        };
+        self.release
+            .run(&self.client, call)
+            .await
+            .map(drop)
+            .map_err(|e| failed(OP_IDEM, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn after_is_the_next_stream_id() {
+        assert_eq!(after(&Cursor::parse("5-0").unwrap()), "5-1");
+        assert_eq!(
+            after(&Cursor::parse(&format!("5-{}", u64::MAX)).unwrap()),
+            "6-0"
+        );
+    }
+
+    #[test]
+    fn entries_parse_from_resp2_arrays() {
+        let id = NotificationId::generate();
+        let entry = Value::Array(vec![
+            Value::from("1-2"),
+            Value::Array(vec![
+                Value::from("id"),
+                Value::from(id.to_string()),
+                Value::from("exp"),
+                Value::from("99"),
+                Value::from("p"),
+                Value::Bytes(Bytes::from_static(b"\x00\xff")),
+            ]),
+        ]);
+        let (sid, fields) = parse_entry(entry).unwrap();
+        let e = stored(&sid, fields).unwrap();
+        assert_eq!(e.cursor.as_str(), "1-2");
+        assert_eq!(e.id, id);
+        assert_eq!(e.expires_at, 99);
+        assert_eq!(&e.payload[..], b"\x00\xff");
+    }
+
+    #[test]
+    fn entries_missing_a_field_are_refused() {
+        let entry = Value::Array(vec![
+            Value::from("1-2"),
+            Value::Array(vec![Value::from("exp"), Value::from("99")]),
+        ]);
+        let (sid, fields) = parse_entry(entry).unwrap();
+        assert!(stored(&sid, fields).is_none());
+    }
 }
