@@ -1,1 +1,219 @@
+//! Kurir dispatcher: the gRPC API backend services call to notify users.
+//!
+//! The data path, in order: [`api`] (① the gRPC edge: [`api::auth`] checks the API key,
+//! [`api::validate`] turns requests into domain values, [`api::status`] turns errors into
+//! `Status`) → [`dispatch`] (② idempotency → id → inbox → presence lookup → group by node
+//! → one publish per node). Around it: [`admin`] (`/metrics`, `/healthz`, `/readyz`),
+//! [`config`], [`error`], [`telemetry`], and [`client`] (the `send`, `presence` and
+//! `receipts` subcommands).
+//!
+//! [`Dispatcher::bind`] + [`Dispatcher::serve`] is what `main` and the tests run.
 #![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod api;
+pub mod client;
+pub mod config;
+pub mod dispatch;
+pub mod error;
+pub mod telemetry;
+
+use std::future::Future;
+use std::net::SocketAddr;
+
+use kurir_backends::Backends;
+use kurir_proto::v1::dispatcher_server::{DispatcherServer, SERVICE_NAME};
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tonic::transport::server::TcpIncoming;
+use tonic::transport::Server;
+use tonic_health::ServingStatus;
+use tracing::{info, warn};
+
+use crate::admin::Readiness;
+use crate::api::auth::{ApiKeys, RequireApiKey};
+use crate::api::DispatcherApi;
+pub use crate::config::Config;
+use crate::config::ConfigError;
+use crate::dispatch::Dispatch;
+pub use crate::error::DispatchError;
+
+/// Why a dispatcher could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("configuration: {0}")]
+    Config(#[from] ConfigError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Why a running dispatcher stopped other than by its shutdown signal.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("gRPC reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    #[error("gRPC server: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// A dispatcher whose listeners are bound.
+pub struct Dispatcher {
+    config: Config,
+    backends: Backends,
+    metrics: PrometheusHandle,
+    grpc: TcpListener,
+    admin: TcpListener,
+}
+
+impl Dispatcher {
+    /// Validate `config` and bind the gRPC and admin listeners (port 0 picks a free
+    /// port; see [`Self::grpc_addr`]). `metrics` is the installed recorder's handle
+    /// ([`telemetry::install_recorder`]).
+    ///
+    /// # Errors
+    /// Bad configuration, or a port that cannot be bound.
+    pub async fn bind(
+        config: Config,
+        backends: Backends,
+        metrics: PrometheusHandle,
+    ) -> Result<Self, StartError> {
+        config.validate()?;
+        telemetry::describe();
+        let bind = |addr: SocketAddr| async move {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| StartError::Bind { addr, source })
+        };
+        let grpc = bind(config.grpc_listen).await?;
+        let admin = bind(config.metrics_listen).await?;
+        Ok(Self {
+            config,
+            backends,
+            metrics,
+            grpc,
+            admin,
+        })
+    }
+
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc.local_addr().unwrap_or(self.config.grpc_listen)
+    }
+
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.admin
+            .local_addr()
+            .unwrap_or(self.config.metrics_listen)
+    }
+
+    /// Serve until `shutdown` completes, then drain: health `NOT_SERVING` and `/readyz`
+    /// 503, receipt streams ended, in-flight calls finished (within
+    /// `KURIR_SHUTDOWN_GRACE_MS`), and the bus flushed, since a publish that returned
+    /// `Ok` is only queued.
+    ///
+    /// # Errors
+    /// The gRPC server failed; the dispatcher still drains before returning.
+    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), ServeError> {
+        let Self {
+            config,
+            backends,
+            metrics,
+            grpc,
+            admin,
+        } = self;
+        let grpc_addr = grpc.local_addr().ok();
+
+        let background = TaskTracker::new();
+        let stop_background = CancellationToken::new();
+        let readiness = Readiness::new(backends.clone(), config.readiness_interval());
+        background.spawn(admin::probe(readiness.clone(), stop_background.clone()));
+        background.spawn(admin::upkeep(metrics.clone(), stop_background.clone()));
+        // The admin listener outlives the gRPC one, so the last scrape sees the drain.
+        let stop_admin = CancellationToken::new();
+        let admin_server = tokio::spawn(admin::serve(
+            admin,
+            admin::router(metrics, readiness.clone()),
+            stop_admin.clone(),
+        ));
+
+        let dispatch = Dispatch::new(backends.clone(), config.max_watchers, config.watch_buffer);
+        let api = DispatcherApi::new(
+            dispatch.clone(),
+            config.max_in_flight,
+            config.request_timeout(),
+        );
+        let keys = if config.insecure_no_auth {
+            warn!("--insecure-no-auth: every caller is accepted");
+            ApiKeys::disabled()
+        } else {
+            ApiKeys::new(&config.api_keys)
+        };
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health
+            .set_service_status(SERVICE_NAME, ServingStatus::Serving)
+            .await;
+        let reflection = || {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(kurir_proto::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        };
+        let reflection_v1 = reflection().build_v1()?;
+        let reflection_v1alpha = reflection().build_v1alpha()?;
+
+        let stop_grpc = CancellationToken::new();
+        let server = Server::builder()
+            .add_service(health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .add_service(RequireApiKey::new(DispatcherServer::new(api), keys))
+            .serve_with_incoming_shutdown(
+                TcpIncoming::from(grpc).with_nodelay(Some(true)),
+                stop_grpc.clone().cancelled_owned(),
+            );
+        let mut server = std::pin::pin!(server);
+        info!(grpc = ?grpc_addr, namespace = %backends.namespace, "dispatcher listening");
+
+        let mut result = tokio::select! {
+            r = &mut server => Some(r),
+            () = shutdown => None,
+        };
+        info!("dispatcher draining");
+        readiness.set_draining();
+        health
+            .set_service_status("", ServingStatus::NotServing)
+            .await;
+        health
+            .set_service_status(SERVICE_NAME, ServingStatus::NotServing)
+            .await;
+        // Receipt streams would otherwise hold the graceful shutdown open forever.
+        dispatch.stop_watchers().await;
+        stop_grpc.cancel();
+        if result.is_none() {
+            match tokio::time::timeout(config.shutdown_grace(), &mut server).await {
+                Ok(r) => result = Some(r),
+                Err(_) => warn!(
+                    grace_ms = config.shutdown_grace_ms,
+                    "calls still running after the grace period; exiting anyway"
+                ),
+            }
+        }
+        if let Err(e) = backends.bus.flush().await {
+            warn!(error = %e, "bus flush failed; recently published envelopes may be lost");
+        }
+        stop_background.cancel();
+        background.close();
+        background.wait().await;
+        stop_admin.cancel();
+        let _ = admin_server.await;
+        info!("dispatcher stopped");
+        match result {
+            Some(Err(e)) => Err(e.into()),
+            _ => Ok(()),
+        }
+    }
+}

@@ -1,0 +1,224 @@
+//! ① The gRPC edge: [`auth`] (API key, before anything is decoded) → [`validate`]
+//! (requests into domain values) → [`crate::dispatch`] → [`status`] (errors into
+//! `Status`, the only place one is built).
+//!
+//! The service itself is thin: each RPC runs under a tracing span, takes an in-flight
+//! permit (none left → `RESOURCE_EXHAUSTED`, so overload sheds instead of queueing), is
+//! bounded by the request timeout, and is counted in `kurir_dispatcher_requests_total`
+//! and `kurir_dispatcher_request_duration_seconds`.
+
+pub mod auth;
+pub mod status;
+pub mod validate;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::stream::BoxStream;
+use futures::StreamExt;
+use kurir_proto::v1::dispatcher_server::{Dispatcher, SERVICE_NAME};
+use kurir_proto::v1::{
+    BroadcastReply, BroadcastRequest, DisconnectReply, DisconnectRequest, GetPresenceReply,
+    GetPresenceRequest, PublishReply, PublishRequest, Receipt, SendReply, SendRequest,
+    UserPresence, WatchReceiptsRequest,
+};
+use tokio::sync::Semaphore;
+use tonic::{Code, Request, Response, Status};
+use tracing::{debug, info_span, Instrument};
+
+use crate::dispatch::Dispatch;
+use crate::error::DispatchError;
+use crate::telemetry;
+
+/// The RPCs, as the `method` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Send,
+    Publish,
+    Broadcast,
+    GetPresence,
+    Disconnect,
+    WatchReceipts,
+}
+
+impl Method {
+    pub const ALL: [Method; 6] = [
+        Method::Send,
+        Method::Publish,
+        Method::Broadcast,
+        Method::GetPresence,
+        Method::Disconnect,
+        Method::WatchReceipts,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Send => "Send",
+            Method::Publish => "Publish",
+            Method::Broadcast => "Broadcast",
+            Method::GetPresence => "GetPresence",
+            Method::Disconnect => "Disconnect",
+            Method::WatchReceipts => "WatchReceipts",
+        }
+    }
+
+    /// The method of a request path (`/kurir.v1.Dispatcher/Send`).
+    pub fn from_path(path: &str) -> Option<Self> {
+        let name = path
+            .strip_prefix('/')?
+            .strip_prefix(SERVICE_NAME)?
+            .strip_prefix('/')?;
+        Self::ALL.into_iter().find(|m| m.as_str() == name)
+    }
+}
+
+/// The `kurir.v1.Dispatcher` service.
+pub struct DispatcherApi {
+    dispatch: Dispatch,
+    /// `KURIR_MAX_IN_FLIGHT` permits; a call that finds none is shed.
+    in_flight: Arc<Semaphore>,
+    timeout: Duration,
+}
+
+impl DispatcherApi {
+    pub fn new(dispatch: Dispatch, max_in_flight: usize, timeout: Duration) -> Self {
+        Self {
+            dispatch,
+            in_flight: Arc::new(Semaphore::new(max_in_flight)),
+            timeout,
+        }
+    }
+
+    /// Run one call: span, load shedding, timeout, metrics, error mapping.
+    async fn call<T>(
+        &self,
+        method: Method,
+        work: impl Future<Output = Result<T, DispatchError>>,
+    ) -> Result<Response<T>, Status> {
+        let started = Instant::now();
+        let span = info_span!("rpc", method = method.as_str());
+        let result = async {
+            let result = match self.in_flight.try_acquire() {
+                Ok(_permit) => tokio::time::timeout(self.timeout, work)
+                    .await
+                    .unwrap_or(Err(DispatchError::Timeout)),
+                Err(_) => Err(DispatchError::Overloaded),
+            };
+            result.map_err(|e| {
+                debug!(error = %e, "call failed");
+                Status::from(e)
+            })
+        }
+        .instrument(span)
+        .await;
+        let code = result.as_ref().map_or_else(Status::code, |_| Code::Ok);
+        telemetry::request_done(method, code, Some(started.elapsed().as_secs_f64()));
+        result.map(Response::new)
+    }
+}
+
+#[tonic::async_trait]
+impl Dispatcher for DispatcherApi {
+    async fn send(&self, request: Request<SendRequest>) -> Result<Response<SendReply>, Status> {
+        self.call(Method::Send, async {
+            let cmd = validate::send(request.into_inner())?;
+            let out = self.dispatch.send(cmd).await?;
+            Ok(SendReply {
+                id: out.id.to_string(),
+                online_users: out.online_users,
+                stored_users: out.stored_users,
+            })
+        })
+        .await
+    }
+
+    async fn publish(
+        &self,
+        request: Request<PublishRequest>,
+    ) -> Result<Response<PublishReply>, Status> {
+        self.call(Method::Publish, async {
+            let (topic, notification) = validate::publish(request.into_inner())?;
+            let id = self.dispatch.publish(topic, notification).await?;
+            Ok(PublishReply { id: id.to_string() })
+        })
+        .await
+    }
+
+    async fn broadcast(
+        &self,
+        request: Request<BroadcastRequest>,
+    ) -> Result<Response<BroadcastReply>, Status> {
+        self.call(Method::Broadcast, async {
+            let notification = validate::broadcast(request.into_inner())?;
+            let id = self.dispatch.broadcast(notification).await?;
+            Ok(BroadcastReply { id: id.to_string() })
+        })
+        .await
+    }
+
+    async fn get_presence(
+        &self,
+        request: Request<GetPresenceRequest>,
+    ) -> Result<Response<GetPresenceReply>, Status> {
+        self.call(Method::GetPresence, async {
+            let users = validate::get_presence(request.into_inner())?;
+            let presence = self.dispatch.presence(&users).await?;
+            Ok(GetPresenceReply {
+                users: presence
+                    .into_iter()
+                    .map(|p| UserPresence {
+                        online: p.online(),
+                        connections: p.connections.len() as u32,
+                        nodes: p.nodes().iter().map(|n| n.as_str().to_owned()).collect(),
+                        user_id: p.user.as_str().to_owned(),
+                    })
+                    .collect(),
+            })
+        })
+        .await
+    }
+
+    async fn disconnect(
+        &self,
+        request: Request<DisconnectRequest>,
+    ) -> Result<Response<DisconnectReply>, Status> {
+        self.call(Method::Disconnect, async {
+            let cmd = validate::disconnect(request.into_inner())?;
+            let connections_closed = self.dispatch.disconnect(cmd).await?;
+            Ok(DisconnectReply { connections_closed })
+        })
+        .await
+    }
+
+    type WatchReceiptsStream = BoxStream<'static, Result<Receipt, Status>>;
+
+    /// Set-up is counted like a unary call; the stream then runs until the caller goes
+    /// away, falls behind (`RESOURCE_EXHAUSTED`) or the server drains (`UNAVAILABLE`).
+    async fn watch_receipts(
+        &self,
+        request: Request<WatchReceiptsRequest>,
+    ) -> Result<Response<Self::WatchReceiptsStream>, Status> {
+        self.call(Method::WatchReceipts, async {
+            let filter = validate::watch_receipts(request.into_inner())?;
+            let receipts = self.dispatch.watch_receipts(filter).await?;
+            Ok(receipts.map(|r| r.map_err(Status::from)).boxed())
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn methods_from_paths() {
+        for m in Method::ALL {
+            let path = format!("/kurir.v1.Dispatcher/{}", m.as_str());
+            assert_eq!(Method::from_path(&path), Some(m));
+        }
+        assert_eq!(Method::from_path("/kurir.v1.Dispatcher/Nope"), None);
+        assert_eq!(Method::from_path("/grpc.health.v1.Health/Check"), None);
+    }
+}

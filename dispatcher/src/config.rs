@@ -1,0 +1,497 @@
+//! The command line: the server's [`Config`] (flags and `KURIR_*` environment variables,
+//! validated before any port is bound) and the client subcommands (`send`, `presence`,
+//! `receipts`) that [`crate::client`] runs against a dispatcher.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use kurir_backends::{ConnectOptions, Namespace};
+use thiserror::Error;
+
+/// Default of `KURIR_INBOX_CAPACITY`.
+pub const DEFAULT_INBOX_CAPACITY: usize = 1000;
+/// Default of `KURIR_MAX_IN_FLIGHT`.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 1024;
+/// Default of `KURIR_REQUEST_TIMEOUT_MS`.
+pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 10_000;
+/// Default of `KURIR_BACKEND_TIMEOUT_MS`.
+pub const DEFAULT_BACKEND_TIMEOUT_MS: u64 = 2_000;
+/// Default of `KURIR_MAX_WATCHERS`.
+pub const DEFAULT_MAX_WATCHERS: usize = 64;
+/// Default of `KURIR_WATCH_BUFFER`.
+pub const DEFAULT_WATCH_BUFFER: usize = 1024;
+/// Default of `KURIR_READINESS_INTERVAL_MS`.
+pub const DEFAULT_READINESS_INTERVAL_MS: u64 = 2_000;
+/// Default of `KURIR_SHUTDOWN_GRACE_MS`.
+pub const DEFAULT_SHUTDOWN_GRACE_MS: u64 = 10_000;
+
+/// The API key [`Config::for_test`] accepts.
+pub const TEST_API_KEY: &str = "kurir-test-key";
+
+/// A secret string: `Debug` prints `***`, so `?config` is safe to log.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<String> for Secret {
+    fn from(s: String) -> Self {
+        Self(s)
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(s: &str) -> Self {
+        Self(s.to_owned())
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// `kurir-dispatcher`: with no subcommand, the gRPC server; with one, a small client.
+#[derive(Debug, Parser)]
+#[command(
+    name = "kurir-dispatcher",
+    version,
+    about = "Kurir gRPC dispatcher: validates, stores and routes notifications to gateways"
+)]
+pub struct Cli {
+    /// Run a client command against a dispatcher instead of serving.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    #[command(flatten)]
+    pub config: Config,
+}
+
+/// Where the dispatcher listens, what it connects to and its limits.
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    /// Prefix of every Redis key and NATS subject (tenancy, test isolation).
+    #[arg(long, env = "KURIR_NAMESPACE", default_value = "default", value_parser = parse_namespace)]
+    pub namespace: Namespace,
+
+    /// NATS server(s), comma-separated.
+    #[arg(long, env = "KURIR_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    pub nats_url: String,
+
+    /// Redis URL (`redis://`, `rediss://` or `redis-cluster://h:p,h:p`).
+    #[arg(
+        long,
+        env = "KURIR_REDIS_URL",
+        default_value = "redis://127.0.0.1:6379"
+    )]
+    pub redis_url: String,
+
+    /// The gRPC API (`kurir.v1.Dispatcher`, `grpc.health.v1.Health`, reflection).
+    #[arg(long, env = "KURIR_GRPC_LISTEN", default_value = "0.0.0.0:50051")]
+    pub grpc_listen: SocketAddr,
+
+    /// `/metrics`, `/healthz` and `/readyz`.
+    #[arg(long, env = "KURIR_METRICS_LISTEN", default_value = "0.0.0.0:9101")]
+    pub metrics_listen: SocketAddr,
+
+    /// API keys accepted as `authorization: Bearer <key>` gRPC metadata, comma-separated.
+    #[arg(
+        long,
+        env = "KURIR_API_KEYS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub api_keys: Vec<Secret>,
+
+    /// Accept calls without an API key. Refused together with KURIR_API_KEYS; without
+    /// either the dispatcher does not start.
+    #[arg(long, env = "KURIR_INSECURE_NO_AUTH")]
+    pub insecure_no_auth: bool,
+
+    /// Entries each user's inbox keeps (oldest trimmed first).
+    #[arg(long, env = "KURIR_INBOX_CAPACITY", default_value_t = DEFAULT_INBOX_CAPACITY)]
+    pub inbox_capacity: usize,
+
+    /// Unary calls served at once; beyond that calls fail fast with RESOURCE_EXHAUSTED
+    /// (load shedding) instead of queueing.
+    #[arg(long, env = "KURIR_MAX_IN_FLIGHT", default_value_t = DEFAULT_MAX_IN_FLIGHT)]
+    pub max_in_flight: usize,
+
+    /// Longest a unary call may take before it fails with DEADLINE_EXCEEDED.
+    #[arg(long, env = "KURIR_REQUEST_TIMEOUT_MS", default_value_t = DEFAULT_REQUEST_TIMEOUT_MS)]
+    pub request_timeout_ms: u64,
+
+    /// Timeout of one Redis command (and of the NATS flush at shutdown).
+    #[arg(long, env = "KURIR_BACKEND_TIMEOUT_MS", default_value_t = DEFAULT_BACKEND_TIMEOUT_MS)]
+    pub backend_timeout_ms: u64,
+
+    /// WatchReceipts streams open at once; beyond that they fail with RESOURCE_EXHAUSTED.
+    #[arg(long, env = "KURIR_MAX_WATCHERS", default_value_t = DEFAULT_MAX_WATCHERS)]
+    pub max_watchers: usize,
+
+    /// Receipts buffered per WatchReceipts stream; a watcher that lets it fill is ended
+    /// with RESOURCE_EXHAUSTED.
+    #[arg(long, env = "KURIR_WATCH_BUFFER", default_value_t = DEFAULT_WATCH_BUFFER)]
+    pub watch_buffer: usize,
+
+    /// How often `/readyz` probes Redis (a presence lookup); it turns unready after three
+    /// intervals without a success.
+    #[arg(long, env = "KURIR_READINESS_INTERVAL_MS", default_value_t = DEFAULT_READINESS_INTERVAL_MS)]
+    pub readiness_interval_ms: u64,
+
+    /// On SIGTERM, how long in-flight calls may take to finish before the process exits.
+    #[arg(long, env = "KURIR_SHUTDOWN_GRACE_MS", default_value_t = DEFAULT_SHUTDOWN_GRACE_MS)]
+    pub shutdown_grace_ms: u64,
+
+    /// Log format on stderr; `RUST_LOG` filters (default `info`).
+    #[arg(long, env = "KURIR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    // `--standalone` (memory backends + an embedded gateway) lands here with its issue.
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// A configuration the dispatcher refuses to start with.
+#[derive(Debug, Error)]
+#[error("{setting}: {reason}")]
+pub struct ConfigError {
+    pub setting: &'static str,
+    pub reason: String,
+}
+
+fn config_error(setting: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError {
+        setting,
+        reason: reason.into(),
+    }
+}
+
+impl Config {
+    /// Everything `bind` and `serve` rely on, checked before a port is bound.
+    ///
+    /// # Errors
+    /// The first setting that is wrong.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        match (self.api_keys.is_empty(), self.insecure_no_auth) {
+            (true, false) => {
+                return Err(config_error(
+                    "KURIR_API_KEYS",
+                    "no API key configured; set KURIR_API_KEYS or pass --insecure-no-auth",
+                ))
+            }
+            (false, true) => {
+                return Err(config_error(
+                    "--insecure-no-auth",
+                    "conflicts with KURIR_API_KEYS; use one or the other",
+                ))
+            }
+            _ => {}
+        }
+        for key in &self.api_keys {
+            let key = key.expose();
+            if key.is_empty() {
+                return Err(config_error(
+                    "KURIR_API_KEYS",
+                    "empty key (check for stray commas)",
+                ));
+            }
+            if !key.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(config_error(
+                    "KURIR_API_KEYS",
+                    "keys must be visible ASCII without spaces",
+                ));
+            }
+        }
+        let positive = [
+            ("KURIR_INBOX_CAPACITY", self.inbox_capacity as u64),
+            ("KURIR_MAX_IN_FLIGHT", self.max_in_flight as u64),
+            ("KURIR_REQUEST_TIMEOUT_MS", self.request_timeout_ms),
+            ("KURIR_BACKEND_TIMEOUT_MS", self.backend_timeout_ms),
+            ("KURIR_MAX_WATCHERS", self.max_watchers as u64),
+            ("KURIR_WATCH_BUFFER", self.watch_buffer as u64),
+            ("KURIR_READINESS_INTERVAL_MS", self.readiness_interval_ms),
+        ];
+        for (setting, value) in positive {
+            if value == 0 {
+                return Err(config_error(setting, "must be greater than 0"));
+            }
+        }
+        // The semaphores behind both limits cap permits at `usize::MAX >> 3`.
+        if self.max_in_flight > 1 << 20 || self.max_watchers > 1 << 20 {
+            return Err(config_error(
+                "KURIR_MAX_IN_FLIGHT",
+                "limits must be at most 1048576",
+            ));
+        }
+        if self.nats_url.trim().is_empty() {
+            return Err(config_error("KURIR_NATS_URL", "must not be empty"));
+        }
+        if self.redis_url.trim().is_empty() {
+            return Err(config_error("KURIR_REDIS_URL", "must not be empty"));
+        }
+        Ok(())
+    }
+
+    /// A config for in-process tests: both listeners on `127.0.0.1:0`, [`TEST_API_KEY`],
+    /// local NATS and Redis URLs, every limit at its default. Reads no environment.
+    pub fn for_test(namespace: Namespace) -> Self {
+        Self {
+            namespace,
+            nats_url: "nats://127.0.0.1:4222".into(),
+            redis_url: "redis://127.0.0.1:6379".into(),
+            grpc_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            metrics_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            api_keys: vec![Secret::from(TEST_API_KEY)],
+            insecure_no_auth: false,
+            inbox_capacity: DEFAULT_INBOX_CAPACITY,
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            request_timeout_ms: DEFAULT_REQUEST_TIMEOUT_MS,
+            backend_timeout_ms: DEFAULT_BACKEND_TIMEOUT_MS,
+            max_watchers: DEFAULT_MAX_WATCHERS,
+            watch_buffer: DEFAULT_WATCH_BUFFER,
+            readiness_interval_ms: DEFAULT_READINESS_INTERVAL_MS,
+            shutdown_grace_ms: DEFAULT_SHUTDOWN_GRACE_MS,
+            log_format: LogFormat::Text,
+        }
+    }
+
+    /// How [`kurir_backends::Backends::connect`] reaches NATS and Redis.
+    pub fn connect_options(&self) -> ConnectOptions {
+        let mut opts = ConnectOptions::new(self.namespace.clone(), &self.nats_url, &self.redis_url);
+        opts.client_name = "kurir-dispatcher".into();
+        opts.inbox_capacity = self.inbox_capacity;
+        opts.command_timeout = self.backend_timeout();
+        opts
+    }
+
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+
+    pub fn backend_timeout(&self) -> Duration {
+        Duration::from_millis(self.backend_timeout_ms)
+    }
+
+    pub fn readiness_interval(&self) -> Duration {
+        Duration::from_millis(self.readiness_interval_ms)
+    }
+
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_millis(self.shutdown_grace_ms)
+    }
+}
+
+fn parse_namespace(s: &str) -> Result<Namespace, String> {
+    Namespace::parse(s).map_err(|e| e.to_string())
+}
+
+/// A clap error as the one line `main` prints before exiting with `EX_USAGE`.
+pub fn one_line(err: &clap::Error) -> String {
+    let rendered = err.render().to_string();
+    let first = rendered.lines().next().unwrap_or("invalid arguments");
+    first.strip_prefix("error: ").unwrap_or(first).to_owned()
+}
+
+/// Client commands, for people without `grpcurl`.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Send a notification to users (Send), a topic (Publish) or everyone (Broadcast);
+    /// prints the reply as one JSON line.
+    Send(SendArgs),
+    /// Print users' presence (GetPresence) as one JSON line.
+    Presence(PresenceArgs),
+    /// Follow receipts (WatchReceipts) as JSON lines until interrupted.
+    Receipts(ReceiptsArgs),
+}
+
+/// How a client command reaches the dispatcher.
+#[derive(Debug, Clone, Args)]
+pub struct ClientArgs {
+    /// Dispatcher gRPC endpoint.
+    #[arg(long, env = "KURIR_ENDPOINT", default_value = "http://127.0.0.1:50051")]
+    pub endpoint: String,
+
+    /// API key, sent as `authorization: Bearer <key>`.
+    #[arg(long, env = "KURIR_API_KEY", hide_env_values = true)]
+    pub api_key: Option<Secret>,
+}
+
+#[derive(Debug, Args)]
+pub struct SendArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+
+    #[command(flatten)]
+    pub target: Target,
+
+    /// Notification title.
+    #[arg(long, default_value = "")]
+    pub title: String,
+
+    /// Notification body.
+    #[arg(long, default_value = "")]
+    pub body: String,
+
+    /// Data entry for the app, repeatable.
+    #[arg(long = "data", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub data: Vec<(String, String)>,
+
+    /// Delivery priority.
+    #[arg(long, value_enum, default_value_t = PriorityArg::Normal)]
+    pub priority: PriorityArg,
+
+    /// Clients may replace an earlier notification with the same collapse key.
+    #[arg(long, default_value = "")]
+    pub collapse_key: String,
+
+    /// Seconds the notification stays in the users' inboxes; 0 = live only. `--user` only.
+    #[arg(long, default_value_t = 3600, conflicts_with_all = ["topic", "broadcast"])]
+    pub ttl: u32,
+
+    /// Retrying with the same key within 24 h returns the first id. `--user` only.
+    #[arg(long, conflicts_with_all = ["topic", "broadcast"])]
+    pub idempotency_key: Option<String>,
+}
+
+/// Who a `send` goes to: exactly one of `--user` (repeatable), `--topic`, `--broadcast`.
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+pub struct Target {
+    /// Recipient user id (Send), repeatable.
+    #[arg(long = "user", value_name = "USER_ID")]
+    pub users: Vec<String>,
+
+    /// Topic to publish to (Publish).
+    #[arg(long)]
+    pub topic: Option<String>,
+
+    /// Every live connection of the cluster (Broadcast).
+    #[arg(long)]
+    pub broadcast: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PriorityArg {
+    Normal,
+    High,
+}
+
+#[derive(Debug, Args)]
+pub struct PresenceArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+
+    /// User id to look up, repeatable.
+    #[arg(long = "user", value_name = "USER_ID", required = true)]
+    pub users: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ReceiptsArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+
+    /// Only receipts of this user, repeatable; none = all users.
+    #[arg(long = "user", value_name = "USER_ID")]
+    pub users: Vec<String>,
+
+    /// Only receipts of this notification id, repeatable; none = all notifications.
+    #[arg(long = "id", value_name = "NOTIFICATION_ID")]
+    pub ids: Vec<String>,
+}
+
+fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("expected KEY=VALUE, got `{s}`"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("kurir-dispatcher").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn secrets_do_not_leak_through_debug() {
+        let mut config = Config::for_test(Namespace::parse("t").unwrap());
+        config.api_keys = vec![Secret::from("hunter2")];
+        let printed = format!("{config:?}");
+        assert!(!printed.contains("hunter2"), "{printed}");
+        assert!(printed.contains("***"));
+    }
+
+    #[test]
+    fn auth_is_required_unless_explicitly_disabled() {
+        let mut config = Config::for_test(Namespace::parse("t").unwrap());
+        config.api_keys.clear();
+        let err = config.validate().unwrap_err();
+        assert_eq!(err.setting, "KURIR_API_KEYS");
+        config.insecure_no_auth = true;
+        config.validate().unwrap();
+        config.api_keys = vec![Secret::from("k")];
+        assert_eq!(config.validate().unwrap_err().setting, "--insecure-no-auth");
+    }
+
+    #[test]
+    fn bad_keys_and_zero_limits_are_refused() {
+        let mut config = Config::for_test(Namespace::parse("t").unwrap());
+        config.api_keys = vec![Secret::from("a"), Secret::from("")];
+        assert!(config.validate().is_err());
+        config.api_keys = vec![Secret::from("a b")];
+        assert!(config.validate().is_err());
+        config.api_keys = vec![Secret::from("ok")];
+        config.max_in_flight = 0;
+        assert_eq!(
+            config.validate().unwrap_err().setting,
+            "KURIR_MAX_IN_FLIGHT"
+        );
+    }
+
+    #[test]
+    fn send_targets_are_exclusive() {
+        let cli = parse(&["send", "--user", "a", "--user", "b", "--title", "t"]).unwrap();
+        let Some(Command::Send(send)) = cli.command else {
+            panic!("not send")
+        };
+        assert_eq!(send.target.users, ["a", "b"]);
+        assert_eq!(send.ttl, 3600);
+        assert!(parse(&["send", "--user", "a", "--topic", "x", "--title", "t"]).is_err());
+        assert!(parse(&["send", "--title", "t"]).is_err());
+        assert!(parse(&["send", "--topic", "x", "--ttl", "5", "--title", "t"]).is_err());
+        assert!(parse(&["send", "--broadcast", "--data", "novalue", "--title", "t"]).is_err());
+        let cli = parse(&["send", "--broadcast", "--data", "k=v=w", "--title", "t"]).unwrap();
+        let Some(Command::Send(send)) = cli.command else {
+            panic!("not send")
+        };
+        assert_eq!(send.data, [("k".to_owned(), "v=w".to_owned())]);
+    }
+
+    #[test]
+    fn bad_values_become_one_line() {
+        let err = parse(&["--grpc-listen", "nope"]).unwrap_err();
+        let line = one_line(&err);
+        assert!(!line.contains('\n'));
+        assert!(line.contains("grpc-listen"), "{line}");
+    }
+}

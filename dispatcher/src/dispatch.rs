@@ -1,0 +1,582 @@
+//! ② The flow behind every RPC, on validated values and the three seams.
+//!
+//! `Send`: idempotency claim → time-ordered id → inbox append (stored notifications) →
+//! one presence lookup for all recipients → group by gateway node → one publish per node
+//! that holds recipients. Topic publishes and broadcasts go to their one subject, live
+//! only. Receipts are followed through a bounded per-watcher buffer.
+//!
+//! # Failure rules of `Send`
+//! - Before the inbox append succeeds, any backend failure fails the call (`UNAVAILABLE`
+//!   when transient), nothing is published, and the idempotency key is given up so a
+//!   retry can go through.
+//! - After a stored notification (`ttl_seconds > 0`) is appended, it is safe: gateways
+//!   replay inboxes on (re)connect. A failed lookup or publish is then logged and counted
+//!   (`kurir_dispatcher_route_failures_total`) and the call still succeeds.
+//! - A live notification (`ttl_seconds = 0`) exists only in flight: a failed lookup or
+//!   publish fails the call.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use kurir_backends::bus::Subscription;
+use kurir_backends::inbox::{Claim, Inbox, NewEntry};
+use kurir_backends::presence::UserPresence;
+use kurir_backends::{BackendError, Backends, NodeId, NotificationId, Topic, UserId};
+use kurir_proto::internal::v1::{envelope::Kind, Delivery, Disconnect, Envelope, Recipient};
+use kurir_proto::v1::{Notification, Receipt};
+use metrics::{counter, gauge, Counter};
+use prost::Message;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, warn};
+
+use crate::error::DispatchError;
+use crate::telemetry;
+
+/// How long an idempotency key keeps naming the first notification sent with it.
+pub const IDEMPOTENCY_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// A validated `Send`.
+#[derive(Debug, Clone)]
+pub struct SendCommand {
+    /// Distinct recipients, 1..=10000.
+    pub users: Vec<UserId>,
+    pub notification: Notification,
+    /// 0 = live only.
+    pub ttl_seconds: u32,
+    pub idempotency_key: Option<String>,
+}
+
+/// What a `Send` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SendOutcome {
+    pub id: NotificationId,
+    /// Recipients with a live connection at lookup time (0 if the lookup failed, or for
+    /// a repeated idempotency key).
+    pub online_users: u32,
+    /// Recipients whose inbox holds the notification.
+    pub stored_users: u32,
+}
+
+/// A validated `Disconnect`.
+#[derive(Debug, Clone)]
+pub struct DisconnectCommand {
+    pub user: UserId,
+    /// At most 120 bytes.
+    pub reason: String,
+}
+
+/// Which receipts a watcher wants; an empty set matches everything.
+#[derive(Debug, Clone, Default)]
+pub struct ReceiptFilter {
+    pub users: HashSet<String>,
+    pub ids: HashSet<NotificationId>,
+}
+
+impl ReceiptFilter {
+    pub fn matches(&self, receipt: &Receipt) -> bool {
+        (self.users.is_empty() || self.users.contains(&receipt.user_id))
+            && (self.ids.is_empty()
+                || NotificationId::parse(&receipt.id).is_ok_and(|id| self.ids.contains(&id)))
+    }
+}
+
+/// Receipts for one watcher, ending with an error when the watcher fell behind
+/// (`WatcherLagged`), the server drains (`ShuttingDown`) or the bus subscription ended.
+pub type ReceiptStream = ReceiverStream<Result<Receipt, DispatchError>>;
+
+/// The flow. Cheap to clone.
+#[derive(Clone)]
+pub struct Dispatch {
+    backends: Backends,
+    watchers: Arc<Watchers>,
+    published: Counter,
+    stored: Counter,
+}
+
+/// Limits and lifetime of the receipt watchers.
+struct Watchers {
+    /// One permit per open stream (`KURIR_MAX_WATCHERS`).
+    slots: Arc<Semaphore>,
+    /// `KURIR_WATCH_BUFFER`.
+    buffer: usize,
+    stop: CancellationToken,
+    tracker: TaskTracker,
+}
+
+impl Dispatch {
+    pub fn new(backends: Backends, max_watchers: usize, watch_buffer: usize) -> Self {
+        Self {
+            backends,
+            watchers: Arc::new(Watchers {
+                slots: Arc::new(Semaphore::new(max_watchers)),
+                buffer: watch_buffer,
+                stop: CancellationToken::new(),
+                tracker: TaskTracker::new(),
+            }),
+            published: counter!(telemetry::PUBLISHED),
+            stored: counter!(telemetry::STORED),
+        }
+    }
+
+    /// Notify users; see the module docs for the order of steps and the failure rules.
+    ///
+    /// # Errors
+    /// `Backend` when the claim or the append fails, or, for a live notification, when
+    /// the lookup or a publish fails.
+    pub async fn send(&self, cmd: SendCommand) -> Result<SendOutcome, DispatchError> {
+        let id = NotificationId::generate();
+        let claim = match &cmd.idempotency_key {
+            None => None,
+            Some(key) => match self.backends.inbox.claim(key, id, IDEMPOTENCY_TTL).await? {
+                Claim::New => Some(ClaimGuard::new(self.backends.inbox.clone(), key, id)),
+                Claim::Existing(first) => {
+                    debug!(%first, "idempotency key seen before; nothing delivered");
+                    return Ok(SendOutcome {
+                        id: first,
+                        online_users: 0,
+                        stored_users: 0,
+                    });
+                }
+            },
+        };
+        let result = self
+            .route(id, cmd.users, cmd.notification, cmd.ttl_seconds, claim)
+            .await;
+        match &result {
+            Ok(out) => debug!(%id, online = out.online_users, stored = out.stored_users, "sent"),
+            Err(e) => debug!(%id, error = %e, "send failed"),
+        }
+        result
+    }
+
+    async fn route(
+        &self,
+        id: NotificationId,
+        users: Vec<UserId>,
+        notification: Notification,
+        ttl_seconds: u32,
+        mut claim: Option<ClaimGuard>,
+    ) -> Result<SendOutcome, DispatchError> {
+        let created_at = now_ms();
+        let stored = ttl_seconds > 0;
+        let expires_at = if stored {
+            created_at + i64::from(ttl_seconds) * 1000
+        } else {
+            0
+        };
+        let delivery = Delivery {
+            id: id.to_string(),
+            notification: Some(notification),
+            topic: String::new(),
+            created_at,
+            expires_at,
+            recipients: Vec::new(),
+        };
+
+        let cursors = if stored {
+            let entry = NewEntry {
+                id,
+                expires_at,
+                payload: Bytes::from(delivery.encode_to_vec()),
+            };
+            let appended = match self.backends.inbox.append(&users, &entry).await {
+                Ok(c) if c.len() == users.len() => c,
+                Ok(c) => Err(BackendError::corrupt(
+                    "inbox",
+                    format!(
+                        "append returned {} cursors for {} users",
+                        c.len(),
+                        users.len()
+                    ),
+                ))?,
+                Err(e) => {
+                    if let Some(claim) = claim.take() {
+                        claim.release().await;
+                    }
+                    return Err(e.into());
+                }
+            };
+            self.stored.increment(users.len() as u64);
+            // Stored: from here on the notification reaches its users whatever happens.
+            if let Some(claim) = claim.take() {
+                claim.keep();
+            }
+            appended
+                .into_iter()
+                .map(|c| c.as_str().to_owned())
+                .collect()
+        } else {
+            vec![String::new(); users.len()]
+        };
+        let stored_users = if stored { users.len() as u32 } else { 0 };
+
+        let presence = match self.lookup(&users).await {
+            Ok(p) => p,
+            Err(e) => return self.unrouted(id, "lookup", e, claim, stored_users).await,
+        };
+        let mut online_users = 0;
+        let mut by_node: BTreeMap<NodeId, Vec<Recipient>> = BTreeMap::new();
+        for (user, cursor) in presence.iter().zip(cursors) {
+            if !user.online() {
+                continue;
+            }
+            online_users += 1;
+            for node in user.nodes() {
+                by_node.entry(node).or_default().push(Recipient {
+                    user_id: user.user.as_str().to_owned(),
+                    cursor: cursor.clone(),
+                });
+            }
+        }
+
+        // One envelope per node; only the recipients differ between them.
+        let mut envelope = Envelope {
+            kind: Some(Kind::Delivery(delivery)),
+        };
+        let mut messages = Vec::with_capacity(by_node.len());
+        for (node, recipients) in by_node {
+            if let Some(Kind::Delivery(d)) = &mut envelope.kind {
+                d.recipients = recipients;
+            }
+            let subject = self.backends.namespace.node_subject(&node);
+            messages.push((subject, Bytes::from(envelope.encode_to_vec())));
+        }
+        if let Err(e) = self.publish_all(messages).await {
+            return self.unrouted(id, "publish", e, claim, stored_users).await;
+        }
+        if let Some(claim) = claim {
+            claim.keep();
+        }
+        Ok(SendOutcome {
+            id,
+            online_users,
+            stored_users,
+        })
+    }
+
+    /// A lookup or publish failed after the point where nothing could have been lost
+    /// (stored) or before anything was delivered (live).
+    async fn unrouted(
+        &self,
+        id: NotificationId,
+        stage: &'static str,
+        err: BackendError,
+        claim: Option<ClaimGuard>,
+        stored_users: u32,
+    ) -> Result<SendOutcome, DispatchError> {
+        if stored_users > 0 {
+            counter!(telemetry::ROUTE_FAILURES, "stage" => stage).increment(1);
+            warn!(%id, stage, error = %err, "stored notification not routed live; left for replay");
+            return Ok(SendOutcome {
+                id,
+                online_users: 0,
+                stored_users,
+            });
+        }
+        if let Some(claim) = claim {
+            claim.release().await;
+        }
+        Err(err.into())
+    }
+
+    /// The presence of `users`, in their order.
+    async fn lookup(&self, users: &[UserId]) -> Result<Vec<UserPresence>, BackendError> {
+        let presence = self.backends.presence.lookup(users).await?;
+        if presence.len() != users.len() {
+            return Err(BackendError::corrupt(
+                "presence",
+                format!(
+                    "lookup returned {} entries for {} users",
+                    presence.len(),
+                    users.len()
+                ),
+            ));
+        }
+        Ok(presence)
+    }
+
+    /// Publish every message concurrently; the first error if any failed.
+    async fn publish_all(&self, messages: Vec<(String, Bytes)>) -> Result<(), BackendError> {
+        let bus = &self.backends.bus;
+        let results =
+            futures::future::join_all(messages.into_iter().map(|(s, p)| bus.publish(s, p))).await;
+        let mut first_error = None;
+        for result in results {
+            match result {
+                Ok(()) => self.published.increment(1),
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Deliver to every live connection subscribed to `topic`.
+    ///
+    /// # Errors
+    /// `Backend` when the bus refuses the message.
+    pub async fn publish(
+        &self,
+        topic: Topic,
+        notification: Notification,
+    ) -> Result<NotificationId, DispatchError> {
+        let subject = self.backends.namespace.topic_subject(&topic);
+        self.live(subject, topic.as_str(), notification).await
+    }
+
+    /// Deliver to every live connection of the cluster.
+    ///
+    /// # Errors
+    /// `Backend` when the bus refuses the message.
+    pub async fn broadcast(
+        &self,
+        notification: Notification,
+    ) -> Result<NotificationId, DispatchError> {
+        let subject = self.backends.namespace.broadcast_subject();
+        self.live(subject, "", notification).await
+    }
+
+    async fn live(
+        &self,
+        subject: String,
+        topic: &str,
+        notification: Notification,
+    ) -> Result<NotificationId, DispatchError> {
+        let id = NotificationId::generate();
+        let envelope = Envelope {
+            kind: Some(Kind::Delivery(Delivery {
+                id: id.to_string(),
+                notification: Some(notification),
+                topic: topic.to_owned(),
+                created_at: now_ms(),
+                expires_at: 0,
+                recipients: Vec::new(),
+            })),
+        };
+        self.publish_all(vec![(subject, Bytes::from(envelope.encode_to_vec()))])
+            .await?;
+        debug!(%id, topic, "published");
+        Ok(id)
+    }
+
+    /// The live connections of `users`, in their order.
+    ///
+    /// # Errors
+    /// `Backend` when the presence store fails.
+    pub async fn presence(&self, users: &[UserId]) -> Result<Vec<UserPresence>, DispatchError> {
+        Ok(self.lookup(users).await?)
+    }
+
+    /// Close every connection of a user: one envelope to each node holding one. Returns
+    /// the number of connections the disconnect was routed to.
+    ///
+    /// # Errors
+    /// `Backend` when the lookup or a publish fails.
+    pub async fn disconnect(&self, cmd: DisconnectCommand) -> Result<u32, DispatchError> {
+        let presence = self.lookup(std::slice::from_ref(&cmd.user)).await?;
+        let Some(user) = presence.into_iter().next() else {
+            return Ok(0);
+        };
+        let payload = Bytes::from(
+            Envelope {
+                kind: Some(Kind::Disconnect(Disconnect {
+                    user_id: cmd.user.as_str().to_owned(),
+                    reason: cmd.reason,
+                })),
+            }
+            .encode_to_vec(),
+        );
+        let messages = user
+            .nodes()
+            .iter()
+            .map(|node| (self.backends.namespace.node_subject(node), payload.clone()))
+            .collect();
+        self.publish_all(messages).await?;
+        Ok(user.connections.len() as u32)
+    }
+
+    /// Follow receipts matching `filter` until the returned stream is dropped.
+    ///
+    /// # Errors
+    /// `Overloaded` past `KURIR_MAX_WATCHERS`; `Backend` when the bus subscription fails.
+    pub async fn watch_receipts(
+        &self,
+        filter: ReceiptFilter,
+    ) -> Result<ReceiptStream, DispatchError> {
+        let w = &self.watchers;
+        if w.stop.is_cancelled() {
+            return Err(DispatchError::ShuttingDown);
+        }
+        let slot = w
+            .slots
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| DispatchError::Overloaded)?;
+        let subject = self.backends.namespace.receipts_subject();
+        let subscription = self.backends.bus.subscribe(subject).await?;
+        // One slot more than the buffer, kept free for the error that ends the stream:
+        // when the buffer is full the watcher is too slow and gets RESOURCE_EXHAUSTED.
+        let (tx, rx) = mpsc::channel(w.buffer + 1);
+        w.tracker.spawn(forward_receipts(
+            subscription,
+            filter,
+            tx,
+            w.stop.clone(),
+            slot,
+        ));
+        Ok(ReceiverStream::new(rx))
+    }
+
+    /// End every receipt stream (with `ShuttingDown`) and wait for their tasks.
+    pub async fn stop_watchers(&self) {
+        self.watchers.stop.cancel();
+        self.watchers.tracker.close();
+        self.watchers.tracker.wait().await;
+    }
+}
+
+/// Bus → one watcher. Ends when the caller goes away, the server drains, the watcher
+/// falls behind, or the subscription ends.
+async fn forward_receipts(
+    mut subscription: Subscription,
+    filter: ReceiptFilter,
+    tx: mpsc::Sender<Result<Receipt, DispatchError>>,
+    stop: CancellationToken,
+    _slot: OwnedSemaphorePermit,
+) {
+    let open = gauge!(telemetry::WATCHERS);
+    open.increment(1.0);
+    loop {
+        let payload = tokio::select! {
+            p = subscription.next() => p,
+            () = tx.closed() => break,
+            () = stop.cancelled() => {
+                let _ = tx.try_send(Err(DispatchError::ShuttingDown));
+                break;
+            }
+        };
+        let Some(payload) = payload else {
+            let err = BackendError::unavailable("nats", "receipt subscription ended");
+            let _ = tx.try_send(Err(err.into()));
+            break;
+        };
+        let receipt = match Receipt::decode(payload) {
+            Ok(r) => r,
+            Err(e) => {
+                debug!(error = %e, "undecodable receipt skipped");
+                continue;
+            }
+        };
+        if !filter.matches(&receipt) {
+            continue;
+        }
+        if tx.capacity() > 1 {
+            if tx.try_send(Ok(receipt)).is_err() {
+                break;
+            }
+        } else {
+            counter!(telemetry::WATCHERS_LAGGED).increment(1);
+            debug!("receipt watcher fell behind; ending its stream");
+            let _ = tx.try_send(Err(DispatchError::WatcherLagged));
+            break;
+        }
+    }
+    open.decrement(1.0);
+}
+
+/// An idempotency key this call claimed. Given up when the send fails before anything
+/// could reach a user, kept otherwise; if the call is cancelled before either (client
+/// gone, timeout), it is given up in the background.
+struct ClaimGuard {
+    inbox: Arc<dyn Inbox>,
+    key: String,
+    id: NotificationId,
+    settled: bool,
+}
+
+impl ClaimGuard {
+    fn new(inbox: Arc<dyn Inbox>, key: &str, id: NotificationId) -> Self {
+        Self {
+            inbox,
+            key: key.to_owned(),
+            id,
+            settled: false,
+        }
+    }
+
+    fn keep(mut self) {
+        self.settled = true;
+    }
+
+    async fn release(mut self) {
+        self.settled = true;
+        release(self.inbox.as_ref(), &self.key, self.id).await;
+    }
+}
+
+impl Drop for ClaimGuard {
+    fn drop(&mut self) {
+        if self.settled {
+            return;
+        }
+        let (inbox, key, id) = (self.inbox.clone(), std::mem::take(&mut self.key), self.id);
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            // Best effort: if this is lost too, the key expires after IDEMPOTENCY_TTL.
+            rt.spawn(async move { release(inbox.as_ref(), &key, id).await });
+        }
+    }
+}
+
+async fn release(inbox: &dyn Inbox, key: &str, id: NotificationId) {
+    if let Err(e) = inbox.release(key, id).await {
+        warn!(%id, error = %e, "idempotency key not released; it expires on its own");
+    }
+}
+
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn receipt(user: &str, id: NotificationId) -> Receipt {
+        Receipt {
+            id: id.to_string(),
+            user_id: user.into(),
+            status: 1,
+            node: "gw-1".into(),
+            at: 0,
+        }
+    }
+
+    #[test]
+    fn filters_match_users_and_ids() {
+        let (a, b) = (NotificationId::generate(), NotificationId::generate());
+        let all = ReceiptFilter::default();
+        assert!(all.matches(&receipt("x", a)));
+        let users = ReceiptFilter {
+            users: ["alice".to_owned()].into(),
+            ids: HashSet::new(),
+        };
+        assert!(users.matches(&receipt("alice", a)));
+        assert!(!users.matches(&receipt("bob", a)));
+        let both = ReceiptFilter {
+            users: ["alice".to_owned()].into(),
+            ids: [a].into(),
+        };
+        assert!(both.matches(&receipt("alice", a)));
+        assert!(!both.matches(&receipt("alice", b)));
+        assert!(!both.matches(&receipt("bob", a)));
+    }
+}

@@ -1,0 +1,70 @@
+//! Why a request failed, named by cause. Built by [`crate::api::validate`],
+//! [`crate::api::auth`] and [`crate::dispatch`]; turned into a gRPC `Status` in exactly
+//! one place, [`crate::api::status`].
+
+use kurir_backends::BackendError;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum DispatchError {
+    /// A request field is missing, malformed or out of range. Nothing was stored or
+    /// published.
+    #[error("{field}: {reason}")]
+    InvalidArgument { field: String, reason: String },
+
+    /// No `authorization: Bearer <key>` metadata, or a key that is not configured.
+    #[error("{0}")]
+    Unauthenticated(AuthFailure),
+
+    /// `KURIR_MAX_IN_FLIGHT` requests (or `KURIR_MAX_WATCHERS` receipt watchers) are
+    /// already running: the request is shed rather than queued.
+    #[error("too many requests in flight")]
+    Overloaded,
+
+    /// The request did not finish within `KURIR_REQUEST_TIMEOUT_MS`.
+    #[error("request timed out")]
+    Timeout,
+
+    /// A receipt watcher did not read its stream fast enough; its bounded buffer filled.
+    #[error("receipt watcher fell behind")]
+    WatcherLagged,
+
+    /// The server is draining; long-lived streams are ended so clients reconnect elsewhere.
+    #[error("server shutting down")]
+    ShuttingDown,
+
+    /// Redis or NATS failed; [`BackendError::is_transient`] picks `UNAVAILABLE` over
+    /// `INTERNAL`.
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+}
+
+impl DispatchError {
+    pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self::InvalidArgument {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Why a caller was not authenticated. Also the `reason` label of
+/// `kurir_dispatcher_auth_failures_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+pub enum AuthFailure {
+    #[error("missing API key: send `authorization: Bearer <key>` metadata")]
+    Missing,
+    #[error("invalid API key")]
+    Invalid,
+}
+
+impl AuthFailure {
+    pub const LABELS: [&'static str; 2] = ["missing", "invalid"];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Missing => "missing",
+            Self::Invalid => "invalid",
+        }
+    }
+}

@@ -1,0 +1,183 @@
+//! Metric names, their descriptions, the series registered from start-up, the Prometheus
+//! recorder, the process collector and the tracing subscriber.
+
+use std::sync::OnceLock;
+
+use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, Unit};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tonic::Code;
+
+use crate::api::Method;
+use crate::config::LogFormat;
+use crate::error::AuthFailure;
+
+/// `{method,code}`: finished gRPC calls, by gRPC code name.
+pub const REQUESTS: &str = "kurir_dispatcher_requests_total";
+/// `{method}`: seconds from the call's arrival to its reply (stream set-up for
+/// WatchReceipts).
+pub const REQUEST_DURATION: &str = "kurir_dispatcher_request_duration_seconds";
+/// Envelopes handed to the bus (node, topic and broadcast subjects).
+pub const PUBLISHED: &str = "kurir_dispatcher_published_total";
+/// Inbox entries written, one per recipient of a stored notification.
+pub const STORED: &str = "kurir_dispatcher_stored_total";
+/// `{stage}`: stored notifications that could not be routed live (lookup or publish
+/// failed); they wait in the inboxes and are replayed when gateways resync.
+pub const ROUTE_FAILURES: &str = "kurir_dispatcher_route_failures_total";
+/// `{reason}`: calls refused for a missing or invalid API key.
+pub const AUTH_FAILURES: &str = "kurir_dispatcher_auth_failures_total";
+/// Open WatchReceipts streams.
+pub const WATCHERS: &str = "kurir_dispatcher_receipt_watchers";
+/// WatchReceipts streams ended because their reader fell behind.
+pub const WATCHERS_LAGGED: &str = "kurir_dispatcher_receipt_watchers_lagged_total";
+/// 1 while `/readyz` answers 200.
+pub const READY: &str = "kurir_dispatcher_ready";
+/// `{check}`: readiness probes that failed.
+pub const READINESS_FAILURES: &str = "kurir_dispatcher_readiness_failures_total";
+
+pub const ROUTE_STAGES: [&str; 2] = ["lookup", "publish"];
+pub const READINESS_CHECKS: [&str; 2] = ["bus", "presence"];
+
+/// Codes registered at zero for every method, so error-rate queries have data from
+/// start-up.
+const REGISTERED_CODES: [Code; 7] = [
+    Code::Ok,
+    Code::InvalidArgument,
+    Code::Unauthenticated,
+    Code::ResourceExhausted,
+    Code::DeadlineExceeded,
+    Code::Unavailable,
+    Code::Internal,
+];
+
+/// Request-duration buckets (seconds): a Send is a few Redis and NATS round trips, so
+/// resolution sits between 0.5 ms and 1 s, with a tail up to the default 10 s timeout.
+pub const DURATION_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// The process-wide Prometheus recorder, installed on first call; later calls (tests
+/// starting several dispatchers) get the same handle.
+///
+/// # Errors
+/// Another recorder was installed first.
+pub fn install_recorder() -> Result<PrometheusHandle, String> {
+    static HANDLE: OnceLock<Result<PrometheusHandle, String>> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Full(REQUEST_DURATION.into()), DURATION_BUCKETS)
+                .map_err(|e| e.to_string())?
+                .install_recorder()
+                .map_err(|e| e.to_string())
+        })
+        .clone()
+}
+
+/// Describe every dispatcher metric and register its series at zero. Idempotent.
+pub fn describe() {
+    describe_counter!(REQUESTS, "Finished gRPC calls, by method and gRPC code");
+    describe_histogram!(
+        REQUEST_DURATION,
+        Unit::Seconds,
+        "gRPC call duration, by method (stream set-up for WatchReceipts)"
+    );
+    describe_counter!(PUBLISHED, "Envelopes published to the bus");
+    describe_counter!(STORED, "Inbox entries written, one per recipient");
+    describe_counter!(
+        ROUTE_FAILURES,
+        "Stored notifications not routed live (left for replay), by stage"
+    );
+    describe_counter!(
+        AUTH_FAILURES,
+        "Calls refused for a missing or invalid API key"
+    );
+    describe_gauge!(WATCHERS, "Open WatchReceipts streams");
+    describe_counter!(
+        WATCHERS_LAGGED,
+        "WatchReceipts streams ended because the reader fell behind"
+    );
+    describe_gauge!(READY, "1 while /readyz answers 200");
+    describe_counter!(READINESS_FAILURES, "Failed readiness checks, by check");
+
+    for method in Method::ALL {
+        for code in REGISTERED_CODES {
+            counter!(REQUESTS, "method" => method.as_str(), "code" => code_label(code)).absolute(0);
+        }
+        // Registering the handle makes the (empty) histogram render from start-up.
+        let _ = metrics::histogram!(REQUEST_DURATION, "method" => method.as_str());
+    }
+    counter!(PUBLISHED).absolute(0);
+    counter!(STORED).absolute(0);
+    counter!(WATCHERS_LAGGED).absolute(0);
+    for stage in ROUTE_STAGES {
+        counter!(ROUTE_FAILURES, "stage" => stage).absolute(0);
+    }
+    for reason in AuthFailure::LABELS {
+        counter!(AUTH_FAILURES, "reason" => reason).absolute(0);
+    }
+    for check in READINESS_CHECKS {
+        counter!(READINESS_FAILURES, "check" => check).absolute(0);
+    }
+    gauge!(WATCHERS).set(0.0);
+    gauge!(READY).set(0.0);
+    kurir_backends::telemetry::describe();
+    process_collector().describe();
+}
+
+/// `process_resident_memory_bytes`, `process_cpu_seconds_total`, `process_open_fds`, …,
+/// refreshed on each scrape.
+pub fn process_collector() -> &'static metrics_process::Collector {
+    static COLLECTOR: OnceLock<metrics_process::Collector> = OnceLock::new();
+    COLLECTOR.get_or_init(metrics_process::Collector::default)
+}
+
+/// A call refused by [`crate::api::auth`].
+pub fn auth_failure(failure: AuthFailure) {
+    counter!(AUTH_FAILURES, "reason" => failure.label()).increment(1);
+}
+
+/// One finished call.
+pub fn request_done(method: Method, code: Code, seconds: Option<f64>) {
+    counter!(REQUESTS, "method" => method.as_str(), "code" => code_label(code)).increment(1);
+    if let Some(seconds) = seconds {
+        metrics::histogram!(REQUEST_DURATION, "method" => method.as_str()).record(seconds);
+    }
+}
+
+/// The gRPC code name, as the `code` label (`OK`, `InvalidArgument`, …).
+pub fn code_label(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "Cancelled",
+        Code::Unknown => "Unknown",
+        Code::InvalidArgument => "InvalidArgument",
+        Code::DeadlineExceeded => "DeadlineExceeded",
+        Code::NotFound => "NotFound",
+        Code::AlreadyExists => "AlreadyExists",
+        Code::PermissionDenied => "PermissionDenied",
+        Code::ResourceExhausted => "ResourceExhausted",
+        Code::FailedPrecondition => "FailedPrecondition",
+        Code::Aborted => "Aborted",
+        Code::OutOfRange => "OutOfRange",
+        Code::Unimplemented => "Unimplemented",
+        Code::Internal => "Internal",
+        Code::Unavailable => "Unavailable",
+        Code::DataLoss => "DataLoss",
+        Code::Unauthenticated => "Unauthenticated",
+    }
+}
+
+/// Structured logs on stderr: `text` for people, `json` for collectors. `RUST_LOG`
+/// filters (default `info`).
+pub fn init_tracing(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    // `try_init` fails only when a subscriber is already set (tests): keep that one.
+    let _ = match format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
