@@ -42,8 +42,7 @@ impl UserId {
         if s.len() > MAX_USER_ID_LEN {
             return Err(invalid("must be at most 128 bytes"));
         }
-        if s
-            .chars()
+        if s.chars()
             .any(|c| c.is_whitespace() || c.is_control() || c == '{' || c == '}')
         {
             return Err(invalid(
@@ -105,8 +104,7 @@ impl Topic {
         if s.is_empty() || s.len() > MAX_TOPIC_LEN {
             return Err(invalid("must be 1 to 128 characters"));
         }
-        if s
-            .split('.')
+        if s.split('.')
             .any(|seg| seg.is_empty() || !seg.chars().all(subject_token_char))
         {
             return Err(invalid(

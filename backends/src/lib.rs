@@ -4,21 +4,26 @@
 //! envelopes dispatcher → gateway and receipts gateway → dispatcher; the [`presence`]
 //! store says which node holds which user; the [`inbox`] keeps stored notifications
 //! until acked. Each seam is a trait with a NATS/Redis and an in-memory implementation,
-//! and [`contract`] holds the one test suite both must pass.
+//! and `contract` (feature `contract`) holds the one test suite both must pass.
 #![forbid(unsafe_code)]
 
 pub mod bus;
+#[cfg(feature = "contract")]
 pub mod contract;
 pub mod error;
 pub mod ids;
 pub mod inbox;
 pub mod namespace;
 pub mod presence;
-pub mod telemetry;
 mod redis_client;
+mod sharded;
+pub mod telemetry;
 mod wiring;
 
 pub use error::BackendError;
 pub use ids::{ConnId, InvalidId, NodeId, NotificationId, Topic, UserId};
 pub use namespace::Namespace;
-pub use wiring::{Backends, ConnectOptions, DEFAULT_COMMAND_TIMEOUT, DEFAULT_PRESENCE_TTL, DEFAULT_SUBSCRIPTION_CAPACITY};
+pub use wiring::{
+    Backends, ConnectOptions, DEFAULT_COMMAND_TIMEOUT, DEFAULT_PRESENCE_TTL,
+    DEFAULT_SUBSCRIPTION_CAPACITY,
+};

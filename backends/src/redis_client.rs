@@ -17,8 +17,8 @@
 use std::time::Duration;
 
 use fred::prelude::{
-    Builder, Client, ClientLike, Config, Error as FredError, ErrorKind, LuaInterface, ReconnectPolicy,
-    TcpConfig, Value,
+    Builder, Client, ClientLike, Config, Error as FredError, ErrorKind, LuaInterface,
+    ReconnectPolicy, TcpConfig, Value,
 };
 use fred::types::config::UnresponsiveConfig;
 use fred::types::{ClusterHash, CustomCommand};

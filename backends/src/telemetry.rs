@@ -13,6 +13,7 @@ pub const SERIES: &[(&str, &str)] = &[
     ("nats", "subscribe"),
     ("nats", "flush"),
     ("nats", "slow_consumer"),
+    ("memory", "slow_consumer"),
 ];
 
 pub fn describe() {

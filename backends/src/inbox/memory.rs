@@ -1,12 +1,260 @@
-//! In-process inbox (placeholder until implemented).
-use super::*;
-pub struct MemoryInbox;
-impl MemoryInbox { pub fn new(_capacity: usize) -> Self { Self } }
+//! The inbox in one process (`--standalone`, fast tests), with the Redis store's
+//! semantics: per-user entries ordered by `<ms>-<seq>` cursors, capped at the capacity
+//! (oldest trimmed first), expired entries never returned, each inbox dropped as a whole
+//! after its longest TTL, idempotency claims that expire.
+//!
+//! Cursors take their milliseconds from the wall clock, like Redis stream ids, and stay
+//! strictly increasing when it stalls or steps back. Inbox and claim lifetimes are
+//! [`tokio::time::Instant`]s, so tests can drive them with `tokio::time::pause()`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Bound;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use tokio::time::Instant;
+
+use super::{now_ms, Claim, Cursor, Inbox, NewEntry, StoredEntry};
+use crate::error::BackendError;
+use crate::ids::{NotificationId, UserId};
+use crate::sharded::Sharded;
+
+/// `(ms, seq)`, the ordering key of a [`Cursor`].
+type Position = (u64, u64);
+
+pub struct MemoryInbox {
+    capacity: usize,
+    users: Sharded<UserId, UserInbox>,
+    claims: Sharded<String, Held>,
+}
+
+struct UserInbox {
+    entries: BTreeMap<Position, Entry>,
+    index: HashMap<NotificationId, Position>,
+    last: Position,
+    expires: Instant,
+}
+
+struct Entry {
+    id: NotificationId,
+    expires_at: i64,
+    payload: Bytes,
+}
+
+struct Held {
+    id: NotificationId,
+    until: Instant,
+}
+
+fn cursor(p: Position) -> Cursor {
+    Cursor(format!("{}-{}", p.0, p.1))
+}
+
+impl UserInbox {
+    fn new(now: Instant) -> Self {
+        Self {
+            entries: BTreeMap::new(),
+            index: HashMap::new(),
+            last: (0, 0),
+            expires: now,
+        }
+    }
+
+    /// The next position after `last`, like Redis' `XADD *`.
+    fn next_position(&mut self, wall_ms: u64) -> Position {
+        let next = if wall_ms > self.last.0 {
+            (wall_ms, 0)
+        } else {
+            match self.last.1.checked_add(1) {
+                Some(seq) => (self.last.0, seq),
+                None => (self.last.0 + 1, 0),
+            }
+        };
+        self.last = next;
+        next
+    }
+}
+
+impl MemoryInbox {
+    /// `capacity`: entries kept per user (at least 1).
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            capacity: capacity.max(1),
+            users: Sharded::new(),
+            claims: Sharded::new(),
+        }
+    }
+}
+
 #[async_trait]
 impl Inbox for MemoryInbox {
-    async fn append(&self, _u: &[UserId], _e: &NewEntry) -> Result<Vec<Cursor>, BackendError> { Ok(vec![]) }
-    async fn pending(&self, _u: &UserId, _a: Option<&Cursor>, _l: usize) -> Result<Vec<StoredEntry>, BackendError> { Ok(vec![]) }
-    async fn ack(&self, _u: &UserId, _i: NotificationId) -> Result<bool, BackendError> { Ok(false) }
-    async fn claim(&self, _k: &str, _i: NotificationId, _t: Duration) -> Result<Claim, BackendError> { Ok(Claim::New) }
-    async fn release(&self, _k: &str, _i: NotificationId) -> Result<(), BackendError> { Ok(()) }
+    async fn append(
+        &self,
+        users: &[UserId],
+        entry: &NewEntry,
+    ) -> Result<Vec<Cursor>, BackendError> {
+        let now = Instant::now();
+        let wall = now_ms();
+        let ttl = Duration::from_millis(u64::try_from(entry.expires_at - wall).unwrap_or(0).max(1));
+        let mut cursors = Vec::with_capacity(users.len());
+        for user in users {
+            let mut shard = self.users.shard(user);
+            let inbox = shard
+                .entry(user.clone())
+                .or_insert_with(|| UserInbox::new(now));
+            if inbox.expires <= now {
+                *inbox = UserInbox::new(now);
+            }
+            // Appending an id the inbox still holds stores nothing twice.
+            if let Some(&p) = inbox.index.get(&entry.id) {
+                cursors.push(cursor(p));
+                continue;
+            }
+            let p = inbox.next_position(u64::try_from(wall).unwrap_or(0));
+            inbox.entries.insert(
+                p,
+                Entry {
+                    id: entry.id,
+                    expires_at: entry.expires_at,
+                    payload: entry.payload.clone(),
+                },
+            );
+            inbox.index.insert(entry.id, p);
+            while inbox.entries.len() > self.capacity {
+                if let Some((_, oldest)) = inbox.entries.pop_first() {
+                    inbox.index.remove(&oldest.id);
+                }
+            }
+            inbox.expires = inbox.expires.max(now + ttl);
+            cursors.push(cursor(p));
+        }
+        self.users.wrote(|inbox| inbox.expires <= now);
+        Ok(cursors)
+    }
+
+    async fn pending(
+        &self,
+        user: &UserId,
+        after: Option<&Cursor>,
+        limit: usize,
+    ) -> Result<Vec<StoredEntry>, BackendError> {
+        let now = Instant::now();
+        let wall = now_ms();
+        let mut shard = self.users.shard(user);
+        let Some(inbox) = shard.get(user) else {
+            return Ok(Vec::new());
+        };
+        if inbox.expires <= now {
+            shard.remove(user);
+            return Ok(Vec::new());
+        }
+        let from = after.map_or(Bound::Unbounded, |c| Bound::Excluded(c.key()));
+        Ok(inbox
+            .entries
+            .range((from, Bound::Unbounded))
+            .filter(|(_, e)| e.expires_at > wall)
+            .take(limit)
+            .map(|(p, e)| StoredEntry {
+                cursor: cursor(*p),
+                id: e.id,
+                expires_at: e.expires_at,
+                payload: e.payload.clone(),
+            })
+            .collect())
+    }
+
+    async fn ack(&self, user: &UserId, id: NotificationId) -> Result<bool, BackendError> {
+        let mut shard = self.users.shard(user);
+        let Some(inbox) = shard.get_mut(user) else {
+            return Ok(false);
+        };
+        Ok(match inbox.index.remove(&id) {
+            Some(p) => inbox.entries.remove(&p).is_some(),
+            None => false,
+        })
+    }
+
+    async fn claim(
+        &self,
+        key: &str,
+        id: NotificationId,
+        ttl: Duration,
+    ) -> Result<Claim, BackendError> {
+        let now = Instant::now();
+        let key = key.to_owned();
+        let claim = {
+            let mut shard = self.claims.shard(&key);
+            match shard.get(&key) {
+                Some(held) if held.until > now => Claim::Existing(held.id),
+                _ => {
+                    shard.insert(
+                        key,
+                        Held {
+                            id,
+                            until: now + ttl,
+                        },
+                    );
+                    Claim::New
+                }
+            }
+        };
+        self.claims.wrote(|held| held.until <= now);
+        Ok(claim)
+    }
+
+    async fn release(&self, key: &str, id: NotificationId) -> Result<(), BackendError> {
+        let key = key.to_owned();
+        let mut shard = self.claims.shard(&key);
+        if shard.get(&key).is_some_and(|held| held.id == id) {
+            shard.remove(&key);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(ttl: Duration) -> NewEntry {
+        NewEntry {
+            id: NotificationId::generate(),
+            expires_at: now_ms() + i64::try_from(ttl.as_millis()).unwrap(),
+            payload: Bytes::from_static(b"x"),
+        }
+    }
+
+    #[test]
+    fn positions_increase_when_the_clock_stalls_or_steps_back() {
+        let mut inbox = UserInbox::new(Instant::now());
+        assert_eq!(inbox.next_position(10), (10, 0));
+        assert_eq!(inbox.next_position(10), (10, 1));
+        assert_eq!(inbox.next_position(9), (10, 2));
+        assert_eq!(inbox.next_position(11), (11, 0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_inbox_is_dropped_after_its_longest_ttl() {
+        let inbox = MemoryInbox::new(10);
+        let user = UserId::parse("alice").unwrap();
+        inbox
+            .append(&[user.clone()], &entry(Duration::from_secs(60)))
+            .await
+            .unwrap();
+        tokio::time::advance(Duration::from_secs(61)).await;
+        assert!(inbox.pending(&user, None, 10).await.unwrap().is_empty());
+        assert_eq!(inbox.users.len(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn claims_expire() {
+        let inbox = MemoryInbox::new(10);
+        let (a, b) = (NotificationId::generate(), NotificationId::generate());
+        let ttl = Duration::from_secs(30);
+        assert_eq!(inbox.claim("k", a, ttl).await.unwrap(), Claim::New);
+        assert_eq!(inbox.claim("k", b, ttl).await.unwrap(), Claim::Existing(a));
+        tokio::time::advance(Duration::from_secs(31)).await;
+        assert_eq!(inbox.claim("k", b, ttl).await.unwrap(), Claim::New);
+    }
 }

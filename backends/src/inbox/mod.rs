@@ -104,6 +104,13 @@ pub enum Claim {
     Existing(NotificationId),
 }
 
+/// Wall-clock unix milliseconds, the clock of [`NewEntry::expires_at`].
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
 #[async_trait]
 pub trait Inbox: Send + Sync + 'static {
     /// Store `entry` for every user, in one round trip; cursors in the order of `users`.

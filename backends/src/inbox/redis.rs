@@ -12,14 +12,14 @@
 //! on Redis Cluster; a batch of users is one pipeline, which fred routes per slot.
 
 use std::collections::HashMap;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use fred::prelude::{Client, Expiration, KeysInterface, SetOptions, StreamsInterface, Value};
 use tracing::warn;
 
-use super::{Claim, Cursor, Inbox, NewEntry, StoredEntry};
+use super::{now_ms, Claim, Cursor, Inbox, NewEntry, StoredEntry};
 use crate::error::BackendError;
 use crate::ids::{NotificationId, UserId};
 use crate::namespace::Namespace;
@@ -109,12 +109,6 @@ impl RedisInbox {
     fn keys(&self, user: &UserId) -> Vec<String> {
         vec![self.ns.inbox_key(user), self.ns.inbox_index_key(user)]
     }
-}
-
-pub(crate) fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// The first stream id strictly after `cursor` (XRANGE's `(` needs Redis 6.2).

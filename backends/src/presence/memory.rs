@@ -1,13 +1,193 @@
-//! In-process presence (placeholder until implemented).
-use super::*;
-pub struct MemoryPresence;
-impl MemoryPresence { pub fn new(_ttl: Duration) -> Self { Self } }
+//! Presence in one process (`--standalone`, fast tests), with the Redis store's
+//! semantics: per-user entries that expire as a whole after the entry TTL unless
+//! refreshed, and node liveness deadlines that decide which entries count.
+//!
+//! Deadlines are [`tokio::time::Instant`]s, so tests can drive them with
+//! `tokio::time::pause()` and `advance()`.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use parking_lot::Mutex;
+use tokio::time::Instant;
+
+use super::{PresenceStore, UserPresence};
+use crate::error::BackendError;
+use crate::ids::{ConnId, NodeId, UserId};
+use crate::sharded::Sharded;
+
+pub struct MemoryPresence {
+    entry_ttl: Duration,
+    /// Node → end of its liveness.
+    nodes: Mutex<HashMap<NodeId, Instant>>,
+    users: Sharded<UserId, Entries>,
+}
+
+/// One user's connections; the whole set expires together, like the Redis hash.
+struct Entries {
+    conns: HashMap<ConnId, NodeId>,
+    expires: Instant,
+}
+
+impl Entries {
+    fn expired(&self, now: Instant) -> bool {
+        self.expires <= now
+    }
+}
+
+impl MemoryPresence {
+    /// `entry_ttl`: how long a user's entries live without [`PresenceStore::refresh`].
+    pub fn new(entry_ttl: Duration) -> Self {
+        Self {
+            entry_ttl,
+            nodes: Mutex::new(HashMap::new()),
+            users: Sharded::new(),
+        }
+    }
+
+    fn sweep(&self) {
+        let now = Instant::now();
+        self.users.wrote(|e| e.expired(now));
+    }
+}
+
 #[async_trait]
 impl PresenceStore for MemoryPresence {
-    async fn add(&self, _n: &NodeId, _u: &UserId, _c: ConnId) -> Result<(), BackendError> { Ok(()) }
-    async fn remove(&self, _u: &UserId, _c: ConnId) -> Result<(), BackendError> { Ok(()) }
-    async fn beat(&self, _n: &NodeId, _t: Duration) -> Result<(), BackendError> { Ok(()) }
-    async fn refresh(&self, _u: &[UserId]) -> Result<(), BackendError> { Ok(()) }
-    async fn remove_node(&self, _n: &NodeId, _e: &[(UserId, ConnId)]) -> Result<(), BackendError> { Ok(()) }
-    async fn lookup(&self, users: &[UserId]) -> Result<Vec<UserPresence>, BackendError> { Ok(users.iter().map(|u| UserPresence { user: u.clone(), connections: vec![] }).collect()) }
+    async fn add(&self, node: &NodeId, user: &UserId, conn: ConnId) -> Result<(), BackendError> {
+        let now = Instant::now();
+        {
+            let mut users = self.users.shard(user);
+            let entries = users.entry(user.clone()).or_insert_with(|| Entries {
+                conns: HashMap::new(),
+                expires: now,
+            });
+            if entries.expired(now) {
+                entries.conns.clear();
+            }
+            entries.conns.insert(conn, node.clone());
+            entries.expires = now + self.entry_ttl;
+        }
+        self.sweep();
+        Ok(())
+    }
+
+    async fn remove(&self, user: &UserId, conn: ConnId) -> Result<(), BackendError> {
+        let mut users = self.users.shard(user);
+        if let Some(entries) = users.get_mut(user) {
+            entries.conns.remove(&conn);
+            if entries.conns.is_empty() {
+                users.remove(user);
+            }
+        }
+        Ok(())
+    }
+
+    async fn beat(&self, node: &NodeId, ttl: Duration) -> Result<(), BackendError> {
+        let now = Instant::now();
+        let mut nodes = self.nodes.lock();
+        nodes.retain(|_, until| *until > now);
+        nodes.insert(node.clone(), now + ttl);
+        Ok(())
+    }
+
+    async fn refresh(&self, users: &[UserId]) -> Result<(), BackendError> {
+        let now = Instant::now();
+        for user in users {
+            let mut shard = self.users.shard(user);
+            if let Some(entries) = shard.get_mut(user) {
+                if entries.expired(now) {
+                    shard.remove(user);
+                } else {
+                    entries.expires = now + self.entry_ttl;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn remove_node(
+        &self,
+        node: &NodeId,
+        entries: &[(UserId, ConnId)],
+    ) -> Result<(), BackendError> {
+        self.nodes.lock().remove(node);
+        for (user, conn) in entries {
+            self.remove(user, *conn).await?;
+        }
+        Ok(())
+    }
+
+    async fn lookup(&self, users: &[UserId]) -> Result<Vec<UserPresence>, BackendError> {
+        let now = Instant::now();
+        let alive: HashMap<NodeId, Instant> = self.nodes.lock().clone();
+        let is_alive = |node: &NodeId| alive.get(node).is_some_and(|until| *until > now);
+        Ok(users
+            .iter()
+            .map(|user| {
+                let mut shard = self.users.shard(user);
+                let mut connections = Vec::new();
+                if let Some(entries) = shard.get_mut(user) {
+                    if entries.expired(now) {
+                        shard.remove(user);
+                    } else {
+                        // Entries of dead nodes are pruned here, as the Redis store does.
+                        entries.conns.retain(|_, node| is_alive(node));
+                        connections.extend(entries.conns.iter().map(|(c, n)| (*c, n.clone())));
+                        if entries.conns.is_empty() {
+                            shard.remove(user);
+                        }
+                    }
+                }
+                connections.sort_unstable_by_key(|(conn, _)| *conn);
+                UserPresence {
+                    user: user.clone(),
+                    connections,
+                }
+            })
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids() -> (NodeId, UserId) {
+        (
+            NodeId::parse("gw-1").unwrap(),
+            UserId::parse("alice").unwrap(),
+        )
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn liveness_ends_at_the_beat_ttl() {
+        let store = MemoryPresence::new(Duration::from_secs(3600));
+        let (node, user) = ids();
+        store.beat(&node, Duration::from_secs(30)).await.unwrap();
+        store.add(&node, &user, ConnId(1)).await.unwrap();
+        tokio::time::advance(Duration::from_secs(29)).await;
+        assert!(store.lookup(&[user.clone()]).await.unwrap()[0].online());
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert!(!store.lookup(&[user.clone()]).await.unwrap()[0].online());
+        // Pruned: a later beat does not bring the entry back.
+        store.beat(&node, Duration::from_secs(30)).await.unwrap();
+        assert!(!store.lookup(&[user]).await.unwrap()[0].online());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn entries_expire_unless_refreshed() {
+        let store = MemoryPresence::new(Duration::from_secs(60));
+        let (node, user) = ids();
+        store.beat(&node, Duration::from_secs(3600)).await.unwrap();
+        store.add(&node, &user, ConnId(1)).await.unwrap();
+        for _ in 0..5 {
+            tokio::time::advance(Duration::from_secs(40)).await;
+            store.refresh(&[user.clone()]).await.unwrap();
+        }
+        assert!(store.lookup(&[user.clone()]).await.unwrap()[0].online());
+        tokio::time::advance(Duration::from_secs(61)).await;
+        assert!(!store.lookup(&[user]).await.unwrap()[0].online());
+        assert_eq!(store.users.len(), 0);
+    }
 }

@@ -201,8 +201,9 @@ impl PresenceStore for RedisPresence {
             .iter()
             .zip(found)
             .map(|(user, conns)| {
-                let (mut live, gone): (Vec<_>, Vec<_>) =
-                    conns.into_iter().partition(|(_, node)| alive.contains(node));
+                let (mut live, gone): (Vec<_>, Vec<_>) = conns
+                    .into_iter()
+                    .partition(|(_, node)| alive.contains(node));
                 if !gone.is_empty() {
                     let fields = gone.into_iter().map(|(c, _)| c.to_string()).collect();
                     dead.push((self.ns.presence_key(user), fields));
@@ -227,7 +228,10 @@ async fn prune(client: Client, dead: Vec<(String, Vec<String>)>) {
     for chunk in dead.chunks(CHUNK) {
         let p = client.pipeline();
         for (key, fields) in chunk {
-            if p.hdel::<(), _, _>(key.as_str(), fields.clone()).await.is_err() {
+            if p.hdel::<(), _, _>(key.as_str(), fields.clone())
+                .await
+                .is_err()
+            {
                 return;
             }
         }
