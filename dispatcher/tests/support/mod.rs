@@ -1,0 +1,277 @@
+//! Fixtures: a dispatcher served in process on `127.0.0.1:0`, gRPC clients, bus spies.
+
+#![allow(dead_code)] // Each test binary uses a different part of the fixtures.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use kurir_backends::bus::Subscription;
+use kurir_backends::{Backends, ConnId, ConnectOptions, Namespace, NodeId, UserId};
+use kurir_dispatcher::config::TEST_API_KEY;
+use kurir_dispatcher::{telemetry, Config, Dispatcher, ServeError};
+use kurir_proto::internal::v1::{envelope::Kind, Envelope};
+use kurir_proto::v1::dispatcher_client::DispatcherClient;
+use kurir_proto::v1::Notification;
+use prost::Message;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, Endpoint};
+
+pub const KEY: &str = TEST_API_KEY;
+
+pub fn redis_url() -> String {
+    std::env::var("KURIR_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+pub fn nats_url() -> String {
+    std::env::var("KURIR_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
+}
+
+/// In-memory seams in a fresh namespace.
+pub fn memory() -> Backends {
+    Backends::memory(Namespace::random_for_test())
+}
+
+/// Real NATS and Redis (`KURIR_NATS_URL`, `KURIR_REDIS_URL`) in a fresh namespace.
+pub async fn real() -> Backends {
+    real_with(&redis_url()).await
+}
+
+pub async fn real_with(redis_url: &str) -> Backends {
+    let opts = ConnectOptions::new(Namespace::random_for_test(), &nats_url(), redis_url);
+    Backends::connect(&opts)
+        .await
+        .unwrap_or_else(|e| panic!("NATS {} / Redis {redis_url}: {e}", nats_url()))
+}
+
+/// A port nothing listens on.
+pub fn closed_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+/// A dispatcher serving in this process; shut down when dropped.
+pub struct Harness {
+    pub backends: Backends,
+    pub grpc: SocketAddr,
+    pub admin: SocketAddr,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<Result<(), ServeError>>>,
+}
+
+impl Harness {
+    pub async fn start(backends: Backends) -> Self {
+        Self::start_with(backends, |_| {}).await
+    }
+
+    pub async fn start_with(backends: Backends, tweak: impl FnOnce(&mut Config)) -> Self {
+        let mut config = Config::for_test(backends.namespace.clone());
+        tweak(&mut config);
+        let metrics = telemetry::install_recorder().expect("metrics recorder");
+        let dispatcher = Dispatcher::bind(config, backends.clone(), metrics)
+            .await
+            .expect("bind");
+        let (grpc, admin) = (dispatcher.grpc_addr(), dispatcher.metrics_addr());
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(dispatcher.serve(async {
+            let _ = rx.await;
+        }));
+        Self {
+            backends,
+            grpc,
+            admin,
+            shutdown: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.grpc)
+    }
+
+    pub async fn channel(&self) -> Channel {
+        Endpoint::from_shared(self.endpoint())
+            .expect("endpoint")
+            .connect_timeout(Duration::from_secs(5))
+            .connect()
+            .await
+            .expect("connect")
+    }
+
+    /// A Dispatcher client presenting `key` (none when `None`).
+    pub async fn client(&self, key: Option<&str>) -> Api {
+        DispatcherClient::with_interceptor(self.channel().await, ApiKey(key.map(str::to_owned)))
+    }
+
+    /// Signal shutdown and wait for `serve` to return.
+    pub async fn stop(mut self) -> Result<(), ServeError> {
+        drop(self.shutdown.take());
+        self.task
+            .take()
+            .expect("running")
+            .await
+            .expect("serve panicked")
+    }
+
+    /// `GET path` on the admin listener: status code and body.
+    pub async fn admin_get(&self, path: &str) -> (u16, String) {
+        http_get(self.admin, path).await
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        drop(self.shutdown.take());
+    }
+}
+
+pub type Api = DispatcherClient<InterceptedService<Channel, ApiKey>>;
+
+/// Adds `authorization: Bearer <key>` to every call.
+#[derive(Clone)]
+pub struct ApiKey(Option<String>);
+
+impl tonic::service::Interceptor for ApiKey {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(k) = &self.0 {
+            let v = format!("Bearer {k}").parse().expect("ascii key");
+            req.metadata_mut().insert("authorization", v);
+        }
+        Ok(req)
+    }
+}
+
+/// A minimal HTTP/1.0 GET (no client dependency for two admin endpoints).
+pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connect admin");
+    let request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw).await.expect("read");
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, body.to_owned())
+}
+
+pub fn note(title: &str) -> Option<Notification> {
+    Some(Notification {
+        title: title.into(),
+        body: "body".into(),
+        ..Default::default()
+    })
+}
+
+pub fn user(id: &str) -> UserId {
+    UserId::parse(id).expect("user id")
+}
+
+pub fn node(id: &str) -> NodeId {
+    NodeId::parse(id).expect("node id")
+}
+
+/// Register one live connection of `user` on `node` (and mark the node alive).
+pub async fn connect_user(backends: &Backends, node: &NodeId, user: &UserId) -> ConnId {
+    let conn = ConnId::generate();
+    backends
+        .presence
+        .add(node, user, conn)
+        .await
+        .expect("presence add");
+    backends
+        .presence
+        .beat(node, Duration::from_secs(60))
+        .await
+        .expect("presence beat");
+    conn
+}
+
+/// A subscription to one subject that can prove a negative: [`Spy::drain`] publishes a
+/// marker after everything under test and collects what arrived before it. The bus
+/// keeps per-publisher order and the dispatcher shares these backends, so whatever it
+/// published before the marker arrives before the marker.
+pub struct Spy {
+    subject: String,
+    backends: Backends,
+    sub: Subscription,
+}
+
+const MARKER: &[u8] = b"\xffkurir-test-marker";
+
+impl Spy {
+    pub async fn on(backends: &Backends, subject: String) -> Self {
+        let sub = backends
+            .bus
+            .subscribe(subject.clone())
+            .await
+            .expect("subscribe spy");
+        Self {
+            subject,
+            backends: backends.clone(),
+            sub,
+        }
+    }
+
+    pub async fn node(backends: &Backends, node: &NodeId) -> Self {
+        Self::on(backends, backends.namespace.node_subject(node)).await
+    }
+
+    /// Everything published to the subject so far.
+    pub async fn drain(&mut self) -> Vec<Bytes> {
+        self.backends
+            .bus
+            .publish(self.subject.clone(), Bytes::from_static(MARKER))
+            .await
+            .expect("publish marker");
+        let mut seen = Vec::new();
+        loop {
+            let next = tokio::time::timeout(Duration::from_secs(10), self.sub.next())
+                .await
+                .unwrap_or_else(|_| panic!("no marker on {} within 10 s", self.subject))
+                .expect("spy subscription ended");
+            if next.as_ref() == MARKER {
+                return seen;
+            }
+            seen.push(next);
+        }
+    }
+
+    pub async fn drain_envelopes(&mut self) -> Vec<Kind> {
+        self.drain()
+            .await
+            .into_iter()
+            .map(|b| {
+                Envelope::decode(b)
+                    .expect("envelope")
+                    .kind
+                    .expect("envelope kind")
+            })
+            .collect()
+    }
+}
+
+/// Poll `check` until it returns `Some`, for at most `limit`.
+pub async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
