@@ -1,0 +1,327 @@
+//! The sending side: `Send`/`Publish`/`Broadcast` over many gRPC channels (HTTP/2
+//! connections) with a bound on calls in flight, or lines to the Socket.IO peer's
+//! emitter process. `drive` paces sends open-loop at a rate, bounded by count and time.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use kurir_proto::v1::dispatcher_client::DispatcherClient;
+use kurir_proto::v1::{BroadcastRequest, Notification, PublishRequest, SendRequest};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::{mpsc, Semaphore};
+use tokio::time::Instant;
+use tonic::metadata::MetadataValue;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::report::Hist;
+use crate::worker::now_us;
+
+/// Who one send goes to.
+#[derive(Debug, Clone)]
+pub enum To {
+    /// Users `first .. first + len` (mod the user count), by id.
+    Users {
+        first: u64,
+        len: u64,
+    },
+    Topic(String),
+    Broadcast,
+}
+
+/// One send.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub seq: u32,
+    pub to: To,
+}
+
+/// What the senders need to build requests.
+#[derive(Clone)]
+pub struct Content {
+    pub user_prefix: String,
+    pub total_users: u64,
+    pub body: Arc<str>,
+    pub ttl_seconds: u32,
+}
+
+impl Content {
+    fn users(&self, first: u64, len: u64) -> Vec<String> {
+        (0..len)
+            .map(|k| {
+                format!(
+                    "{}{}",
+                    self.user_prefix,
+                    (first + k) % self.total_users.max(1)
+                )
+            })
+            .collect()
+    }
+
+    fn data(&self, job: &Job) -> HashMap<String, String> {
+        let mut data = HashMap::with_capacity(4);
+        data.insert("s".into(), job.seq.to_string());
+        data.insert("t".into(), now_us().to_string());
+        if let To::Users { first, len } = job.to {
+            data.insert("a".into(), (first % self.total_users.max(1)).to_string());
+            data.insert("n".into(), len.to_string());
+        }
+        data
+    }
+
+    fn notification(&self, job: &Job) -> Notification {
+        Notification {
+            title: "lt".into(),
+            body: self.body.to_string(),
+            data: self.data(job),
+            ..Default::default()
+        }
+    }
+}
+
+type Api = DispatcherClient<InterceptedService<Channel, ApiKey>>;
+
+#[derive(Clone)]
+pub struct ApiKey(MetadataValue<tonic::metadata::Ascii>);
+
+impl tonic::service::Interceptor for ApiKey {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        req.metadata_mut().insert("authorization", self.0.clone());
+        Ok(req)
+    }
+}
+
+/// The outcome of one send.
+pub enum Outcome {
+    /// Accepted; `online` recipients as the dispatcher saw them (the emitter: `None`).
+    Ok {
+        online: Option<u32>,
+    },
+    Err(String),
+}
+
+pub enum Sender {
+    Grpc {
+        clients: Vec<Api>,
+        content: Content,
+    },
+    Emitter {
+        lines: mpsc::Sender<Vec<u8>>,
+        content: Content,
+    },
+}
+
+impl Sender {
+    /// `channels` HTTP/2 connections to the dispatcher, used round-robin.
+    pub async fn grpc(url: &str, api_key: &str, channels: usize, content: Content) -> Result<Self> {
+        let key: MetadataValue<_> = format!("Bearer {api_key}").parse().context("api key")?;
+        let mut clients = Vec::new();
+        for _ in 0..channels.max(1) {
+            let ch = Endpoint::from_shared(url.to_string())?
+                .connect_timeout(Duration::from_secs(5))
+                .timeout(Duration::from_secs(30))
+                .tcp_nodelay(true)
+                .connect()
+                .await
+                .with_context(|| format!("connect to dispatcher {url}"))?;
+            clients.push(
+                DispatcherClient::with_interceptor(ch, ApiKey(key.clone()))
+                    .max_decoding_message_size(16 << 20),
+            );
+        }
+        Ok(Self::Grpc { clients, content })
+    }
+
+    /// Lines to the emitter's stdin, written by one task that flushes when idle.
+    pub fn emitter(mut stdin: tokio::process::ChildStdin, content: Content) -> Self {
+        // Full → senders wait (the emitter is the bottleneck; the pacing shows it).
+        let (tx, mut rx) = mpsc::channel::<Vec<u8>>(4096);
+        tokio::spawn(async move {
+            while let Some(line) = rx.recv().await {
+                if stdin.write_all(&line).await.is_err() {
+                    break;
+                }
+                while let Ok(more) = rx.try_recv() {
+                    if stdin.write_all(&more).await.is_err() {
+                        return;
+                    }
+                }
+                if stdin.flush().await.is_err() {
+                    break;
+                }
+            }
+        });
+        Self::Emitter { lines: tx, content }
+    }
+
+    pub async fn send(&self, i: u64, job: Job) -> Outcome {
+        match self {
+            Self::Grpc { clients, content } => {
+                let mut api = clients[(i % clients.len() as u64) as usize].clone();
+                let notification = Some(content.notification(&job));
+                let res = match job.to {
+                    To::Users { first, len } => api
+                        .send(SendRequest {
+                            user_ids: content.users(first, len),
+                            notification,
+                            ttl_seconds: content.ttl_seconds,
+                            idempotency_key: String::new(),
+                        })
+                        .await
+                        .map(|r| Some(r.into_inner().online_users)),
+                    To::Topic(topic) => api
+                        .publish(PublishRequest {
+                            topic,
+                            notification,
+                        })
+                        .await
+                        .map(|_| None),
+                    To::Broadcast => api
+                        .broadcast(BroadcastRequest { notification })
+                        .await
+                        .map(|_| None),
+                };
+                match res {
+                    Ok(online) => Outcome::Ok { online },
+                    Err(s) => Outcome::Err(format!("{:?}", s.code())),
+                }
+            }
+            Self::Emitter { lines, content } => {
+                let rooms: Vec<String> = match &job.to {
+                    To::Users { first, len } => content
+                        .users(*first, *len)
+                        .into_iter()
+                        .map(|u| format!("u:{u}"))
+                        .collect(),
+                    To::Topic(t) => vec![format!("t:{t}")],
+                    To::Broadcast => Vec::new(),
+                };
+                let n = content.notification(&job);
+                let line = serde_json::json!({
+                    "rooms": rooms,
+                    "n": {"title": n.title, "body": n.body, "data": n.data},
+                });
+                let mut bytes = line.to_string().into_bytes();
+                bytes.push(b'\n');
+                match lines.send(bytes).await {
+                    Ok(()) => Outcome::Ok { online: None },
+                    Err(_) => Outcome::Err("emitter_gone".into()),
+                }
+            }
+        }
+    }
+}
+
+/// How many sends, how fast, for how long.
+#[derive(Debug, Clone, Copy)]
+pub struct Plan {
+    /// Sends per second; 0 = as fast as `inflight` allows.
+    pub rate: f64,
+    pub count: u64,
+    pub duration: Duration,
+    pub inflight: usize,
+}
+
+/// What the sender saw.
+#[derive(Debug, Default)]
+pub struct SendStats {
+    pub attempted: u64,
+    pub ok: u64,
+    pub errors: BTreeMap<String, u64>,
+    /// Sends answered with `online_users` below the recipients asked for.
+    pub offline: u64,
+    pub rpc: Hist,
+    /// Time spent issuing sends (the achieved rate is `attempted / elapsed`).
+    pub elapsed: Duration,
+    /// Recipients of accepted sends to users, per worker (for loss accounting).
+    pub expected_per_worker: Vec<u64>,
+    /// Accepted sends that were topic/broadcast.
+    pub fanout_ok: u64,
+}
+
+#[derive(Default)]
+struct Tally {
+    stats: SendStats,
+}
+
+/// Send `plan.count` jobs (fewer if `plan.duration` runs out) made by `job(i)`;
+/// `worker_of` maps a user index to the worker that holds it.
+pub async fn drive(
+    sender: Arc<Sender>,
+    plan: Plan,
+    workers: usize,
+    worker_of: Arc<dyn Fn(u64) -> usize + Send + Sync>,
+    total_users: u64,
+    job: impl Fn(u64) -> Job,
+) -> SendStats {
+    let tally = Arc::new(Mutex::new(Tally::default()));
+    tally
+        .lock()
+        .map(|mut t| t.stats.expected_per_worker = vec![0; workers.max(1)])
+        .ok();
+    let sem = Arc::new(Semaphore::new(plan.inflight.max(1)));
+    let started = Instant::now();
+    let deadline = started + plan.duration;
+    let mut attempted = 0;
+    while attempted < plan.count && Instant::now() < deadline {
+        if plan.rate > 0.0 {
+            let at = started + Duration::from_secs_f64(attempted as f64 / plan.rate);
+            if at > Instant::now() {
+                tokio::time::sleep_until(at.min(deadline)).await;
+                continue;
+            }
+        }
+        let Ok(permit) = sem.clone().acquire_owned().await else {
+            break;
+        };
+        let j = job(attempted);
+        let (sender, tally, worker_of) = (sender.clone(), tally.clone(), worker_of.clone());
+        let i = attempted;
+        tokio::spawn(async move {
+            let t0 = Instant::now();
+            let outcome = sender.send(i, j.clone()).await;
+            let us = t0.elapsed().as_micros() as u64;
+            // The permit goes back after the tally: `drive` waits for all permits
+            // before reading it.
+            let _permit = permit;
+            let Ok(mut t) = tally.lock() else { return };
+            let s = &mut t.stats;
+            s.rpc.record(us);
+            match outcome {
+                Outcome::Ok { online } => {
+                    s.ok += 1;
+                    match j.to {
+                        To::Users { first, len } => {
+                            if online.is_some_and(|o| u64::from(o) < len) {
+                                s.offline += 1;
+                            }
+                            for k in 0..len {
+                                let w = worker_of((first + k) % total_users.max(1));
+                                s.expected_per_worker[w] += 1;
+                            }
+                        }
+                        To::Topic(_) | To::Broadcast => s.fanout_ok += 1,
+                    }
+                }
+                Outcome::Err(code) => *s.errors.entry(code).or_default() += 1,
+            }
+        });
+        attempted += 1;
+    }
+    let sending = started.elapsed();
+    // Wait for the calls in flight (bounded by the RPC timeout).
+    let _ = tokio::time::timeout(
+        Duration::from_secs(35),
+        sem.acquire_many(plan.inflight.max(1) as u32),
+    )
+    .await;
+    let mut t = match tally.lock() {
+        Ok(mut t) => std::mem::take(&mut t.stats),
+        Err(_) => SendStats::default(),
+    };
+    t.attempted = attempted;
+    t.elapsed = sending;
+    t
+}

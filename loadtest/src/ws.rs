@@ -1,0 +1,381 @@
+//! A minimal WebSocket client (RFC 6455, client side only), written for load: one small
+//! read buffer per connection, no per-frame allocation for reads, pings answered inline,
+//! and an explicit source address so that many clients can share the loopback interface
+//! without exhausting one address's ephemeral ports.
+//!
+//! It trusts the server it measures: the `Sec-WebSocket-Accept` value is not verified and
+//! extensions are never negotiated.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+
+/// Bytes read from a socket at once (the buffer grows only for larger frames).
+const READ_CHUNK: usize = 4096;
+/// Largest frame accepted from the server.
+const MAX_FRAME: usize = 16 << 20;
+/// Largest HTTP upgrade response accepted.
+const MAX_HEADERS: usize = 16 << 10;
+
+/// Why a connection could not be opened; `label` is a closed set for the report.
+#[derive(Debug)]
+pub enum ConnectError {
+    /// TCP connect or bind failed (`kind` of the io error).
+    Tcp(std::io::ErrorKind),
+    /// The server answered the upgrade with this HTTP status.
+    Status(u16),
+    /// Garbage instead of an HTTP response, or the socket closed during the handshake.
+    Handshake,
+    Timeout,
+}
+
+impl ConnectError {
+    pub fn label(&self) -> String {
+        match self {
+            Self::Tcp(k) => format!("tcp_{k:?}").to_lowercase(),
+            Self::Status(s) => format!("http_{s}"),
+            Self::Handshake => "handshake".into(),
+            Self::Timeout => "timeout".into(),
+        }
+    }
+}
+
+/// One received data frame (text or binary); control frames are handled internally.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Event<'a> {
+    Text(&'a [u8]),
+    /// The server closed the connection with this code (1005 when none was given).
+    Close(u16),
+}
+
+/// A client connection after a successful upgrade.
+pub struct WsConn {
+    stream: TcpStream,
+    buf: BytesMut,
+    /// Bytes of `buf` consumed by the frame returned last (discarded on the next call).
+    consumed: usize,
+    /// Payload of a fragmented message being reassembled.
+    partial: Option<Vec<u8>>,
+    mask_state: u32,
+}
+
+impl WsConn {
+    /// Open TCP from `source` (port chosen by the kernel) to `addr` and upgrade at `path`.
+    pub async fn connect(
+        addr: SocketAddr,
+        source: Option<IpAddr>,
+        host: &str,
+        path: &str,
+        timeout: Duration,
+    ) -> Result<Self, ConnectError> {
+        tokio::time::timeout(timeout, Self::connect_inner(addr, source, host, path))
+            .await
+            .map_err(|_| ConnectError::Timeout)?
+    }
+
+    async fn connect_inner(
+        addr: SocketAddr,
+        source: Option<IpAddr>,
+        host: &str,
+        path: &str,
+    ) -> Result<Self, ConnectError> {
+        let tcp = |e: std::io::Error| ConnectError::Tcp(e.kind());
+        let socket = if addr.is_ipv4() {
+            TcpSocket::new_v4()
+        } else {
+            TcpSocket::new_v6()
+        }
+        .map_err(tcp)?;
+        if let Some(ip) = source {
+            socket.bind(SocketAddr::new(ip, 0)).map_err(tcp)?;
+        }
+        let mut stream = socket.connect(addr).await.map_err(tcp)?;
+        stream.set_nodelay(true).map_err(tcp)?;
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        );
+        stream.write_all(request.as_bytes()).await.map_err(tcp)?;
+        let mut buf = BytesMut::with_capacity(READ_CHUNK);
+        let header_end = loop {
+            if let Some(end) = find(&buf, b"\r\n\r\n") {
+                break end + 4;
+            }
+            if buf.len() > MAX_HEADERS {
+                return Err(ConnectError::Handshake);
+            }
+            buf.reserve(READ_CHUNK);
+            if stream.read_buf(&mut buf).await.map_err(tcp)? == 0 {
+                return Err(ConnectError::Handshake);
+            }
+        };
+        let status = parse_status(&buf[..header_end]).ok_or(ConnectError::Handshake)?;
+        if status != 101 {
+            return Err(ConnectError::Status(status));
+        }
+        buf.advance(header_end);
+        let seed = addr.port() as u32 ^ (buf.as_ptr() as usize as u32) ^ 0x9e37_79b9;
+        Ok(Self {
+            stream,
+            buf,
+            consumed: 0,
+            partial: None,
+            mask_state: seed | 1,
+        })
+    }
+
+    /// The next text/binary message or the server's close. `None`: the socket ended
+    /// without a close frame. Pings are answered with pongs on the way.
+    pub async fn next(&mut self) -> std::io::Result<Option<Event<'_>>> {
+        self.buf.advance(self.consumed);
+        self.consumed = 0;
+        loop {
+            match parse_frame(&self.buf)? {
+                Some(frame) => {
+                    let start = frame.header_len;
+                    let end = start + frame.len;
+                    match frame.opcode {
+                        OP_PING => {
+                            let payload = self.buf[start..end].to_vec();
+                            self.buf.advance(end);
+                            self.send_frame(OP_PONG, &payload).await?;
+                        }
+                        OP_PONG => self.buf.advance(end),
+                        OP_CLOSE => {
+                            let code = if frame.len >= 2 {
+                                u16::from_be_bytes([self.buf[start], self.buf[start + 1]])
+                            } else {
+                                1005
+                            };
+                            self.buf.advance(end);
+                            return Ok(Some(Event::Close(code)));
+                        }
+                        OP_TEXT | OP_BINARY | OP_CONT if !frame.fin || self.partial.is_some() => {
+                            let part = self.partial.get_or_insert_with(Vec::new);
+                            part.extend_from_slice(&self.buf[start..end]);
+                            self.buf.advance(end);
+                            if frame.fin {
+                                let whole = self.partial.take().unwrap_or_default();
+                                // Reassembled messages are rare (servers here never
+                                // fragment); park them at the buffer's front.
+                                let mut joined =
+                                    BytesMut::with_capacity(whole.len() + self.buf.len());
+                                joined.extend_from_slice(&whole);
+                                joined.extend_from_slice(&self.buf);
+                                self.buf = joined;
+                                self.consumed = whole.len();
+                                return Ok(Some(Event::Text(&self.buf[..whole.len()])));
+                            }
+                        }
+                        OP_TEXT | OP_BINARY => {
+                            self.consumed = end;
+                            return Ok(Some(Event::Text(&self.buf[start..end])));
+                        }
+                        _ => return Err(invalid("unknown opcode")),
+                    }
+                }
+                None => {
+                    if self.buf.capacity() - self.buf.len() < 512 {
+                        self.buf.reserve(READ_CHUNK);
+                    }
+                    if self.stream.read_buf(&mut self.buf).await? == 0 {
+                        return Ok(None);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Send one text message (masked, as clients must).
+    pub async fn send_text(&mut self, payload: &[u8]) -> std::io::Result<()> {
+        self.send_frame(OP_TEXT, payload).await
+    }
+
+    /// Send a close frame with `code` and shut the write side down.
+    pub async fn close(&mut self, code: u16) -> std::io::Result<()> {
+        self.send_frame(OP_CLOSE, &code.to_be_bytes()).await?;
+        self.stream.shutdown().await
+    }
+
+    async fn send_frame(&mut self, opcode: u8, payload: &[u8]) -> std::io::Result<()> {
+        // xorshift: masks need not be secret towards our own server.
+        let mut x = self.mask_state;
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        self.mask_state = x;
+        let frame = encode_client_frame(opcode, payload, x.to_be_bytes());
+        self.stream.write_all(&frame).await
+    }
+}
+
+const OP_CONT: u8 = 0x0;
+const OP_TEXT: u8 = 0x1;
+const OP_BINARY: u8 = 0x2;
+const OP_CLOSE: u8 = 0x8;
+const OP_PING: u8 = 0x9;
+const OP_PONG: u8 = 0xA;
+
+#[derive(Debug, PartialEq, Eq)]
+struct FrameHead {
+    fin: bool,
+    opcode: u8,
+    header_len: usize,
+    len: usize,
+}
+
+fn invalid(what: &str) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_owned())
+}
+
+/// A complete server frame at the front of `buf`, or `None` if more bytes are needed.
+fn parse_frame(buf: &[u8]) -> std::io::Result<Option<FrameHead>> {
+    if buf.len() < 2 {
+        return Ok(None);
+    }
+    let fin = buf[0] & 0x80 != 0;
+    let opcode = buf[0] & 0x0f;
+    if buf[1] & 0x80 != 0 {
+        return Err(invalid("masked server frame"));
+    }
+    let (len, header_len) = match buf[1] & 0x7f {
+        126 => {
+            if buf.len() < 4 {
+                return Ok(None);
+            }
+            (u16::from_be_bytes([buf[2], buf[3]]) as usize, 4)
+        }
+        127 => {
+            if buf.len() < 10 {
+                return Ok(None);
+            }
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&buf[2..10]);
+            (
+                usize::try_from(u64::from_be_bytes(b)).unwrap_or(usize::MAX),
+                10,
+            )
+        }
+        n => (n as usize, 2),
+    };
+    if len > MAX_FRAME {
+        return Err(invalid("frame too large"));
+    }
+    if buf.len() < header_len + len {
+        return Ok(None);
+    }
+    Ok(Some(FrameHead {
+        fin,
+        opcode,
+        header_len,
+        len,
+    }))
+}
+
+fn encode_client_frame(opcode: u8, payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(payload.len() + 14);
+    out.push(0x80 | opcode);
+    match payload.len() {
+        n if n < 126 => out.push(0x80 | n as u8),
+        n if n <= u16::MAX as usize => {
+            out.push(0x80 | 126);
+            out.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            out.push(0x80 | 127);
+            out.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    out.extend_from_slice(&mask);
+    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i & 3]));
+    out
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// `HTTP/1.1 101 Switching Protocols` → 101.
+fn parse_status(head: &[u8]) -> Option<u16> {
+    let line = head.split(|&b| b == b'\r').next()?;
+    let line = std::str::from_utf8(line).ok()?;
+    let mut parts = line.split(' ');
+    if !parts.next()?.starts_with("HTTP/1.") {
+        return None;
+    }
+    parts.next()?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_short_and_extended_lengths() {
+        assert_eq!(parse_frame(&[0x81]).unwrap(), None);
+        let f = parse_frame(&[0x81, 2, b'h', b'i']).unwrap().unwrap();
+        assert_eq!((f.fin, f.opcode, f.header_len, f.len), (true, 1, 2, 2));
+        let mut long = vec![0x81, 126, 0x01, 0x00];
+        assert_eq!(parse_frame(&long).unwrap(), None);
+        long.extend(std::iter::repeat_n(b'x', 256));
+        assert_eq!(parse_frame(&long).unwrap().unwrap().len, 256);
+        assert!(parse_frame(&[0x81, 0x82, 0, 0, 0, 0]).is_err(), "masked");
+    }
+
+    #[test]
+    fn client_frames_are_masked() {
+        let f = encode_client_frame(OP_TEXT, b"abc", [1, 2, 3, 4]);
+        assert_eq!(f[..2], [0x81, 0x83]);
+        assert_eq!(&f[2..6], &[1, 2, 3, 4]);
+        assert_eq!(&f[6..], &[b'a' ^ 1, b'b' ^ 2, b'c' ^ 3]);
+        let big = encode_client_frame(OP_TEXT, &[0; 300], [0; 4]);
+        assert_eq!(big[1], 0x80 | 126);
+        assert_eq!(u16::from_be_bytes([big[2], big[3]]), 300);
+    }
+
+    #[test]
+    fn reads_status_line() {
+        assert_eq!(parse_status(b"HTTP/1.1 101 Switching\r\n\r\n"), Some(101));
+        assert_eq!(parse_status(b"HTTP/1.1 401 Unauthorized\r\n"), Some(401));
+        assert_eq!(parse_status(b"garbage"), None);
+    }
+
+    #[tokio::test]
+    async fn talks_to_a_server() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut req = vec![0u8; 1024];
+            let mut got = 0;
+            while find(&req[..got], b"\r\n\r\n").is_none() {
+                got += s.read(&mut req[got..]).await.unwrap();
+            }
+            s.write_all(b"HTTP/1.1 101 Switching Protocols\r\n\r\n")
+                .await
+                .unwrap();
+            // A ping, two texts in one write, then a close with 1013.
+            s.write_all(&[0x89, 1, b'p', 0x81, 1, b'a', 0x81, 2, b'b', b'c'])
+                .await
+                .unwrap();
+            // The pong comes back masked.
+            let mut pong = [0u8; 7];
+            s.read_exact(&mut pong).await.unwrap();
+            assert_eq!(pong[0], 0x8A);
+            assert_eq!(pong[6] ^ pong[2], b'p');
+            s.write_all(&[0x01, 1, b'x', 0x80, 1, b'y']).await.unwrap();
+            s.write_all(&[0x88, 2, 0x03, 0xF5]).await.unwrap();
+        });
+        let mut c = WsConn::connect(addr, None, "h", "/ws", Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!(c.next().await.unwrap(), Some(Event::Text(b"a")));
+        assert_eq!(c.next().await.unwrap(), Some(Event::Text(b"bc")));
+        assert_eq!(c.next().await.unwrap(), Some(Event::Text(b"xy")));
+        assert_eq!(c.next().await.unwrap(), Some(Event::Close(1013)));
+        server.await.unwrap();
+    }
+}
