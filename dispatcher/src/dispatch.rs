@@ -405,7 +405,7 @@ impl Dispatch {
     /// Follow receipts matching `filter` until the returned stream is dropped.
     ///
     /// # Errors
-    /// `Overloaded` past `KURIR_MAX_WATCHERS`; `Backend` when the bus subscription fails.
+    /// `TooManyWatchers` past `KURIR_MAX_WATCHERS`; `Backend` when the bus subscription fails.
     pub async fn watch_receipts(
         &self,
         filter: ReceiptFilter,
@@ -418,7 +418,7 @@ impl Dispatch {
             .slots
             .clone()
             .try_acquire_owned()
-            .map_err(|_| DispatchError::Overloaded)?;
+            .map_err(|_| DispatchError::TooManyWatchers)?;
         let subject = self.backends.namespace.receipts_subject();
         let subscription = self.backends.bus.subscribe(subject).await?;
         // One slot more than the buffer, kept free for the error that ends the stream:
@@ -548,7 +548,222 @@ pub(crate) fn now_ms() -> i64 {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    use async_trait::async_trait;
+    use kurir_backends::bus::{Bus, MemoryBus};
+    use kurir_backends::inbox::{Cursor, MemoryInbox, StoredEntry};
+    use kurir_backends::presence::{MemoryPresence, PresenceStore};
+    use kurir_backends::{ConnId, Namespace};
+    use tokio::sync::watch;
+
     use super::*;
+
+    fn down(backend: &'static str) -> BackendError {
+        BackendError::unavailable(backend, "down for the test")
+    }
+
+    /// A bus whose publishes fail while `down`; counts the ones that went through.
+    struct FlakyBus {
+        inner: MemoryBus,
+        down: AtomicBool,
+        published: AtomicUsize,
+    }
+
+    #[async_trait]
+    impl Bus for FlakyBus {
+        async fn publish(&self, subject: String, payload: Bytes) -> Result<(), BackendError> {
+            if self.down.load(Ordering::SeqCst) {
+                return Err(down("nats"));
+            }
+            self.published.fetch_add(1, Ordering::SeqCst);
+            self.inner.publish(subject, payload).await
+        }
+        async fn subscribe(&self, subject: String) -> Result<Subscription, BackendError> {
+            self.inner.subscribe(subject).await
+        }
+        async fn flush(&self) -> Result<(), BackendError> {
+            Ok(())
+        }
+        fn reconnected(&self) -> watch::Receiver<u64> {
+            self.inner.reconnected()
+        }
+        fn is_connected(&self) -> bool {
+            true
+        }
+    }
+
+    /// An inbox whose appends fail while `down` (claims keep working).
+    struct FlakyInbox {
+        inner: MemoryInbox,
+        down: AtomicBool,
+    }
+
+    #[async_trait]
+    impl Inbox for FlakyInbox {
+        async fn append(
+            &self,
+            users: &[UserId],
+            entry: &NewEntry,
+        ) -> Result<Vec<Cursor>, BackendError> {
+            if self.down.load(Ordering::SeqCst) {
+                return Err(down("redis"));
+            }
+            self.inner.append(users, entry).await
+        }
+        async fn pending(
+            &self,
+            user: &UserId,
+            after: Option<&Cursor>,
+            limit: usize,
+        ) -> Result<Vec<StoredEntry>, BackendError> {
+            self.inner.pending(user, after, limit).await
+        }
+        async fn ack(&self, user: &UserId, id: NotificationId) -> Result<bool, BackendError> {
+            self.inner.ack(user, id).await
+        }
+        async fn claim(
+            &self,
+            key: &str,
+            id: NotificationId,
+            ttl: Duration,
+        ) -> Result<Claim, BackendError> {
+            self.inner.claim(key, id, ttl).await
+        }
+        async fn release(&self, key: &str, id: NotificationId) -> Result<(), BackendError> {
+            self.inner.release(key, id).await
+        }
+    }
+
+    struct Fixture {
+        dispatch: Dispatch,
+        bus: Arc<FlakyBus>,
+        inbox: Arc<FlakyInbox>,
+    }
+
+    async fn fixture() -> Fixture {
+        let bus = Arc::new(FlakyBus {
+            inner: MemoryBus::new(64),
+            down: AtomicBool::new(false),
+            published: AtomicUsize::new(0),
+        });
+        let inbox = Arc::new(FlakyInbox {
+            inner: MemoryInbox::new(100),
+            down: AtomicBool::new(false),
+        });
+        let presence = Arc::new(MemoryPresence::new(Duration::from_secs(60)));
+        let node = NodeId::parse("gw-1").unwrap();
+        presence
+            .add(&node, &user("alice"), ConnId::generate())
+            .await
+            .unwrap();
+        presence.beat(&node, Duration::from_secs(60)).await.unwrap();
+        let backends = Backends {
+            namespace: Namespace::random_for_test(),
+            bus: bus.clone(),
+            presence,
+            inbox: inbox.clone(),
+        };
+        Fixture {
+            dispatch: Dispatch::new(backends, 1, 1),
+            bus,
+            inbox,
+        }
+    }
+
+    fn user(id: &str) -> UserId {
+        UserId::parse(id).unwrap()
+    }
+
+    fn cmd(ttl_seconds: u32, key: Option<&str>) -> SendCommand {
+        SendCommand {
+            users: vec![user("alice"), user("bob")],
+            notification: Notification {
+                title: "t".into(),
+                ..Default::default()
+            },
+            ttl_seconds,
+            idempotency_key: key.map(str::to_owned),
+        }
+    }
+
+    /// Whether `key` is free again (claiming it with a fresh id wins).
+    async fn key_is_free(f: &Fixture, key: &str) -> bool {
+        let probe = NotificationId::generate();
+        f.inbox.claim(key, probe, IDEMPOTENCY_TTL).await.unwrap() == Claim::New
+    }
+
+    #[tokio::test]
+    async fn a_stored_send_succeeds_when_only_routing_fails() {
+        let f = fixture().await;
+        f.bus.down.store(true, Ordering::SeqCst);
+        let out = f
+            .dispatch
+            .send(cmd(60, Some("k")))
+            .await
+            .expect("stored is enough");
+        assert_eq!((out.online_users, out.stored_users), (0, 2));
+        assert_eq!(
+            f.inbox
+                .pending(&user("alice"), None, 10)
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
+        // The key keeps naming the stored notification.
+        let again = f.dispatch.send(cmd(60, Some("k"))).await.unwrap();
+        assert_eq!(again.id, out.id);
+    }
+
+    #[tokio::test]
+    async fn a_live_send_fails_when_routing_fails_and_gives_its_key_up() {
+        let f = fixture().await;
+        f.bus.down.store(true, Ordering::SeqCst);
+        let err = f.dispatch.send(cmd(0, Some("k"))).await.unwrap_err();
+        assert!(
+            matches!(&err, DispatchError::Backend(e) if e.is_transient()),
+            "{err:?}"
+        );
+        assert!(key_is_free(&f, "k").await);
+    }
+
+    #[tokio::test]
+    async fn a_failed_append_publishes_nothing_and_gives_the_key_up() {
+        let f = fixture().await;
+        f.inbox.down.store(true, Ordering::SeqCst);
+        let err = f.dispatch.send(cmd(60, Some("k"))).await.unwrap_err();
+        assert!(
+            matches!(&err, DispatchError::Backend(e) if e.is_transient()),
+            "{err:?}"
+        );
+        assert_eq!(f.bus.published.load(Ordering::SeqCst), 0);
+        assert!(key_is_free(&f, "k").await);
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_send_gives_its_key_up_in_the_background() {
+        let f = fixture().await;
+        let id = NotificationId::generate();
+        let claim = ClaimGuard::new(f.inbox.clone(), "k", id);
+        assert_eq!(
+            f.inbox.claim("k", id, IDEMPOTENCY_TTL).await.unwrap(),
+            Claim::New
+        );
+        drop(claim);
+        for _ in 0..100 {
+            tokio::task::yield_now().await;
+        }
+        assert!(key_is_free(&f, "k").await);
+    }
+
+    #[tokio::test]
+    async fn a_live_send_publishes_once_per_node() {
+        let f = fixture().await;
+        let out = f.dispatch.send(cmd(0, None)).await.unwrap();
+        assert_eq!((out.online_users, out.stored_users), (1, 0));
+        assert_eq!(f.bus.published.load(Ordering::SeqCst), 1);
+    }
 
     fn receipt(user: &str, id: NotificationId) -> Receipt {
         Receipt {

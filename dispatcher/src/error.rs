@@ -16,10 +16,13 @@ pub enum DispatchError {
     #[error("{0}")]
     Unauthenticated(AuthFailure),
 
-    /// `KURIR_MAX_IN_FLIGHT` requests (or `KURIR_MAX_WATCHERS` receipt watchers) are
-    /// already running: the request is shed rather than queued.
+    /// `KURIR_MAX_IN_FLIGHT` calls are already running: this one is shed, not queued.
     #[error("too many requests in flight")]
     Overloaded,
+
+    /// `KURIR_MAX_WATCHERS` receipt streams are already open.
+    #[error("too many receipt watchers")]
+    TooManyWatchers,
 
     /// The request did not finish within `KURIR_REQUEST_TIMEOUT_MS`.
     #[error("request timed out")]

@@ -210,7 +210,36 @@ impl Dispatcher for DispatcherApi {
 
 #[cfg(test)]
 mod tests {
+    use kurir_backends::{Backends, Namespace};
+
     use super::*;
+
+    fn api(max_in_flight: usize, timeout: Duration) -> DispatcherApi {
+        let backends = Backends::memory(Namespace::random_for_test());
+        DispatcherApi::new(Dispatch::new(backends, 1, 1), max_in_flight, timeout)
+    }
+
+    #[tokio::test]
+    async fn calls_beyond_the_in_flight_limit_are_shed() {
+        let api = api(1, Duration::from_secs(5));
+        let held = api.in_flight.try_acquire().expect("one permit");
+        let err = api.call(Method::Send, async { Ok(()) }).await.unwrap_err();
+        assert_eq!(err.code(), Code::ResourceExhausted);
+        drop(held);
+        assert!(api.call(Method::Send, async { Ok(()) }).await.is_ok());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn slow_calls_time_out() {
+        let api = api(1, Duration::from_millis(100));
+        let err = api
+            .call(Method::Send, std::future::pending::<Result<(), _>>())
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::DeadlineExceeded);
+        // The permit came back with the timed-out call.
+        assert!(api.in_flight.try_acquire().is_ok());
+    }
 
     #[test]
     fn methods_from_paths() {

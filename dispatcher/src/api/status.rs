@@ -16,6 +16,9 @@ impl From<DispatchError> for Status {
             DispatchError::Overloaded => {
                 Status::resource_exhausted("too many requests in flight; retry with backoff")
             }
+            DispatchError::TooManyWatchers => {
+                Status::resource_exhausted("too many receipt watchers; retry later")
+            }
             DispatchError::Timeout => Status::deadline_exceeded("request timed out"),
             DispatchError::WatcherLagged => Status::resource_exhausted(
                 "receipt stream fell behind and was ended; read faster or filter, then reconnect",
@@ -76,6 +79,7 @@ mod tests {
                 Code::Unauthenticated,
             ),
             (DispatchError::Overloaded, Code::ResourceExhausted),
+            (DispatchError::TooManyWatchers, Code::ResourceExhausted),
             (DispatchError::WatcherLagged, Code::ResourceExhausted),
             (DispatchError::Timeout, Code::DeadlineExceeded),
             (DispatchError::ShuttingDown, Code::Unavailable),
