@@ -158,7 +158,11 @@ async fn relay_fanout(hub: Hub, mut sub: Subscription, topic: Option<Topic>) {
         else {
             continue;
         };
-        telemetry::bus_message(if topic.is_some() { "topic" } else { "broadcast" });
+        telemetry::bus_message(if topic.is_some() {
+            "topic"
+        } else {
+            "broadcast"
+        });
         let Some(id) = live(&d) else { continue };
         let msg = Outbound::Notification {
             id,

@@ -185,7 +185,9 @@ where
                     return Err(CloseReason::Client);
                 }
                 metrics::counter!(telemetry::REPLAYED).increment(1);
-                self.delivered(entry.id, d.created_at);
+                // A replay is not a delivery delay: only live writes feed the histogram.
+                metrics::counter!(telemetry::DELIVERIES).increment(1);
+                self.receipt(entry.id, ReceiptStatus::Delivered);
             }
             if n < page {
                 break;
@@ -223,21 +225,16 @@ where
         }
         self.socket.flush().await.map_err(|_| Gone)?;
         for (id, direct, created_at) in written {
+            observe(created_at);
             if direct {
-                self.delivered(id, created_at);
-            } else {
-                observe(created_at);
+                self.receipt(id, ReceiptStatus::Delivered);
             }
         }
         Ok(())
     }
 
-    /// Count a written notification and emit its DELIVERED receipt.
-    fn delivered(&self, id: NotificationId, created_at: i64) {
-        observe(created_at);
-        self.state
-            .receipts
-            .emit(id, &self.identity.user, ReceiptStatus::Delivered);
+    fn receipt(&self, id: NotificationId, status: ReceiptStatus) {
+        self.state.receipts.emit(id, &self.identity.user, status);
     }
 
     async fn on_incoming(
@@ -303,9 +300,7 @@ where
             .map_err(|_| FrameError::new("unavailable", "ack not recorded; retry later"))?;
         metrics::counter!(telemetry::ACKS).increment(1);
         if removed {
-            self.state
-                .receipts
-                .emit(id, &self.identity.user, ReceiptStatus::Acked);
+            self.receipt(id, ReceiptStatus::Acked);
         }
         Ok(())
     }
@@ -396,6 +391,7 @@ where
     }
 }
 
+/// Count a live write and its delay since the dispatcher created it.
 fn observe(created_at: i64) {
     let now = now_ms();
     let secs = (now - created_at).max(0) as f64 / 1000.0;
