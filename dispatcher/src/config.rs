@@ -57,6 +57,52 @@ impl std::fmt::Debug for Secret {
     }
 }
 
+/// A server URL (or comma-separated URLs) that may carry credentials
+/// (`redis://:password@host`, `nats://token@host`): `Debug` masks them.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ServerUrl(String);
+
+impl ServerUrl {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<String> for ServerUrl {
+    fn from(s: String) -> Self {
+        Self(s)
+    }
+}
+
+impl From<&str> for ServerUrl {
+    fn from(s: &str) -> Self {
+        Self(s.to_owned())
+    }
+}
+
+impl std::fmt::Debug for ServerUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let masked: Vec<String> = self.0.split(',').map(mask_credentials).collect();
+        std::fmt::Debug::fmt(&masked.join(","), f)
+    }
+}
+
+/// `scheme://user:secret@host/…` → `scheme://user:***@host/…`; a bare token becomes `***`.
+fn mask_credentials(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else {
+        return url.to_owned();
+    };
+    let userinfo = match rest[..at].split_once(':') {
+        Some((user, _)) => format!("{user}:***"),
+        None => "***".to_owned(),
+    };
+    format!("{scheme}://{userinfo}{}", &rest[at..])
+}
+
 /// `kurir-dispatcher`: with no subcommand, the gRPC server; with one, a small client.
 #[derive(Debug, Parser)]
 #[command(
@@ -82,7 +128,7 @@ pub struct Config {
 
     /// NATS server(s), comma-separated.
     #[arg(long, env = "KURIR_NATS_URL", default_value = "nats://127.0.0.1:4222")]
-    pub nats_url: String,
+    pub nats_url: ServerUrl,
 
     /// Redis URL (`redis://`, `rediss://` or `redis-cluster://h:p,h:p`).
     #[arg(
@@ -90,7 +136,7 @@ pub struct Config {
         env = "KURIR_REDIS_URL",
         default_value = "redis://127.0.0.1:6379"
     )]
-    pub redis_url: String,
+    pub redis_url: ServerUrl,
 
     /// The gRPC API (`kurir.v1.Dispatcher`, `grpc.health.v1.Health`, reflection).
     #[arg(long, env = "KURIR_GRPC_LISTEN", default_value = "0.0.0.0:50051")]
@@ -235,10 +281,10 @@ impl Config {
                 "limits must be at most 1048576",
             ));
         }
-        if self.nats_url.trim().is_empty() {
+        if self.nats_url.as_str().trim().is_empty() {
             return Err(config_error("KURIR_NATS_URL", "must not be empty"));
         }
-        if self.redis_url.trim().is_empty() {
+        if self.redis_url.as_str().trim().is_empty() {
             return Err(config_error("KURIR_REDIS_URL", "must not be empty"));
         }
         Ok(())
@@ -269,7 +315,11 @@ impl Config {
 
     /// How [`kurir_backends::Backends::connect`] reaches NATS and Redis.
     pub fn connect_options(&self) -> ConnectOptions {
-        let mut opts = ConnectOptions::new(self.namespace.clone(), &self.nats_url, &self.redis_url);
+        let mut opts = ConnectOptions::new(
+            self.namespace.clone(),
+            self.nats_url.as_str(),
+            self.redis_url.as_str(),
+        );
         opts.client_name = "kurir-dispatcher".into();
         opts.inbox_capacity = self.inbox_capacity;
         opts.command_timeout = self.backend_timeout();
@@ -439,6 +489,30 @@ mod tests {
         let printed = format!("{config:?}");
         assert!(!printed.contains("hunter2"), "{printed}");
         assert!(printed.contains("***"));
+    }
+
+    #[test]
+    fn credentials_in_urls_do_not_leak_through_debug() {
+        let cases = [
+            ("redis://:hunter2@redis:6379/0", "redis://:***@redis:6379/0"),
+            (
+                "rediss://app:hunter2@redis:6380",
+                "rediss://app:***@redis:6380",
+            ),
+            ("nats://hunter2@nats:4222", "nats://***@nats:4222"),
+            (
+                "nats://a:hunter2@n1:4222,nats://a:hunter2@n2:4222",
+                "nats://a:***@n1:4222,nats://a:***@n2:4222",
+            ),
+            ("redis://127.0.0.1:6379", "redis://127.0.0.1:6379"),
+            ("redis://host/path@x", "redis://host/path@x"),
+        ];
+        for (url, shown) in cases {
+            assert_eq!(format!("{:?}", ServerUrl::from(url)), format!("{shown:?}"));
+        }
+        let mut config = Config::for_test(Namespace::parse("t").unwrap());
+        config.redis_url = "redis://:hunter2@redis:6379".into();
+        assert!(!format!("{config:?}").contains("hunter2"));
     }
 
     #[test]
