@@ -27,8 +27,10 @@ use crate::redis_client::{corrupt, failed, ready, Script, ScriptCall};
 
 const OP: &str = "inbox";
 const OP_IDEM: &str = "idempotency";
-/// Entries read per `XRANGE` while skipping expired ones.
+/// Entries read per `XRANGE`: at least enough to skip a few expired ones cheaply, at
+/// most a bounded reply.
 const MIN_SCAN: usize = 100;
+const MAX_SCAN: usize = 1000;
 
 /// Store one entry for one user. Appending an id the inbox still holds returns its
 /// cursor instead of storing it twice (a retried append).
@@ -221,7 +223,7 @@ impl Inbox for RedisInbox {
         let mut malformed = 0usize;
         // Bounded by the capacity: every round moves `start` past what it read.
         loop {
-            let count = (limit - out.len()).max(MIN_SCAN);
+            let count = (limit - out.len()).clamp(MIN_SCAN, MAX_SCAN);
             let batch: Value = self
                 .client
                 .xrange(&key, start.as_str(), "+", Some(count as u64))

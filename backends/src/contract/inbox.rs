@@ -1,0 +1,369 @@
+//! The [`Inbox`](crate::inbox::Inbox) contract.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::{eventually, Factory};
+use crate::ids::{NotificationId, UserId};
+use crate::inbox::{now_ms, Claim, Cursor, Inbox, NewEntry, StoredEntry};
+
+/// A TTL no case outlives.
+const LONG: Duration = Duration::from_secs(120);
+/// A TTL cases wait out.
+const SHORT: Duration = Duration::from_secs(1);
+const CAPACITY: usize = 100;
+
+fn user(name: &str) -> UserId {
+    UserId::parse(name).unwrap()
+}
+
+fn entry(ttl: Duration, payload: &str) -> NewEntry {
+    NewEntry {
+        id: NotificationId::generate(),
+        expires_at: now_ms() + i64::try_from(ttl.as_millis()).unwrap(),
+        payload: Bytes::from(payload.to_owned()),
+    }
+}
+
+async fn append_one(inbox: &dyn Inbox, to: &UserId, e: &NewEntry) -> Cursor {
+    let cursors = inbox.append(std::slice::from_ref(to), e).await.unwrap();
+    assert_eq!(cursors.len(), 1);
+    cursors.into_iter().next().unwrap()
+}
+
+async fn all_pending(inbox: &dyn Inbox, of: &UserId) -> Vec<StoredEntry> {
+    inbox.pending(of, None, usize::MAX).await.unwrap()
+}
+
+fn ids(entries: &[StoredEntry]) -> Vec<NotificationId> {
+    entries.iter().map(|e| e.id).collect()
+}
+
+/// `append` stores one entry per user and returns each user's cursor, in the order of
+/// the users; one user's cursors strictly increase in append order.
+pub async fn append_returns_increasing_cursors(f: &dyn Factory) {
+    let inbox = f.inbox(CAPACITY).await;
+    let (alice, bob) = (user("alice"), user("bob"));
+    let mut last: Vec<Option<Cursor>> = vec![None, None];
+    for i in 0..20 {
+        let cursors = inbox
+            .append(
+                &[alice.clone(), bob.clone()],
+                &entry(LONG, &format!("n{i}")),
+            )
+            .await
+            .unwrap();
+        assert_eq!(cursors.len(), 2);
+        for (prev, c) in last.iter_mut().zip(cursors) {
+            assert!(Cursor::parse(c.as_str()).is_some(), "cursor shape {c}");
+            if let Some(p) = prev {
+                assert!(c > *p, "cursor {c} after {p}");
+            }
+            *prev = Some(c);
+        }
+    }
+    assert_eq!(all_pending(&*inbox, &alice).await.len(), 20);
+    assert_eq!(all_pending(&*inbox, &bob).await.len(), 20);
+    assert!(inbox
+        .append(&[], &entry(LONG, "nobody"))
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+/// `pending` returns the stored entries oldest first, with what was appended and the
+/// cursor `append` returned.
+pub async fn pending_returns_entries_oldest_first(f: &dyn Factory) {
+    let inbox = f.inbox(CAPACITY).await;
+    let alice = user("alice");
+    let mut appended = Vec::new();
+    for i in 0..5 {
+        let e = entry(LONG, &format!("payload {i}"));
+        let c = append_one(&*inbox, &alice, &e).await;
+        appended.push((c, e));
+    }
+    let pending = all_pending(&*inbox, &alice).await;
+    assert_eq!(pending.len(), 5);
+    for (got, (cursor, e)) in pending.iter().zip(&appended) {
+        assert_eq!(&got.cursor, cursor);
+        assert_eq!(got.id, e.id);
+        assert_eq!(got.expires_at, e.expires_at);
+        assert_eq!(got.payload, e.payload);
+    }
+}
+
+/// Binary payloads come back byte for byte.
+pub async fn payloads_are_binary_safe(f: &dyn Factory) {
+    let inbox = f.inbox(CAPACITY).await;
+    let alice = user("alice");
+    let mut e = entry(LONG, "");
+    e.payload = Bytes::from((0..=255u8).collect::<Vec<u8>>());
+    append_one(&*inbox, &alice, &e).await;
+    assert_eq!(all_pending(&*inbox, &alice).await[0].payload, e.payload);
+}
+
+/// `pending` after a cursor starts strictly after it.
+pub async fn pending_after_a_cursor_is_exclusive(f: &dyn Factory) {
+    let inbox = f.inbox(CAPACITY).await;
+    let alice = user("alice");
+    let mut cursors = Vec::new();
+    let mut entries = Vec::new();
+    for i in 0..5 {
+        let e = entry(LONG, &format!("{i}"));
+        cursors.push(append_one(&*inbox, &alice, &e).await);
+        entries.push(e.id);
+    }
+    let after_second = inbox.pending(&alice, Some(&cursors[1]), 100).await.unwrap();
+    assert_eq!(ids(&after_second), entries[2..].to_vec());
+    let after_last = inbox.pending(&alice, Some(&cursors[4]), 100).await.unwrap();
+    assert!(after_last.is_empty());
+}
+
+/// `pending` returns at most `limit` entries, the oldest; paging by cursor sees each
+/// entry once.
+pub async fn pending_respects_the_limit(f: &dyn Factory) {
+    let inbox = f.inbox(CAPACITY).await;
+    let alice = user("alice");
+    let mut appended = Vec::new();
+    for i in 0..7 {
+        let e = entry(LONG, &format!("{i}"));
+        append_one(&*inbox, &alice, &e).await;
+        appended.push(e.id);
+    }
+    assert!(inbox.pending(&alice, None, 0).await.unwrap().is_empty());
+    let first = inbox.pending(&alice, None, 3).await.unwrap();
+    assert_eq!(ids(&first), appended[..3].to_vec());
+    let mut seen = Vec::new();
+    let mut after: Option<Cursor> = None;
+    loop {
+        let page = inbox.pending(&alice, after.as_ref(), 2).await.unwrap();
+        if page.is_empty() {
+            break;
+        }
+        assert!(page.len() <= 2);
+        after = Some(page.last().unwrap().cursor.clone());
+        seen.extend(ids(&page));
+    }
+    assert_eq!(seen, appended);
+}
+
+/// Inboxes are per user.
+pub async fn users_have_separate_inboxes(f: &dyn Factory) {
+    let inbox = f.inbox(CAPACITY).await;
+    let (alice, bob) = (user("alice"), user("bob"));
+    let e = entry(LONG, "only alice");
+    append_one(&*inbox, &alice, &e).await;
+    assert!(all_pending(&*inbox, &bob).await.is_empty());
+    assert!(!inbox.ack(&bob, e.id).await.unwrap());
+    assert_eq!(ids(&all_pending(&*inbox, &alice).await), vec![e.id]);
+}
+
+/// `ack` removes the entry for every reader of the inbox (every connection of the user)
+/// and only that entry.
+pub async fn ack_removes_the_entry(f: &dyn Factory) {
+    let inbox = f.inbox(CAPACITY).await;
+    let alice = user("alice");
+    let (first, second) = (entry(LONG, "1"), entry(LONG, "2"));
+    append_one(&*inbox, &alice, &first).await;
+    append_one(&*inbox, &alice, &second).await;
+    assert!(inbox.ack(&alice, first.id).await.unwrap());
+    assert_eq!(ids(&all_pending(&*inbox, &alice).await), vec![second.id]);
+    // Another handle on the same store (another connection or process) sees the same.
+    let other = f.inbox(CAPACITY).await;
+    assert_eq!(ids(&all_pending(&*other, &alice).await), vec![second.id]);
+}
+
+/// Acking twice or acking an unknown id is not an error, and removes nothing.
+pub async fn ack_is_idempotent(f: &dyn Factory) {
+    let inbox = f.inbox(CAPACITY).await;
+    let alice = user("alice");
+    let e = entry(LONG, "x");
+    let kept = entry(LONG, "kept");
+    append_one(&*inbox, &alice, &e).await;
+    append_one(&*inbox, &alice, &kept).await;
+    assert!(inbox.ack(&alice, e.id).await.unwrap());
+    assert!(!inbox.ack(&alice, e.id).await.unwrap());
+    assert!(!inbox.ack(&alice, NotificationId::generate()).await.unwrap());
+    assert!(!inbox
+        .ack(&user("nobody"), NotificationId::generate())
+        .await
+        .unwrap());
+    assert_eq!(ids(&all_pending(&*inbox, &alice).await), vec![kept.id]);
+}
+
+/// An entry whose `expires_at` has passed is never returned, and does not count
+/// against `limit`.
+pub async fn expired_entries_are_never_returned(f: &dyn Factory) {
+    let inbox = f.inbox(CAPACITY).await;
+    let alice = user("alice");
+    let short = entry(SHORT, "short");
+    let long = entry(LONG, "long");
+    append_one(&*inbox, &alice, &short).await;
+    append_one(&*inbox, &alice, &long).await;
+    assert_eq!(
+        ids(&all_pending(&*inbox, &alice).await),
+        vec![short.id, long.id]
+    );
+    // Wait until `short` has expired by the clock its `expires_at` is on.
+    eventually(
+        "the short entry to expire",
+        Duration::from_secs(5),
+        || async { (now_ms() > short.expires_at + 200).then_some(()) },
+    )
+    .await;
+    assert_eq!(ids(&all_pending(&*inbox, &alice).await), vec![long.id]);
+    assert_eq!(
+        ids(&inbox.pending(&alice, None, 1).await.unwrap()),
+        vec![long.id]
+    );
+}
+
+/// An entry appended already expired is never returned.
+pub async fn entries_appended_expired_are_never_returned(f: &dyn Factory) {
+    let inbox = f.inbox(CAPACITY).await;
+    let alice = user("alice");
+    let mut dead = entry(LONG, "dead");
+    dead.expires_at = now_ms() - 1_000;
+    let live = entry(LONG, "live");
+    append_one(&*inbox, &alice, &dead).await;
+    append_one(&*inbox, &alice, &live).await;
+    assert_eq!(ids(&all_pending(&*inbox, &alice).await), vec![live.id]);
+}
+
+/// An inbox keeps at most its capacity, trimming the oldest first.
+pub async fn capacity_trims_the_oldest(f: &dyn Factory) {
+    const SMALL: usize = 5;
+    let inbox = f.inbox(SMALL).await;
+    let alice = user("alice");
+    let mut appended = Vec::new();
+    for i in 0..(SMALL * 3 + 2) {
+        let e = entry(LONG, &format!("{i}"));
+        append_one(&*inbox, &alice, &e).await;
+        appended.push(e.id);
+        let pending = all_pending(&*inbox, &alice).await;
+        assert!(
+            pending.len() <= SMALL,
+            "{} entries > capacity",
+            pending.len()
+        );
+    }
+    let kept = ids(&all_pending(&*inbox, &alice).await);
+    assert_eq!(kept, appended[appended.len() - SMALL..].to_vec());
+    // Acks still work on what is left after many trims.
+    for id in kept {
+        assert!(inbox.ack(&alice, id).await.unwrap());
+    }
+    assert!(all_pending(&*inbox, &alice).await.is_empty());
+}
+
+/// Appending an id the inbox holds returns its cursor and stores nothing twice (a
+/// retried append).
+pub async fn append_is_idempotent_per_notification(f: &dyn Factory) {
+    let inbox = f.inbox(CAPACITY).await;
+    let alice = user("alice");
+    let e = entry(LONG, "once");
+    let first = append_one(&*inbox, &alice, &e).await;
+    let again = append_one(&*inbox, &alice, &e).await;
+    assert_eq!(first, again);
+    assert_eq!(ids(&all_pending(&*inbox, &alice).await), vec![e.id]);
+}
+
+/// `append` to many users is one call.
+pub async fn append_to_many_users(f: &dyn Factory) {
+    let inbox = f.inbox(CAPACITY).await;
+    let users: Vec<UserId> = (0..1500).map(|i| user(&format!("u{i}"))).collect();
+    let e = entry(LONG, "fan-out");
+    let cursors = inbox.append(&users, &e).await.unwrap();
+    assert_eq!(cursors.len(), users.len());
+    for u in [&users[0], &users[777], &users[1499]] {
+        assert_eq!(ids(&all_pending(&*inbox, u).await), vec![e.id]);
+    }
+}
+
+/// `claim`: the first caller for a key wins; later ones learn the winner's id.
+pub async fn claim_first_wins(f: &dyn Factory) {
+    let inbox = f.inbox(CAPACITY).await;
+    let key = format!("order-{}", f.namespace());
+    let (a, b) = (NotificationId::generate(), NotificationId::generate());
+    assert_eq!(inbox.claim(&key, a, LONG).await.unwrap(), Claim::New);
+    assert_eq!(
+        inbox.claim(&key, b, LONG).await.unwrap(),
+        Claim::Existing(a)
+    );
+    assert_eq!(
+        inbox.claim(&key, a, LONG).await.unwrap(),
+        Claim::Existing(a)
+    );
+    // Other keys are independent.
+    assert_eq!(inbox.claim("other", b, LONG).await.unwrap(), Claim::New);
+}
+
+/// `release` frees a key that still names the id, and only then.
+pub async fn release_frees_only_the_holders_key(f: &dyn Factory) {
+    let inbox = f.inbox(CAPACITY).await;
+    let (a, b, c) = (
+        NotificationId::generate(),
+        NotificationId::generate(),
+        NotificationId::generate(),
+    );
+    assert_eq!(inbox.claim("k", a, LONG).await.unwrap(), Claim::New);
+    inbox.release("k", b).await.unwrap();
+    assert_eq!(inbox.claim("k", c, LONG).await.unwrap(), Claim::Existing(a));
+    inbox.release("k", a).await.unwrap();
+    assert_eq!(inbox.claim("k", b, LONG).await.unwrap(), Claim::New);
+    inbox.release("never-claimed", a).await.unwrap();
+}
+
+/// A claim lasts its TTL.
+pub async fn claims_expire_after_their_ttl(f: &dyn Factory) {
+    let inbox = f.inbox(CAPACITY).await;
+    let (a, b) = (NotificationId::generate(), NotificationId::generate());
+    assert_eq!(inbox.claim("k", a, SHORT).await.unwrap(), Claim::New);
+    assert_eq!(
+        inbox.claim("k", b, SHORT).await.unwrap(),
+        Claim::Existing(a)
+    );
+    let inbox2 = inbox.clone();
+    eventually("the claim to expire", Duration::from_secs(5), move || {
+        let inbox = inbox2.clone();
+        async move {
+            match inbox.claim("k", b, LONG).await.unwrap() {
+                Claim::New => Some(()),
+                Claim::Existing(holder) => {
+                    assert_eq!(holder, a);
+                    None
+                }
+            }
+        }
+    })
+    .await;
+}
+
+/// `claim` is atomic: of concurrent claims of one key, exactly one is `New` and the
+/// others see its id.
+pub async fn concurrent_claims_have_one_winner(f: &dyn Factory) {
+    let inbox = f.inbox(CAPACITY).await;
+    let ids: Vec<NotificationId> = (0..32).map(|_| NotificationId::generate()).collect();
+    let tasks: Vec<_> = ids
+        .iter()
+        .map(|&id| {
+            let inbox = inbox.clone();
+            tokio::spawn(async move { (id, inbox.claim("race", id, LONG).await.unwrap()) })
+        })
+        .collect();
+    let mut winners = Vec::new();
+    let mut seen = Vec::new();
+    for t in tasks {
+        let (id, claim) = t.await.unwrap();
+        match claim {
+            Claim::New => winners.push(id),
+            Claim::Existing(holder) => seen.push(holder),
+        }
+    }
+    assert_eq!(winners.len(), 1, "exactly one claim wins");
+    assert!(
+        seen.iter().all(|h| *h == winners[0]),
+        "losers see the winner"
+    );
+}
