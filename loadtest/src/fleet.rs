@@ -21,18 +21,21 @@ const SOURCE_IPS_PER_WORKER: u8 = 32;
 
 enum Link {
     Local(Box<Worker>),
-    Child {
-        child: Child,
-        stdin: ChildStdin,
-        lines: Lines<BufReader<ChildStdout>>,
-    },
+    Child(Box<ChildLink>),
+}
+
+struct ChildLink {
+    child: Child,
+    stdin: ChildStdin,
+    lines: Lines<BufReader<ChildStdout>>,
 }
 
 impl Link {
     async fn call(&mut self, cmd: Command) -> Result<Reply> {
         let reply = match self {
             Self::Local(w) => w.handle(cmd).await,
-            Self::Child { stdin, lines, .. } => {
+            Self::Child(c) => {
+                let ChildLink { stdin, lines, .. } = &mut **c;
                 let mut text = serde_json::to_vec(&cmd)?;
                 text.push(b'\n');
                 stdin.write_all(&text).await.context("worker stdin")?;
@@ -106,11 +109,11 @@ impl Fleet {
                     .with_context(|| format!("spawn worker {}", exe.display()))?;
                 let stdin = child.stdin.take().context("worker stdin")?;
                 let stdout = child.stdout.take().context("worker stdout")?;
-                links.push(Link::Child {
+                links.push(Link::Child(Box::new(ChildLink {
                     child,
                     stdin,
                     lines: BufReader::new(stdout).lines(),
-                });
+                })));
             }
         }
         let ranges = split(total_users, links.len());
@@ -138,7 +141,7 @@ impl Fleet {
         self.links
             .iter()
             .filter_map(|l| match l {
-                Link::Child { child, .. } => child.id(),
+                Link::Child(c) => c.child.id(),
                 Link::Local(_) => None,
             })
             .collect()
@@ -239,11 +242,11 @@ impl Fleet {
             })
             .collect();
         for l in &mut self.links {
-            if let Link::Child { child, .. } = l {
+            if let Link::Child(c) = l {
                 let exited =
-                    tokio::time::timeout(std::time::Duration::from_secs(5), child.wait()).await;
+                    tokio::time::timeout(std::time::Duration::from_secs(5), c.child.wait()).await;
                 if exited.is_err() {
-                    let _ = child.start_kill();
+                    let _ = c.child.start_kill();
                 }
             }
         }
