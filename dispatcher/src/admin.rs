@@ -121,10 +121,12 @@ pub async fn probe(readiness: Readiness, stop: CancellationToken) {
             () = stop.cancelled() => break,
         }
         let presence = &readiness.inner.backends.presence;
-        let ok = matches!(
-            tokio::time::timeout(interval, presence.lookup(std::slice::from_ref(&sentinel))).await,
-            Ok(Ok(_))
-        );
+        let lookup =
+            tokio::time::timeout(interval, presence.lookup(std::slice::from_ref(&sentinel)));
+        let ok = tokio::select! {
+            r = lookup => matches!(r, Ok(Ok(_))),
+            () = stop.cancelled() => break,
+        };
         readiness.presence_probed(ok);
         if !ok {
             counter!(telemetry::READINESS_FAILURES, "check" => "presence").increment(1);

@@ -347,11 +347,22 @@ fn parse_namespace(s: &str) -> Result<Namespace, String> {
     Namespace::parse(s).map_err(|e| e.to_string())
 }
 
-/// A clap error as the one line `main` prints before exiting with `EX_USAGE`.
+/// A clap error as the one line `main` prints before exiting with `EX_USAGE`: the
+/// message and its details (e.g. which arguments are missing), without the usage text.
 pub fn one_line(err: &clap::Error) -> String {
     let rendered = err.render().to_string();
-    let first = rendered.lines().next().unwrap_or("invalid arguments");
-    first.strip_prefix("error: ").unwrap_or(first).to_owned()
+    let line = rendered
+        .lines()
+        .map(str::trim)
+        .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"))
+        .filter(|l| !l.is_empty() && !l.starts_with("tip:"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    match line.strip_prefix("error: ") {
+        Some(rest) => rest.to_owned(),
+        None if line.is_empty() => "invalid arguments".to_owned(),
+        None => line,
+    }
 }
 
 /// Client commands, for people without `grpcurl`.
@@ -567,5 +578,11 @@ mod tests {
         let line = one_line(&err);
         assert!(!line.contains('\n'));
         assert!(line.contains("grpc-listen"), "{line}");
+
+        let err = parse(&["send", "--title", "t"]).unwrap_err();
+        let line = one_line(&err);
+        assert!(!line.contains('\n'));
+        assert!(line.contains("--broadcast"), "{line}");
+        assert!(!line.contains("Usage"), "{line}");
     }
 }

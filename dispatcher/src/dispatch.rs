@@ -131,11 +131,13 @@ impl Dispatch {
     /// the lookup or a publish fails.
     pub async fn send(&self, cmd: SendCommand) -> Result<SendOutcome, DispatchError> {
         let id = NotificationId::generate();
+        record_id(id);
         let claim = match &cmd.idempotency_key {
             None => None,
             Some(key) => match self.backends.inbox.claim(key, id, IDEMPOTENCY_TTL).await? {
                 Claim::New => Some(ClaimGuard::new(self.backends.inbox.clone(), key, id)),
                 Claim::Existing(first) => {
+                    record_id(first);
                     debug!(%first, "idempotency key seen before; nothing delivered");
                     return Ok(SendOutcome {
                         id: first,
@@ -350,6 +352,7 @@ impl Dispatch {
         notification: Notification,
     ) -> Result<NotificationId, DispatchError> {
         let id = NotificationId::generate();
+        record_id(id);
         let envelope = Envelope {
             kind: Some(Kind::Delivery(Delivery {
                 id: id.to_string(),
@@ -538,6 +541,11 @@ async fn release(inbox: &dyn Inbox, key: &str, id: NotificationId) {
     if let Err(e) = inbox.release(key, id).await {
         warn!(%id, error = %e, "idempotency key not released; it expires on its own");
     }
+}
+
+/// Name the notification in the current RPC span.
+fn record_id(id: NotificationId) {
+    tracing::Span::current().record("id", tracing::field::display(id));
 }
 
 pub(crate) fn now_ms() -> i64 {

@@ -97,7 +97,8 @@ impl DispatcherApi {
         work: impl Future<Output = Result<T, DispatchError>>,
     ) -> Result<Response<T>, Status> {
         let started = Instant::now();
-        let span = info_span!("rpc", method = method.as_str());
+        // `id` is filled in by the flow once a notification id exists.
+        let span = info_span!("rpc", method = method.as_str(), id = tracing::field::Empty);
         let result = async {
             let result = match self.in_flight.try_acquire() {
                 Ok(_permit) => tokio::time::timeout(self.timeout, work)
