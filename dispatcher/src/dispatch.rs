@@ -189,14 +189,15 @@ impl Dispatch {
             };
             let appended = match self.backends.inbox.append(&users, &entry).await {
                 Ok(c) if c.len() == users.len() => c,
-                Ok(c) => Err(BackendError::corrupt(
-                    "inbox",
-                    format!(
+                Ok(c) => {
+                    // A contract violation: the claim guard, dropped here, gives the key up.
+                    let what = format!(
                         "append returned {} cursors for {} users",
                         c.len(),
                         users.len()
-                    ),
-                ))?,
+                    );
+                    return Err(BackendError::corrupt("inbox", what).into());
+                }
                 Err(e) => {
                     if let Some(claim) = claim.take() {
                         claim.release().await;
