@@ -16,6 +16,7 @@
 
 use std::time::Duration;
 
+use fred::interfaces::EventInterface;
 use fred::prelude::{
     Builder, Client, ClientLike, Config, Error as FredError, ErrorKind, LuaInterface,
     ReconnectPolicy, TcpConfig, Value,
@@ -78,13 +79,30 @@ pub(crate) async fn connect(opts: &ConnectOptions) -> Result<Client, BackendErro
     let client = builder
         .build()
         .map_err(|e| BackendError::invalid(BACKEND, e.details().to_owned()))?;
-    // The connection task runs until the client is dropped everywhere and quits; it is
-    // never awaited.
+    // Failed connection attempts are logged as they happen (at most one per backoff
+    // step), reconnects once.
+    let mut errors = client.error_rx();
+    client.on_error(|(error, server)| async move {
+        warn!(%error, server = ?server.map(|s| s.to_string()), "redis connection failed");
+        Ok(())
+    });
+    client.on_reconnect(|server| async move {
+        info!(%server, "redis connected");
+        Ok(())
+    });
+    // The connection task runs for the life of the process; it is never awaited.
     let _connection = client.connect();
-    match tokio::time::timeout(opts.command_timeout, client.wait_for_connect()).await {
-        Ok(Ok(())) => info!("redis connected"),
-        Ok(Err(e)) => warn!(error = %e, "redis not reachable yet; reconnecting in the background"),
-        Err(_) => warn!("redis not connected yet; reconnecting in the background"),
+    let first = async {
+        tokio::select! {
+            connected = client.wait_for_connect() => connected.is_ok(),
+            _ = errors.recv() => false,
+        }
+    };
+    if !tokio::time::timeout(opts.command_timeout, first)
+        .await
+        .unwrap_or(false)
+    {
+        warn!("redis not reachable yet; reconnecting in the background");
     }
     Ok(client)
 }
@@ -268,6 +286,40 @@ mod tests {
         let replies = spread(vec![Err(e)], 3);
         assert_eq!(replies.len(), 3);
         assert!(replies.iter().all(|r| r.is_err()));
+    }
+
+    /// Against the test Redis (`KURIR_REDIS_URL`): a script no server has seen yet runs
+    /// through the `EVAL` fallback, alone and pipelined, and by SHA afterwards.
+    #[tokio::test]
+    async fn scripts_fall_back_to_eval_where_unknown() {
+        let url =
+            std::env::var("KURIR_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+        let ns = crate::Namespace::random_for_test();
+        let opts = ConnectOptions::new(ns.clone(), "nats://127.0.0.1:4222", &url);
+        let client = connect(&opts).await.unwrap();
+        assert!(client.is_connected(), "Redis at {url} is unreachable");
+        let call = |arg: &str| ScriptCall {
+            keys: vec![format!("kurir:{ns}:script-test")],
+            args: vec![Value::from(arg)],
+        };
+        let fresh = || Script::new(format!("-- {}\nreturn ARGV[1]", uuid::Uuid::new_v4()));
+
+        let alone = fresh();
+        let reply = alone.run(&client, call("one")).await.unwrap();
+        assert_eq!(reply.as_str().as_deref(), Some("one"));
+        let reply = alone.run(&client, call("again")).await.unwrap();
+        assert_eq!(reply.as_str().as_deref(), Some("again"));
+
+        let many = fresh();
+        let calls = [call("a"), call("b"), call("c")];
+        for _ in 0..2 {
+            let replies = many.run_many(&client, &calls).await;
+            let replies: Vec<String> = replies
+                .into_iter()
+                .map(|r| r.unwrap().as_string().unwrap())
+                .collect();
+            assert_eq!(replies, ["a", "b", "c"]);
+        }
     }
 
     #[test]

@@ -40,7 +40,8 @@ pub struct NatsBus {
 /// What the event callback updates.
 struct Events {
     connected_once: AtomicBool,
-    connected: watch::Sender<bool>,
+    /// How the latest connection attempt ended: `None` before any ended.
+    attempt: watch::Sender<Option<bool>>,
     reconnected: watch::Sender<u64>,
 }
 
@@ -52,15 +53,17 @@ impl Events {
                     self.reconnected.send_modify(|n| *n += 1);
                     info!("nats reconnected");
                 }
-                self.connected.send_replace(true);
+                self.attempt.send_replace(Some(true));
             }
-            Event::Disconnected | Event::Closed => {
-                self.connected.send_replace(false);
-                warn!(%event, "nats connection lost");
-            }
+            Event::Disconnected | Event::Closed => warn!(%event, "nats connection lost"),
             Event::SlowConsumer(_) => telemetry::backend_error(BACKEND, "slow_consumer"),
             Event::LameDuckMode | Event::Draining => info!(%event, "nats"),
-            Event::ServerError(_) | Event::ClientError(_) => warn!(%event, "nats"),
+            Event::ClientError(_) => {
+                // Among others, every failed connection attempt.
+                self.attempt.send_replace(Some(false));
+                warn!(%event, "nats");
+            }
+            Event::ServerError(_) => warn!(%event, "nats"),
         }
     }
 }
@@ -91,10 +94,10 @@ impl NatsBus {
     pub async fn connect(opts: &ConnectOptions) -> Result<Self, BackendError> {
         let servers = servers(&opts.nats_url)?;
         let (reconnected, _) = watch::channel(0);
-        let (connected, mut connected_rx) = watch::channel(false);
+        let (attempt, mut attempt_rx) = watch::channel(None);
         let events = Arc::new(Events {
             connected_once: AtomicBool::new(false),
-            connected,
+            attempt,
             reconnected: reconnected.clone(),
         });
         let client = async_nats::ConnectOptions::new()
@@ -113,9 +116,12 @@ impl NatsBus {
             .connect(servers)
             .await
             .map_err(|e| BackendError::invalid(BACKEND, e.to_string()))?;
-        let first = tokio::time::timeout(opts.command_timeout, connected_rx.wait_for(|c| *c));
-        if first.await.is_err() {
-            warn!("nats not connected yet; connecting in the background");
+        // Wait for the first attempt to end, so that a healthy process's first publishes
+        // do not race the handshake.
+        let first =
+            tokio::time::timeout(opts.command_timeout, attempt_rx.wait_for(Option::is_some));
+        if !matches!(first.await, Ok(Ok(outcome)) if *outcome == Some(true)) {
+            warn!("nats not reachable yet; connecting in the background");
         }
         Ok(Self {
             client,

@@ -239,7 +239,7 @@ mod tests {
         let inbox = MemoryInbox::new(10);
         let user = UserId::parse("alice").unwrap();
         inbox
-            .append(&[user.clone()], &entry(Duration::from_secs(60)))
+            .append(std::slice::from_ref(&user), &entry(Duration::from_secs(60)))
             .await
             .unwrap();
         tokio::time::advance(Duration::from_secs(61)).await;

@@ -167,9 +167,9 @@ mod tests {
         store.beat(&node, Duration::from_secs(30)).await.unwrap();
         store.add(&node, &user, ConnId(1)).await.unwrap();
         tokio::time::advance(Duration::from_secs(29)).await;
-        assert!(store.lookup(&[user.clone()]).await.unwrap()[0].online());
+        assert!(store.lookup(std::slice::from_ref(&user)).await.unwrap()[0].online());
         tokio::time::advance(Duration::from_secs(2)).await;
-        assert!(!store.lookup(&[user.clone()]).await.unwrap()[0].online());
+        assert!(!store.lookup(std::slice::from_ref(&user)).await.unwrap()[0].online());
         // Pruned: a later beat does not bring the entry back.
         store.beat(&node, Duration::from_secs(30)).await.unwrap();
         assert!(!store.lookup(&[user]).await.unwrap()[0].online());
@@ -183,9 +183,9 @@ mod tests {
         store.add(&node, &user, ConnId(1)).await.unwrap();
         for _ in 0..5 {
             tokio::time::advance(Duration::from_secs(40)).await;
-            store.refresh(&[user.clone()]).await.unwrap();
+            store.refresh(std::slice::from_ref(&user)).await.unwrap();
         }
-        assert!(store.lookup(&[user.clone()]).await.unwrap()[0].online());
+        assert!(store.lookup(std::slice::from_ref(&user)).await.unwrap()[0].online());
         tokio::time::advance(Duration::from_secs(61)).await;
         assert!(!store.lookup(&[user]).await.unwrap()[0].online());
         assert_eq!(store.users.len(), 0);
