@@ -198,7 +198,17 @@ pub struct Config {
     /// Log format on stderr; `RUST_LOG` filters (default `info`).
     #[arg(long, env = "KURIR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
-    // `--standalone` (memory backends + an embedded gateway) lands here with its issue.
+
+    /// Development mode: everything in this one process, with in-memory backends (no
+    /// Redis or NATS), an embedded gateway on `KURIR_LISTEN` (default 0.0.0.0:8080) with
+    /// the demo page and `GET /dev/token`, and printed development credentials. Not for
+    /// production: nothing survives a restart.
+    #[arg(long, env = "KURIR_STANDALONE")]
+    pub standalone: bool,
+
+    /// With `--standalone`: publish the server time to topic `demo` this often (`5s`).
+    #[arg(long, env = "KURIR_DEMO_INTERVAL", value_parser = humantime::parse_duration)]
+    pub demo_interval: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -230,6 +240,15 @@ impl Config {
     /// # Errors
     /// The first setting that is wrong.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        match self.demo_interval {
+            Some(_) if !self.standalone => {
+                return Err(config_error("--demo-interval", "needs --standalone"))
+            }
+            Some(d) if d < Duration::from_millis(100) => {
+                return Err(config_error("--demo-interval", "must be at least 100ms"))
+            }
+            _ => {}
+        }
         match (self.api_keys.is_empty(), self.insecure_no_auth) {
             (true, false) => {
                 return Err(config_error(
@@ -310,6 +329,8 @@ impl Config {
             readiness_interval_ms: DEFAULT_READINESS_INTERVAL_MS,
             shutdown_grace_ms: DEFAULT_SHUTDOWN_GRACE_MS,
             log_format: LogFormat::Text,
+            standalone: false,
+            demo_interval: None,
         }
     }
 

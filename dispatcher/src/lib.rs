@@ -16,6 +16,7 @@ pub mod client;
 pub mod config;
 pub mod dispatch;
 pub mod error;
+pub mod standalone;
 pub mod telemetry;
 
 use std::future::Future;
@@ -51,6 +52,9 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
+    /// The gateway embedded by `--standalone` could not start.
+    #[error("embedded gateway: {0}")]
+    Gateway(#[from] kurir_gateway::StartError),
 }
 
 /// Why a running dispatcher stopped other than by its shutdown signal.

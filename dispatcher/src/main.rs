@@ -7,6 +7,7 @@ use clap::error::ErrorKind;
 use clap::Parser;
 use kurir_backends::Backends;
 use kurir_dispatcher::config::{one_line, Cli};
+use kurir_dispatcher::standalone::Standalone;
 use kurir_dispatcher::{client, telemetry, Config, Dispatcher, StartError};
 
 /// `EX_USAGE`: bad flags, environment or configuration.
@@ -41,6 +42,9 @@ async fn serve(config: Config) -> ExitCode {
         Ok(handle) => handle,
         Err(e) => return fail(1, format!("metrics recorder: {e}")),
     };
+    if config.standalone {
+        return standalone(config, metrics).await;
+    }
     let backends = match Backends::connect(&config.connect_options()).await {
         Ok(b) => b,
         Err(e) => return fail(EX_USAGE, format!("backends: {e}")),
@@ -50,8 +54,25 @@ async fn serve(config: Config) -> ExitCode {
         Ok(d) => d,
         Err(e @ StartError::Config(_)) => return fail(EX_USAGE, e),
         Err(e @ StartError::Bind { .. }) => return fail(EX_UNAVAILABLE, e),
+        Err(e) => return fail(EX_USAGE, e),
     };
     match dispatcher.serve(shutdown_signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(1, e),
+    }
+}
+
+/// `--standalone`: in-memory backends and an embedded gateway in this process.
+async fn standalone(
+    config: Config,
+    metrics: metrics_exporter_prometheus::PrometheusHandle,
+) -> ExitCode {
+    let node = match Standalone::bind(config, metrics).await {
+        Ok(n) => n,
+        Err(e @ StartError::Bind { .. }) => return fail(EX_UNAVAILABLE, e),
+        Err(e) => return fail(EX_USAGE, e),
+    };
+    match node.serve(shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(1, e),
     }

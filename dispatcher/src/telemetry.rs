@@ -67,6 +67,12 @@ pub fn install_recorder() -> Result<PrometheusHandle, String> {
             PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Full(REQUEST_DURATION.into()), DURATION_BUCKETS)
                 .map_err(|e| e.to_string())?
+                // The gateway embedded by --standalone records through this recorder too.
+                .set_buckets_for_metric(
+                    Matcher::Full(kurir_gateway::telemetry::DELIVERY_LATENCY.into()),
+                    kurir_gateway::telemetry::LATENCY_BUCKETS,
+                )
+                .map_err(|e| e.to_string())?
                 .install_recorder()
                 .map_err(|e| e.to_string())
         })
@@ -174,7 +180,9 @@ pub fn init_tracing(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // Colours only for people at a terminal, never into log files or collectors.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     // `try_init` fails only when a subscriber is already set (tests): keep that one.
     let _ = match format {
         LogFormat::Json => builder.json().try_init(),

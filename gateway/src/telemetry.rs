@@ -114,7 +114,9 @@ pub fn init_tracing(format: &str) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // Colours only for people at a terminal, never into log files or collectors.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     let _ = if format == "json" {
         builder.json().try_init()
     } else {
