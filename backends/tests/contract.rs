@@ -3,6 +3,7 @@
 //! `redis_presence::add_then_lookup`, `nats_bus::…`, and so on. Each case runs in its own
 //! namespace and deletes its Redis keys afterwards, whether it passed or not.
 
+#[macro_use]
 mod support;
 
 use std::panic::AssertUnwindSafe;
@@ -39,49 +40,6 @@ macro_rules! suite {
     };
 }
 
-suite!(bus: memory_bus, nats_bus, [
-    publish_then_subscribe_delivers,
-    delivers_across_clients,
-    order_is_kept_per_publisher,
-    nothing_is_kept_without_subscribers,
-    every_subscription_receives,
-    subjects_are_isolated,
-    dropping_a_subscription_unsubscribes_only_it,
-    flush_and_connected_on_a_healthy_bus,
-]);
-
-suite!(presence: memory_presence, redis_presence, [
-    add_then_lookup,
-    add_is_idempotent,
-    remove_forgets_one_connection,
-    connections_on_several_nodes,
-    entries_of_a_node_without_liveness_do_not_count,
-    dead_node_stops_counting_after_its_ttl,
-    beating_keeps_a_node_alive,
-    remove_node_drops_its_entries_and_liveness,
-    entries_expire_without_refresh,
-    refresh_extends_entries,
-    lookup_of_unknown_users,
-    lookup_keeps_the_order_asked,
-    lookup_of_many_users,
-]);
-
-suite!(inbox: memory_inbox, redis_inbox, [
-    append_returns_increasing_cursors,
-    pending_returns_entries_oldest_first,
-    payloads_are_binary_safe,
-    pending_after_a_cursor_is_exclusive,
-    pending_respects_the_limit,
-    users_have_separate_inboxes,
-    ack_removes_the_entry,
-    ack_is_idempotent,
-    expired_entries_are_never_returned,
-    entries_appended_expired_are_never_returned,
-    capacity_trims_the_oldest,
-    append_is_idempotent_per_notification,
-    append_to_many_users,
-    claim_first_wins,
-    release_frees_only_the_holders_key,
-    claims_expire_after_their_ttl,
-    concurrent_claims_have_one_winner,
-]);
+bus_cases!(suite!(bus: memory_bus, nats_bus,));
+presence_cases!(suite!(presence: memory_presence, redis_presence,));
+inbox_cases!(suite!(inbox: memory_inbox, redis_inbox,));

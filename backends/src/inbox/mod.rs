@@ -3,7 +3,8 @@
 //!
 //! # Contract
 //! - `append` stores one entry per user and returns each user's [`Cursor`] for it.
-//!   Cursors of one user's inbox strictly increase in append order.
+//!   Cursors of one user's inbox strictly increase in append order. Appending an id the
+//!   inbox still holds returns its cursor and stores nothing (a retried append).
 //! - An inbox keeps at most its configured capacity of entries (oldest trimmed first)
 //!   and expires as a whole after the longest TTL of what it holds.
 //! - `pending` returns unacked, unexpired entries after a cursor, oldest first. An entry

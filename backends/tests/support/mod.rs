@@ -3,7 +3,68 @@
 //!
 //! The real services come from `KURIR_REDIS_URL` / `KURIR_NATS_URL` (defaults: the
 //! local ones). Unreachable means a failing test with a clear message, never a skip.
-#![allow(dead_code)] // each test binary uses a part
+#![allow(dead_code, unused_macros)] // each test binary uses a part
+
+/// The contract cases of each suite, listed once: `bus_cases!(m!(args))` expands to
+/// `m!(args [case, case, …])`.
+macro_rules! bus_cases {
+    ($m:ident!($($args:tt)*)) => {
+        $m!($($args)* [
+            publish_then_subscribe_delivers,
+            delivers_across_clients,
+            order_is_kept_per_publisher,
+            nothing_is_kept_without_subscribers,
+            every_subscription_receives,
+            subjects_are_isolated,
+            dropping_a_subscription_unsubscribes_only_it,
+            flush_and_connected_on_a_healthy_bus,
+        ]);
+    };
+}
+
+macro_rules! presence_cases {
+    ($m:ident!($($args:tt)*)) => {
+        $m!($($args)* [
+            add_then_lookup,
+            add_is_idempotent,
+            remove_forgets_one_connection,
+            connections_on_several_nodes,
+            entries_of_a_node_without_liveness_do_not_count,
+            dead_node_stops_counting_after_its_ttl,
+            beating_keeps_a_node_alive,
+            remove_node_drops_its_entries_and_liveness,
+            entries_expire_without_refresh,
+            refresh_extends_entries,
+            lookup_of_unknown_users,
+            lookup_keeps_the_order_asked,
+            lookup_of_many_users,
+        ]);
+    };
+}
+
+macro_rules! inbox_cases {
+    ($m:ident!($($args:tt)*)) => {
+        $m!($($args)* [
+            append_returns_increasing_cursors,
+            pending_returns_entries_oldest_first,
+            payloads_are_binary_safe,
+            pending_after_a_cursor_is_exclusive,
+            pending_respects_the_limit,
+            users_have_separate_inboxes,
+            ack_removes_the_entry,
+            ack_is_idempotent,
+            expired_entries_are_never_returned,
+            entries_appended_expired_are_never_returned,
+            capacity_trims_the_oldest,
+            append_is_idempotent_per_notification,
+            append_to_many_users,
+            claim_first_wins,
+            release_frees_only_the_holders_key,
+            claims_expire_after_their_ttl,
+            concurrent_claims_have_one_winner,
+        ]);
+    };
+}
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -79,19 +140,26 @@ impl Factory for MemoryFactory {
 /// namespace whose keys [`ServicesFactory::cleanup`] deletes.
 pub struct ServicesFactory {
     ns: Namespace,
+    redis_url: String,
     redis: Client,
 }
 
 impl ServicesFactory {
     pub async fn new() -> Self {
+        Self::with_redis(&redis_url()).await
+    }
+
+    /// On another Redis than `KURIR_REDIS_URL` (a private cluster).
+    pub async fn with_redis(url: &str) -> Self {
         Self {
             ns: Namespace::random_for_test(),
-            redis: admin_client().await,
+            redis_url: url.to_owned(),
+            redis: admin_client(url).await,
         }
     }
 
     pub fn options(&self) -> ConnectOptions {
-        let mut opts = ConnectOptions::new(self.ns.clone(), &nats_url(), &redis_url());
+        let mut opts = ConnectOptions::new(self.ns.clone(), &nats_url(), &self.redis_url);
         opts.client_name = "kurir-backends-test".into();
         opts
     }
@@ -147,9 +215,8 @@ impl Factory for ServicesFactory {
 
 /// A plain fred client on the test Redis, for checks and clean-up; panics with a clear
 /// message when Redis is unreachable.
-pub async fn admin_client() -> Client {
-    let url = redis_url();
-    let config = Config::from_url(&url).expect("KURIR_REDIS_URL");
+pub async fn admin_client(url: &str) -> Client {
+    let config = Config::from_url(url).expect("KURIR_REDIS_URL");
     let client = Builder::from_config(config)
         .build()
         .expect("redis client for tests");
@@ -246,4 +313,114 @@ pub async fn socket_addr(url: &str) -> std::net::SocketAddr {
 pub fn closed_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.local_addr().unwrap().port()
+}
+
+/// A private three-node Redis Cluster on free local ports (`redis-server` and
+/// `redis-cli` from `PATH`), killed by PID on drop.
+pub struct RedisCluster {
+    nodes: Vec<std::process::Child>,
+    ports: Vec<u16>,
+    dir: std::path::PathBuf,
+}
+
+impl RedisCluster {
+    pub async fn start() -> Self {
+        let dir =
+            std::env::temp_dir().join(format!("kurir-cluster-{}", uuid::Uuid::new_v4().simple()));
+        let mut cluster = Self {
+            nodes: Vec::new(),
+            ports: Vec::new(),
+            dir,
+        };
+        for _ in 0..3 {
+            let port = closed_port();
+            let node_dir = cluster.dir.join(port.to_string());
+            std::fs::create_dir_all(&node_dir).unwrap();
+            let child = std::process::Command::new("redis-server")
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                .args(["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"])
+                .args(["--save", "", "--appendonly", "no"])
+                .current_dir(&node_dir)
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .expect("redis-server is needed on PATH for the cluster tests (apt-get install redis-server)");
+            cluster.nodes.push(child);
+            cluster.ports.push(port);
+        }
+        for &port in &cluster.ports {
+            wait_for_port(port).await;
+        }
+        let addrs: Vec<String> = cluster
+            .ports
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect();
+        let status = std::process::Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&addrs)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdout(std::process::Stdio::null())
+            .status()
+            .expect("redis-cli is needed on PATH for the cluster tests");
+        assert!(status.success(), "redis-cli --cluster create failed");
+        cluster.wait_until_ok().await;
+        cluster
+    }
+
+    /// `redis-cluster://` URL naming every node.
+    pub fn url(&self) -> String {
+        let others: Vec<String> = self.ports[1..]
+            .iter()
+            .map(|p| format!("node=127.0.0.1:{p}"))
+            .collect();
+        format!(
+            "redis-cluster://127.0.0.1:{}?{}",
+            self.ports[0],
+            others.join("&")
+        )
+    }
+
+    async fn wait_until_ok(&self) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        for &port in &self.ports {
+            loop {
+                let out = std::process::Command::new("redis-cli")
+                    .args(["-p", &port.to_string(), "cluster", "info"])
+                    .output()
+                    .unwrap();
+                if String::from_utf8_lossy(&out.stdout).contains("cluster_state:ok") {
+                    break;
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "cluster did not become ok"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            let _ = node.kill();
+            let _ = node.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+async fn wait_for_port(port: u16) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "redis-server on {port} did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
