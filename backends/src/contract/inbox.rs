@@ -281,7 +281,8 @@ pub async fn append_to_many_users(f: &dyn Factory) {
     }
 }
 
-/// `claim`: the first caller for a key wins; later ones learn the winner's id.
+/// `claim`: the first caller for a key wins; later ones learn the winner's id; the
+/// winner claiming again (a retry) still holds it.
 pub async fn claim_first_wins(f: &dyn Factory) {
     let inbox = f.inbox(CAPACITY).await;
     let key = format!("order-{}", f.namespace());
@@ -291,8 +292,10 @@ pub async fn claim_first_wins(f: &dyn Factory) {
         inbox.claim(&key, b, LONG).await.unwrap(),
         Claim::Existing(a)
     );
+    // Claiming again with the holder's id is the holder retrying.
+    assert_eq!(inbox.claim(&key, a, LONG).await.unwrap(), Claim::New);
     assert_eq!(
-        inbox.claim(&key, a, LONG).await.unwrap(),
+        inbox.claim(&key, b, LONG).await.unwrap(),
         Claim::Existing(a)
     );
     // Other keys are independent.

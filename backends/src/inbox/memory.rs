@@ -186,7 +186,8 @@ impl Inbox for MemoryInbox {
         let claim = {
             let mut shard = self.claims.shard(&key);
             match shard.get(&key) {
-                Some(held) if held.until > now => Claim::Existing(held.id),
+                Some(held) if held.until > now && held.id != id => Claim::Existing(held.id),
+                Some(held) if held.until > now => Claim::New,
                 _ => {
                     shard.insert(
                         key,

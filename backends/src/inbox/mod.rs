@@ -11,7 +11,8 @@
 //!   whose `expires_at` has passed is never returned.
 //! - `ack` removes an entry by notification id; acking twice or acking an unknown id is
 //!   not an error.
-//! - `claim` is atomic across dispatchers: the first caller for a key wins.
+//! - `claim` is atomic across dispatchers: the first caller for a key wins. Claiming
+//!   again with the id that holds the key is `New` (a retried claim).
 
 use std::fmt;
 use std::time::Duration;

@@ -312,9 +312,15 @@ impl Inbox for RedisInbox {
                 .await
                 .map_err(|e| failed(OP_IDEM, e))?;
             if let Some(holder) = holder {
-                return NotificationId::parse(&holder)
-                    .map(Claim::Existing)
-                    .map_err(|_| corrupt(OP_IDEM, format!("idempotency key holds {holder:?}")));
+                return match NotificationId::parse(&holder) {
+                    // Our own earlier SET, whose reply was lost and which fred retried.
+                    Ok(holder) if holder == id => Ok(Claim::New),
+                    Ok(holder) => Ok(Claim::Existing(holder)),
+                    Err(_) => Err(corrupt(
+                        OP_IDEM,
+                        format!("idempotency key holds {holder:?}"),
+                    )),
+                };
             }
         }
         Err(BackendError::unavailable(
