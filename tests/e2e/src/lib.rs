@@ -4,10 +4,12 @@
 //! Processes are killed by PID when their handle drops.
 #![forbid(unsafe_code)]
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -710,5 +712,103 @@ impl Drop for OwnRedis {
     fn drop(&mut self) {
         self.kill();
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Self-reconnecting clients that ack what they get, one task per user.
+pub struct Fleet {
+    pub received: Arc<Mutex<HashMap<String, HashSet<String>>>>,
+    pub duplicates: Arc<AtomicUsize>,
+    urls: Arc<Mutex<Vec<String>>>,
+    stop: Arc<AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Fleet {
+    /// One task per user, connecting round-robin to `addrs` (`host:port`).
+    pub fn start(users: &[String], addrs: &[String]) -> Self {
+        let fleet = Self {
+            received: Arc::default(),
+            duplicates: Arc::default(),
+            urls: Arc::new(Mutex::new(addrs.to_vec())),
+            stop: Arc::default(),
+            tasks: Vec::new(),
+        };
+        let tasks = users
+            .iter()
+            .enumerate()
+            .map(|(i, u)| {
+                let (u, received, dups, urls, stop) = (
+                    u.clone(),
+                    fleet.received.clone(),
+                    fleet.duplicates.clone(),
+                    fleet.urls.clone(),
+                    fleet.stop.clone(),
+                );
+                tokio::spawn(async move {
+                    let mut pick = i;
+                    while !stop.load(Ordering::Relaxed) {
+                        let addr = {
+                            let urls = urls.lock().unwrap();
+                            pick += 1;
+                            urls[pick % urls.len()].clone()
+                        };
+                        let url = format!("ws://{addr}/ws?token={}", token(&u, &[], 600));
+                        let Ok(mut c) = Client::connect(&url).await else {
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                            continue;
+                        };
+                        let mut here = HashSet::new();
+                        while !stop.load(Ordering::Relaxed) {
+                            match c.next_frame(Duration::from_millis(200)).await {
+                                Ok(f) if f["type"] == "notification" => {
+                                    let id = f["id"].as_str().unwrap_or_default().to_string();
+                                    if !here.insert(id.clone()) {
+                                        dups.fetch_add(1, Ordering::Relaxed);
+                                    }
+                                    received
+                                        .lock()
+                                        .unwrap()
+                                        .entry(u.clone())
+                                        .or_default()
+                                        .insert(id.clone());
+                                    if c.ack(&id).await.is_err() {
+                                        break;
+                                    }
+                                }
+                                // An ack the server could not record: reconnect, the
+                                // inbox replays what is still unacked.
+                                Ok(f) if f["type"] == "error" => break,
+                                Ok(_) => {}
+                                Err(e) if e.to_string().starts_with("no frame") => {}
+                                Err(_) => break,
+                            }
+                        }
+                        tokio::time::sleep(Duration::from_millis(50 + (pick as u64 % 100))).await;
+                    }
+                })
+            })
+            .collect();
+        Self { tasks, ..fleet }
+    }
+
+    pub fn set_gateways(&self, addrs: &[String]) {
+        *self.urls.lock().unwrap() = addrs.to_vec();
+    }
+
+    /// How many expected (user, id) pairs no client has received yet.
+    pub fn missing(&self, expected: &[(String, String)]) -> usize {
+        let r = self.received.lock().unwrap();
+        expected
+            .iter()
+            .filter(|(u, id)| !r.get(u).is_some_and(|s| s.contains(id)))
+            .count()
+    }
+
+    pub async fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.tasks {
+            let _ = t.await;
+        }
     }
 }

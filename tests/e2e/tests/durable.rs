@@ -1,9 +1,8 @@
 //! Issue 3, end to end: inbox, replay, cursors, acks, receipts, idempotency, order, slow
 //! consumers, and the chaos runs (gateway SIGKILL, NATS restart, Redis restart).
 
-use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::collections::HashSet;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::Result;
@@ -246,102 +245,8 @@ async fn slow_consumer_is_closed_with_1013_and_loses_nothing() -> Result<()> {
 
 // ---- chaos ----------------------------------------------------------------------------
 
-/// Self-reconnecting clients that ack what they get, one task per user.
-struct Fleet {
-    received: Arc<Mutex<HashMap<String, HashSet<String>>>>,
-    duplicates: Arc<AtomicUsize>,
-    urls: Arc<Mutex<Vec<String>>>,
-    stop: Arc<AtomicBool>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-}
-
-impl Fleet {
-    fn start(users: &[String], gateways: &[&GatewayProc]) -> Self {
-        let fleet = Self {
-            received: Arc::default(),
-            duplicates: Arc::default(),
-            urls: Arc::new(Mutex::new(
-                gateways.iter().map(|g| g.addr.to_string()).collect(),
-            )),
-            stop: Arc::default(),
-            tasks: Vec::new(),
-        };
-        let tasks = users
-            .iter()
-            .enumerate()
-            .map(|(i, u)| {
-                let (u, received, dups, urls, stop) = (
-                    u.clone(),
-                    fleet.received.clone(),
-                    fleet.duplicates.clone(),
-                    fleet.urls.clone(),
-                    fleet.stop.clone(),
-                );
-                tokio::spawn(async move {
-                    let mut pick = i;
-                    while !stop.load(Ordering::Relaxed) {
-                        let addr = {
-                            let urls = urls.lock().unwrap();
-                            pick += 1;
-                            urls[pick % urls.len()].clone()
-                        };
-                        let url = format!("ws://{addr}/ws?token={}", token(&u, &[], 600));
-                        let Ok(mut c) = Client::connect(&url).await else {
-                            tokio::time::sleep(Duration::from_millis(100)).await;
-                            continue;
-                        };
-                        let mut here = HashSet::new();
-                        while !stop.load(Ordering::Relaxed) {
-                            match c.next_frame(Duration::from_millis(200)).await {
-                                Ok(f) if f["type"] == "notification" => {
-                                    let id = f["id"].as_str().unwrap_or_default().to_string();
-                                    if !here.insert(id.clone()) {
-                                        dups.fetch_add(1, Ordering::Relaxed);
-                                    }
-                                    received
-                                        .lock()
-                                        .unwrap()
-                                        .entry(u.clone())
-                                        .or_default()
-                                        .insert(id.clone());
-                                    if c.ack(&id).await.is_err() {
-                                        break;
-                                    }
-                                }
-                                // An ack the server could not record: reconnect, the
-                                // inbox replays what is still unacked.
-                                Ok(f) if f["type"] == "error" => break,
-                                Ok(_) => {}
-                                Err(e) if e.to_string().starts_with("no frame") => {}
-                                Err(_) => break,
-                            }
-                        }
-                        tokio::time::sleep(Duration::from_millis(50 + (pick as u64 % 100))).await;
-                    }
-                })
-            })
-            .collect();
-        Self { tasks, ..fleet }
-    }
-
-    fn set_gateways(&self, gateways: &[&GatewayProc]) {
-        *self.urls.lock().unwrap() = gateways.iter().map(|g| g.addr.to_string()).collect();
-    }
-
-    fn missing(&self, expected: &[(String, String)]) -> usize {
-        let r = self.received.lock().unwrap();
-        expected
-            .iter()
-            .filter(|(u, id)| !r.get(u).is_some_and(|s| s.contains(id)))
-            .count()
-    }
-
-    async fn stop(self) {
-        self.stop.store(true, Ordering::Relaxed);
-        for t in self.tasks {
-            let _ = t.await;
-        }
-    }
+fn addrs(gws: &[&GatewayProc]) -> Vec<String> {
+    gws.iter().map(|g| g.addr.to_string()).collect()
 }
 
 const USERS: usize = 100;
@@ -366,7 +271,10 @@ async fn chaos(mut fault: Fault) -> Result<()> {
     };
     let mut cluster = Cluster::start_on(2, &nats, &redis).await?;
     let users: Vec<String> = (0..USERS).map(|i| user(&format!("u{i}"))).collect();
-    let fleet = Fleet::start(&users, &[&cluster.gateways[0], &cluster.gateways[1]]);
+    let fleet = Fleet::start(
+        &users,
+        &addrs(&[&cluster.gateways[0], &cluster.gateways[1]]),
+    );
     let mut api = cluster.dispatcher.client().await?;
     tokio::time::sleep(Duration::from_secs(1)).await; // the fleet connects
 
@@ -381,7 +289,7 @@ async fn chaos(mut fault: Fault) -> Result<()> {
                 let node = cluster.gateways[0].node.clone();
                 let g = cluster.start_gateway(&node, &nats, &redis).await?;
                 cluster.gateways[0] = g;
-                fleet.set_gateways(&[&cluster.gateways[0], &cluster.gateways[1]]);
+                fleet.set_gateways(&addrs(&[&cluster.gateways[0], &cluster.gateways[1]]));
             }
             (700, Fault::RestartNats(n)) => n.stop(),
             (1000, Fault::RestartNats(n)) => n.restart().await?,
