@@ -22,6 +22,30 @@ use tracing::{info, warn};
 use crate::state::AppState;
 use crate::telemetry;
 
+/// Presence writes in flight at once while re-registering after an outage.
+const REREGISTER_CONCURRENCY: usize = 64;
+
+/// Write presence for every local connection again. `true` when all writes succeeded.
+async fn reregister(state: &AppState) -> bool {
+    use futures::StreamExt;
+    let conns = state.hub.connections();
+    let total = conns.len();
+    let failed = futures::stream::iter(conns)
+        .map(|c| {
+            let (presence, node) = (state.backends.presence.clone(), state.node.clone());
+            async move { presence.add(&node, &c.user, c.id).await.is_err() }
+        })
+        .buffer_unordered(REREGISTER_CONCURRENCY)
+        .filter(|failed| std::future::ready(*failed))
+        .count()
+        .await;
+    info!(
+        connections = total,
+        failed, "presence re-registered after an outage"
+    );
+    failed == 0
+}
+
 /// Shared readiness state. Cheap to clone.
 #[derive(Clone, Default)]
 pub struct Readiness {
@@ -110,6 +134,7 @@ pub async fn run(state: AppState, stop: CancellationToken) {
     }
     refresh.reset();
     let subject = state.backends.namespace.node_subject(&state.node);
+    let mut lapsed = false;
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
@@ -117,6 +142,11 @@ pub async fn run(state: AppState, stop: CancellationToken) {
                 let ok = state.backends.presence.beat(&state.node, cfg.liveness_ttl()).await;
                 if let Err(e) = &ok {
                     warn!(error = %e, "liveness beat failed");
+                    lapsed = true;
+                } else if lapsed {
+                    // Redis was unreachable for a while: it may have restarted empty, or
+                    // lookups may have pruned our entries as a dead node's. Write them again.
+                    lapsed = !reregister(&state).await;
                 }
                 state.readiness.set("presence", ok.is_ok());
             }

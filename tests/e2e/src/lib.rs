@@ -700,6 +700,14 @@ impl OwnRedis {
         .await
     }
 
+    /// SIGKILL and delete its data: the next start is an empty Redis.
+    pub fn kill_and_wipe(&mut self) -> Result<()> {
+        self.kill();
+        std::fs::remove_dir_all(&self.dir)?;
+        std::fs::create_dir_all(&self.dir)?;
+        Ok(())
+    }
+
     /// SIGKILL: only what AOF already holds survives.
     pub fn kill(&mut self) {
         if let Some(mut p) = self.proc.take() {

@@ -438,3 +438,33 @@ async fn redis_unreachable_is_unavailable() -> Result<()> {
     assert!(started.elapsed() < Duration::from_secs(10));
     Ok(())
 }
+
+#[tokio::test]
+async fn presence_is_rewritten_after_redis_comes_back_empty() -> Result<()> {
+    let mut redis = OwnRedis::start().await?;
+    let cluster = Cluster::start_on(1, &nats_url(), &redis.url()).await?;
+    let gw = &cluster.gateways[0];
+    let alice = user("alice");
+    let mut a = Client::connect(&gw.ws_url(&token(&alice, &[], 60))).await?;
+    let api = cluster.dispatcher.client().await?;
+    assert_eq!(online(&api, &alice).await, Some(true));
+
+    redis.kill_and_wipe()?;
+    eventually(
+        Duration::from_secs(6),
+        "gateway unready without Redis",
+        || async { (!gw.ready().await).then_some(()) },
+    )
+    .await?;
+    redis.restart().await?;
+    gw.wait_ready(Duration::from_secs(10)).await?;
+    // The socket stayed open; its presence must be back without a reconnect.
+    eventually(Duration::from_secs(10), "alice online again", || async {
+        (online(&api, &alice).await == Some(true)).then_some(())
+    })
+    .await?;
+    let mut api = api.clone();
+    send(&mut api, &[&alice], "after the wipe", 0).await?;
+    assert_eq!(a.next_notification(T).await?["title"], "after the wipe");
+    Ok(())
+}
