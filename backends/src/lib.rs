@@ -16,6 +16,7 @@ pub mod inbox;
 pub mod namespace;
 pub mod presence;
 mod redis_client;
+pub mod secret;
 mod sharded;
 pub mod telemetry;
 mod wiring;
@@ -23,6 +24,7 @@ mod wiring;
 pub use error::BackendError;
 pub use ids::{ConnId, InvalidId, NodeId, NotificationId, Topic, UserId};
 pub use namespace::Namespace;
+pub use secret::{Secret, ServerUrl};
 pub use wiring::{
     Backends, ConnectOptions, DEFAULT_COMMAND_TIMEOUT, DEFAULT_PRESENCE_TTL,
     DEFAULT_SUBSCRIPTION_CAPACITY,

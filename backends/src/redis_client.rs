@@ -49,7 +49,7 @@ const UNRESPONSIVE_AFTER: Duration = Duration::from_secs(10);
 /// # Errors
 /// `Invalid` for a malformed URL or option.
 pub(crate) async fn connect(opts: &ConnectOptions) -> Result<Client, BackendError> {
-    let mut config = Config::from_url(&opts.redis_url)
+    let mut config = Config::from_url(opts.redis_url.as_str())
         .map_err(|e| BackendError::invalid(BACKEND, format!("redis url: {}", e.details())))?;
     // Retry the first connection like any later one instead of failing `connect`.
     config.fail_fast = false;

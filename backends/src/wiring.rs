@@ -8,6 +8,7 @@ use crate::error::BackendError;
 use crate::inbox::{Inbox, MemoryInbox, RedisInbox, DEFAULT_CAPACITY};
 use crate::namespace::Namespace;
 use crate::presence::{MemoryPresence, PresenceStore, RedisPresence};
+use crate::secret::ServerUrl;
 
 /// Default lifetime of a presence entry that its node stops refreshing.
 pub const DEFAULT_PRESENCE_TTL: Duration = Duration::from_secs(3600);
@@ -21,9 +22,9 @@ pub const DEFAULT_SUBSCRIPTION_CAPACITY: usize = 65_536;
 pub struct ConnectOptions {
     pub namespace: Namespace,
     /// `nats://host:port`, comma-separated for several servers.
-    pub nats_url: String,
+    pub nats_url: ServerUrl,
     /// `redis://…`, `rediss://…`, or `redis-cluster://host:port,host:port`.
-    pub redis_url: String,
+    pub redis_url: ServerUrl,
     /// Client name shown by `CLIENT LIST` / NATS monitoring, e.g. `kurir-gateway gw-1`.
     pub client_name: String,
     pub presence_ttl: Duration,
@@ -36,8 +37,8 @@ impl ConnectOptions {
     pub fn new(namespace: Namespace, nats_url: &str, redis_url: &str) -> Self {
         Self {
             namespace,
-            nats_url: nats_url.to_owned(),
-            redis_url: redis_url.to_owned(),
+            nats_url: nats_url.into(),
+            redis_url: redis_url.into(),
             client_name: "kurir".to_owned(),
             presence_ttl: DEFAULT_PRESENCE_TTL,
             inbox_capacity: DEFAULT_CAPACITY,

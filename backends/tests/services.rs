@@ -62,7 +62,7 @@ async fn fails_fast<T: std::fmt::Debug>(
 async fn starts_without_redis_and_calls_fail_fast() {
     let f = ServicesFactory::new().await;
     let mut opts = f.options();
-    opts.redis_url = format!("redis://127.0.0.1:{}", closed_port());
+    opts.redis_url = format!("redis://127.0.0.1:{}", closed_port()).into();
     let started = Instant::now();
     let backends = Backends::connect(&opts)
         .await
@@ -109,7 +109,7 @@ async fn starts_without_redis_and_calls_fail_fast() {
 async fn starts_without_nats_and_publish_fails_fast() {
     let f = ServicesFactory::new().await;
     let mut opts = f.options();
-    opts.nats_url = format!("nats://127.0.0.1:{}", closed_port());
+    opts.nats_url = format!("nats://127.0.0.1:{}", closed_port()).into();
     let started = Instant::now();
     let backends = Backends::connect(&opts).await.expect("starts without NATS");
     assert!(
@@ -161,7 +161,7 @@ async fn redis_calls_recover_after_an_outage() {
     let f = ServicesFactory::new().await;
     let proxy = Proxy::start(socket_addr(&redis_url()).await).await;
     let mut opts = f.options();
-    opts.redis_url = format!("redis://127.0.0.1:{}", proxy.port);
+    opts.redis_url = format!("redis://127.0.0.1:{}", proxy.port).into();
     let backends = Backends::connect(&opts).await.unwrap();
     let (alice, gw) = (user("alice"), node("gw-1"));
     backends
@@ -211,7 +211,7 @@ async fn nats_reconnects_resubscribes_and_counts_it() {
     let f = ServicesFactory::new().await;
     let proxy = Proxy::start(socket_addr(&nats_url()).await).await;
     let mut opts = f.options();
-    opts.nats_url = format!("nats://127.0.0.1:{}", proxy.port);
+    opts.nats_url = format!("nats://127.0.0.1:{}", proxy.port).into();
     let behind_proxy = Backends::connect(&opts).await.unwrap();
     let direct = Backends::connect(&f.options()).await.unwrap();
     let bus = behind_proxy.bus.clone();

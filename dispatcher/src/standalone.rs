@@ -60,7 +60,7 @@ impl Standalone {
         gw.dev_tokens = true;
         gw.inbox_capacity = config.inbox_capacity;
         if gw.jwt_secret.is_none() && gw.jwt_public_key_file.is_none() {
-            gw.jwt_secret = Some(random_hex(24));
+            gw.jwt_secret = Some(Secret::from(random_hex(24)));
         }
         let jwt_secret = gw.jwt_secret.clone();
         let gateway = Gateway::bind(gw, backends.clone(), None).await?;
@@ -70,7 +70,7 @@ impl Standalone {
             &dispatcher,
             &gateway,
             api_key.as_deref(),
-            jwt_secret.as_deref(),
+            jwt_secret.as_ref().map(Secret::expose),
         );
         Ok(Self {
             dispatcher,

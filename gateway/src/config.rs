@@ -6,29 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use kurir_backends::{Namespace, NodeId};
-
-/// A secret string: `Debug` prints `***`, so `?config` is safe to log.
-#[derive(Clone, Default)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl From<String> for Secret {
-    fn from(s: String) -> Self {
-        Self(s)
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("***")
-    }
-}
+use kurir_backends::{Namespace, NodeId, Secret, ServerUrl};
 
 /// Where `kurir-gateway` listens, what it connects to and its limits.
 #[derive(Debug, Clone, Parser)]
@@ -40,7 +18,7 @@ pub struct Config {
 
     /// NATS server(s), comma-separated.
     #[arg(long, env = "KURIR_NATS_URL", default_value = "nats://127.0.0.1:4222")]
-    pub nats_url: String,
+    pub nats_url: ServerUrl,
 
     /// Redis URL (`redis://`, `rediss://` or `redis-cluster://h:p,h:p`).
     #[arg(
@@ -48,7 +26,7 @@ pub struct Config {
         env = "KURIR_REDIS_URL",
         default_value = "redis://127.0.0.1:6379"
     )]
-    pub redis_url: String,
+    pub redis_url: ServerUrl,
 
     /// Node id, subject-safe. Default: hostname plus a short random suffix.
     #[arg(long, env = "KURIR_NODE_ID", value_parser = parse_node_id)]
@@ -64,7 +42,7 @@ pub struct Config {
 
     /// HS256 secret for client tokens.
     #[arg(long, env = "KURIR_JWT_SECRET", hide_env_values = true)]
-    pub jwt_secret: Option<String>,
+    pub jwt_secret: Option<Secret>,
 
     /// PEM public key for RS256 or ES256 client tokens.
     #[arg(long, env = "KURIR_JWT_PUBLIC_KEY_FILE")]
@@ -159,7 +137,7 @@ impl Config {
         c.namespace = namespace;
         c.listen = "127.0.0.1:0".parse().expect("loopback");
         c.metrics_listen = "127.0.0.1:0".parse().expect("loopback");
-        c.jwt_secret = Some(jwt_secret.to_owned());
+        c.jwt_secret = Some(Secret::from(jwt_secret));
         c.jwt_public_key_file = None;
         c.drain_seconds = 1;
         c.liveness_ttl_ms = 3_000;
@@ -173,7 +151,10 @@ impl Config {
     /// # Errors
     /// A one-line description of the first bad setting.
     pub fn validate(&self) -> Result<(), String> {
-        if self.jwt_secret.as_deref().is_none_or(str::is_empty)
+        if self
+            .jwt_secret
+            .as_ref()
+            .is_none_or(|s| s.expose().is_empty())
             && self.jwt_public_key_file.is_none()
         {
             return Err("set KURIR_JWT_SECRET or KURIR_JWT_PUBLIC_KEY_FILE: refusing to accept unauthenticated clients".into());
@@ -244,7 +225,13 @@ mod tests {
     }
 
     #[test]
-    fn secret_debug_is_masked() {
-        assert_eq!(format!("{:?}", Secret::from("hunter2".to_owned())), "***");
+    fn secrets_and_credentials_stay_out_of_debug() {
+        let mut c = Config::for_test(Namespace::random_for_test(), "hunter2");
+        c.redis_url = "redis://:hunter3@redis:6379".into();
+        let printed = format!("{c:?}");
+        assert!(
+            !printed.contains("hunter2") && !printed.contains("hunter3"),
+            "{printed}"
+        );
     }
 }

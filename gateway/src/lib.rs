@@ -71,7 +71,7 @@ impl Gateway {
         config.validate().map_err(StartError::Config)?;
         let verifier = match (&config.jwt_public_key_file, &config.jwt_secret) {
             (Some(path), _) => Verifier::from_public_key_file(path).map_err(StartError::Config)?,
-            (None, Some(secret)) => Verifier::hs256(secret.as_bytes()),
+            (None, Some(secret)) => Verifier::hs256(secret.expose().as_bytes()),
             (None, None) => unreachable!("validate() requires one"),
         };
         telemetry::describe();

@@ -16,8 +16,8 @@ async fn main() -> anyhow::Result<()> {
     let metrics = telemetry::install_recorder().map_err(anyhow::Error::msg)?;
     let mut opts = ConnectOptions::new(
         config.namespace.clone(),
-        &config.nats_url,
-        &config.redis_url,
+        config.nats_url.as_str(),
+        config.redis_url.as_str(),
     );
     opts.presence_ttl = config.presence_ttl();
     opts.inbox_capacity = config.inbox_capacity;

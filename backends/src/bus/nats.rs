@@ -92,7 +92,7 @@ impl NatsBus {
     /// # Errors
     /// `Invalid` for a malformed URL.
     pub async fn connect(opts: &ConnectOptions) -> Result<Self, BackendError> {
-        let servers = servers(&opts.nats_url)?;
+        let servers = servers(opts.nats_url.as_str())?;
         let (reconnected, _) = watch::channel(0);
         let (attempt, mut attempt_rx) = watch::channel(None);
         let events = Arc::new(Events {
