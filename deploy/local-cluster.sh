@@ -6,7 +6,17 @@
 #   deploy/local-cluster.sh up [--gateways N] [--no-build]
 #   deploy/local-cluster.sh status
 #   deploy/local-cluster.sh env          # shell exports for scripts: eval "$(... env)"
+#   deploy/local-cluster.sh restart-gateway I   # drain gateway I (SIGTERM), start it again
+#   deploy/local-cluster.sh rolling-restart     # restart-gateway 1, 2, ... N, one at a time
 #   deploy/local-cluster.sh down
+#
+# restart-gateway sends SIGTERM, waits for the gateway to exit (bounded by
+# KURIR_DRAIN_SECONDS + 15 s, then SIGKILL), starts it again with the same node id,
+# ports and settings as `up`, and returns once its /readyz is 200. Its clients get
+# close 1012 and reconnect through nginx to the other gateways meanwhile.
+# rolling-restart does that for every gateway in turn and waits
+# KURIR_ROLL_PAUSE_SECONDS (2 = nginx's fail_timeout) after each one is ready, so
+# nginx has put it back in rotation before the next one drains.
 #
 # Addresses (all 127.0.0.1):
 #   load balancer  :${KURIR_LB_PORT:-8080}      ws://127.0.0.1:8080/ws?token=<JWT>
@@ -22,8 +32,11 @@
 #   KURIR_LB_PORT (8080), KURIR_GATEWAY_PORT_BASE (18081), KURIR_GATEWAY_METRICS_PORT_BASE (19101),
 #   KURIR_DISPATCHER_GRPC_PORT (50051), KURIR_DISPATCHER_METRICS_PORT (19100)
 #   KURIR_REDIS_URL (redis://127.0.0.1:6379), KURIR_NATS_URL (nats://127.0.0.1:4222)
-#   KURIR_DRAIN_SECONDS (3 here, so `down` is quick), KURIR_READY_TIMEOUT (60 s)
+#   KURIR_DRAIN_SECONDS (3 here, so `down` is quick), KURIR_READY_TIMEOUT (60 s),
+#   KURIR_ROLL_PAUSE_SECONDS (2)
 #   KURIR_LOG_FORMAT (text), RUST_LOG (info)
+#   (restart-gateway and rolling-restart reuse what `up` was given: URLs, drain,
+#   secrets, binaries, log settings)
 #
 # `down` stops only the processes this script started (PIDs in the state dir,
 # checked against /proc before any signal). Redis and NATS are shared machine
@@ -41,6 +54,10 @@ REDIS_URL="${KURIR_REDIS_URL:-redis://127.0.0.1:6379}"
 NATS_URL="${KURIR_NATS_URL:-nats://127.0.0.1:4222}"
 DRAIN_SECONDS="${KURIR_DRAIN_SECONDS:-3}"
 READY_TIMEOUT="${KURIR_READY_TIMEOUT:-60}"
+ROLL_PAUSE="${KURIR_ROLL_PAUSE_SECONDS:-2}"
+# nginx passive health check: one failed attempt (refused, timed out, 502/503)
+# takes a gateway out of rotation for this long; it is then tried again.
+NGINX_FAIL_TIMEOUT=2
 
 log() { printf '[local-cluster] %s\n' "$*" >&2; }
 die() { printf '[local-cluster] error: %s\n' "$*" >&2; exit 1; }
@@ -207,7 +224,7 @@ http {
         least_conn;
 EOF
         for ((i = 1; i <= n; i++)); do
-            printf '        server 127.0.0.1:%d max_fails=1 fail_timeout=5s;\n' "$((GW_PORT_BASE + i - 1))"
+            printf '        server 127.0.0.1:%d max_fails=1 fail_timeout=%ds;\n' "$((GW_PORT_BASE + i - 1))" "$NGINX_FAIL_TIMEOUT"
         done
         cat <<EOF
     }
@@ -226,8 +243,11 @@ EOF
             proxy_read_timeout 3600s;
             proxy_send_timeout 3600s;
             proxy_connect_timeout 2s;
-            proxy_next_upstream error timeout;
-            proxy_next_upstream_tries 2;
+            # A draining gateway answers upgrades 503, then refuses connections:
+            # retry the upgrade (a GET, nothing done yet) on the next gateway.
+            proxy_next_upstream error timeout http_502 http_503;
+            proxy_next_upstream_tries 3;
+            proxy_next_upstream_timeout 10s;
             proxy_buffering off;
         }
 
@@ -296,10 +316,33 @@ print(f"{h}.{p}.{s}")
 EOF
 }
 
-load_env() {
+load_env() { # cluster.env -> KURIR_LOCAL_* and COMMON_ENV (what every kurir process gets)
     [[ -f "$STATE/cluster.env" ]] || return 1
     # shellcheck disable=SC1091
     source "$STATE/cluster.env"
+    COMMON_ENV=(KURIR_NAMESPACE="$KURIR_LOCAL_NAMESPACE"
+                KURIR_NATS_URL="${KURIR_LOCAL_NATS_URL:-$NATS_URL}"
+                KURIR_REDIS_URL="${KURIR_LOCAL_REDIS_URL:-$REDIS_URL}"
+                KURIR_LOG_FORMAT="${KURIR_LOCAL_LOG_FORMAT:-text}"
+                RUST_LOG="${KURIR_LOCAL_RUST_LOG:-info}")
+}
+
+# Gateway i (1-based) as `up` configured it: same node id, ports, drain and secret,
+# so a restart is the same node coming back.
+spawn_gateway() { # i
+    local i="$1"
+    spawn "gateway-$i" "$KURIR_LOCAL_BIN_DIR/kurir-gateway" "${COMMON_ENV[@]}" \
+        KURIR_NODE_ID="local-gw-$i" \
+        KURIR_LISTEN="127.0.0.1:$((KURIR_LOCAL_GATEWAY_PORT_BASE + i - 1))" \
+        KURIR_METRICS_LISTEN="127.0.0.1:$((KURIR_LOCAL_GATEWAY_METRICS_PORT_BASE + i - 1))" \
+        KURIR_DRAIN_SECONDS="${KURIR_LOCAL_DRAIN_SECONDS:-$DRAIN_SECONDS}" \
+        KURIR_JWT_SECRET="$KURIR_LOCAL_JWT_SECRET"
+}
+
+wait_gateway_ready() { # i
+    local i="$1"
+    wait_ready "gateway-$i" "http://127.0.0.1:$((KURIR_LOCAL_GATEWAY_PORT_BASE + i - 1))/readyz" \
+        "$(cat "$(pid_file "gateway-$i")")"
 }
 
 # --------------------------------------------------------------------- commands
@@ -356,6 +399,11 @@ KURIR_LOCAL_GATEWAY_PORT_BASE='$GW_PORT_BASE'
 KURIR_LOCAL_GATEWAY_METRICS_PORT_BASE='$GW_METRICS_BASE'
 KURIR_LOCAL_DISPATCHER_GRPC_PORT='$DISPATCHER_GRPC_PORT'
 KURIR_LOCAL_DISPATCHER_METRICS_PORT='$DISPATCHER_METRICS_PORT'
+KURIR_LOCAL_NATS_URL='$NATS_URL'
+KURIR_LOCAL_REDIS_URL='$REDIS_URL'
+KURIR_LOCAL_DRAIN_SECONDS='$DRAIN_SECONDS'
+KURIR_LOCAL_LOG_FORMAT='${KURIR_LOG_FORMAT:-text}'
+KURIR_LOCAL_RUST_LOG='${RUST_LOG:-info}'
 EOF
     umask 022
 
@@ -363,26 +411,16 @@ EOF
     UP_OK=0
     trap 'if [[ $UP_OK == 0 ]]; then log "up failed; stopping what was started"; stop_all; fi' EXIT
 
-    local common=(KURIR_NAMESPACE="$namespace" KURIR_NATS_URL="$NATS_URL" KURIR_REDIS_URL="$REDIS_URL"
-                  KURIR_LOG_FORMAT="${KURIR_LOG_FORMAT:-text}" RUST_LOG="${RUST_LOG:-info}")
+    load_env
     log "namespace $namespace; binaries from $BIN_DIR"
-    spawn dispatcher "$BIN_DIR/kurir-dispatcher" "${common[@]}" \
+    spawn dispatcher "$BIN_DIR/kurir-dispatcher" "${COMMON_ENV[@]}" \
         KURIR_GRPC_LISTEN="127.0.0.1:$DISPATCHER_GRPC_PORT" \
         KURIR_METRICS_LISTEN="127.0.0.1:$DISPATCHER_METRICS_PORT" \
         KURIR_API_KEYS="$api_keys"
-    for ((i = 1; i <= gateways; i++)); do
-        spawn "gateway-$i" "$BIN_DIR/kurir-gateway" "${common[@]}" \
-            KURIR_NODE_ID="local-gw-$i" \
-            KURIR_LISTEN="127.0.0.1:$((GW_PORT_BASE + i - 1))" \
-            KURIR_METRICS_LISTEN="127.0.0.1:$((GW_METRICS_BASE + i - 1))" \
-            KURIR_DRAIN_SECONDS="$DRAIN_SECONDS" \
-            KURIR_JWT_SECRET="$jwt_secret"
-    done
+    for ((i = 1; i <= gateways; i++)); do spawn_gateway "$i"; done
 
     wait_ready dispatcher "http://127.0.0.1:$DISPATCHER_METRICS_PORT/readyz" "$(cat "$(pid_file dispatcher)")"
-    for ((i = 1; i <= gateways; i++)); do
-        wait_ready "gateway-$i" "http://127.0.0.1:$((GW_PORT_BASE + i - 1))/readyz" "$(cat "$(pid_file "gateway-$i")")"
-    done
+    for ((i = 1; i <= gateways; i++)); do wait_gateway_ready "$i"; done
 
     write_nginx_conf "$gateways"
     start_nginx
@@ -502,6 +540,65 @@ export KURIR_GATEWAY_METRICS_URLS='$gw_metrics'
 EOF
 }
 
+# Drain gateway i and start it again as the same node; returns once it is ready.
+restart_one() { # i
+    local i="$1" name pid drain limit t0 j others=0
+    name="gateway-$i"
+    drain="${KURIR_LOCAL_DRAIN_SECONDS:-$DRAIN_SECONDS}"
+    # The gateway exits after the drain plus at most its 5 s session grace period.
+    limit=$((drain + 15))
+    for ((j = 1; j <= KURIR_LOCAL_GATEWAYS; j++)); do
+        ((j == i)) && continue
+        [[ "$(http_code "http://127.0.0.1:$((KURIR_LOCAL_GATEWAY_PORT_BASE + j - 1))/readyz")" == 200 ]] \
+            && others=$((others + 1))
+    done
+    ((others > 0)) || log "warning: no other gateway is ready; clients of $name wait until it is back"
+    t0=$SECONDS
+    if pid="$(owned_pid "$name")"; then
+        log "$name: SIGTERM (pid $pid), draining over ${drain}s"
+        kill -TERM "$pid" 2>/dev/null || true
+        while alive "$pid" && ((SECONDS - t0 <= limit)); do sleep 0.1; done
+        if alive "$pid"; then
+            log "$name (pid $pid) did not exit within ${limit}s; SIGKILL"
+            kill -KILL "$pid" 2>/dev/null || true
+            for _ in $(seq 1 50); do alive "$pid" || break; sleep 0.1; done
+        fi
+        log "$name: exited after $((SECONDS - t0))s"
+    else
+        log "$name: not running; starting it"
+    fi
+    spawn_gateway "$i"
+    wait_gateway_ready "$i" || die "$name did not come back (log: $STATE/logs/$name.log)"
+    log "$name: ready again (pid $(cat "$(pid_file "$name")")), $((SECONDS - t0))s after SIGTERM"
+}
+
+lock_for_restart() {
+    if [[ ! -d "$STATE/pids" ]] || ! load_env; then die "not running (no $STATE/cluster.env)"; fi
+    exec 9>"$STATE/.lock"
+    flock -w "$((${KURIR_LOCAL_DRAIN_SECONDS:-$DRAIN_SECONDS} + 30))" 9 \
+        || die "another local-cluster.sh command holds $STATE/.lock"
+}
+
+cmd_restart_gateway() {
+    [[ $# -eq 1 && "$1" =~ ^[1-9][0-9]*$ ]] || die "usage: $0 restart-gateway <1..N>"
+    lock_for_restart
+    (($1 <= KURIR_LOCAL_GATEWAYS)) || die "no gateway-$1 (this cluster has $KURIR_LOCAL_GATEWAYS)"
+    restart_one "$1"
+}
+
+cmd_rolling_restart() {
+    [[ $# -eq 0 ]] || die "rolling-restart takes no arguments"
+    lock_for_restart
+    local i
+    for ((i = 1; i <= KURIR_LOCAL_GATEWAYS; i++)); do
+        restart_one "$i"
+        # nginx keeps a gateway it saw fail out of rotation for fail_timeout: let it
+        # come back before draining the next one, or that one's clients find no peer.
+        if ((i < KURIR_LOCAL_GATEWAYS)); then sleep "$ROLL_PAUSE"; fi
+    done
+    log "rolling restart of $KURIR_LOCAL_GATEWAYS gateway(s) done"
+}
+
 main() {
     local cmd="${1:-}"
     [[ $# -gt 0 ]] && shift
@@ -510,6 +607,8 @@ main() {
         down) cmd_down ;;
         status) cmd_status ;;
         env) cmd_env ;;
+        restart-gateway) cmd_restart_gateway "$@" ;;
+        rolling-restart) cmd_rolling_restart "$@" ;;
         -h|--help|help) usage ;;
         *) usage >&2; exit 2 ;;
     esac

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # End-to-end test of deploy/local-cluster.sh: up, status, WebSocket through nginx,
-# drain of one gateway behind the load balancer, down, and that down only stops
-# what the script started.
+# drain of one gateway behind the load balancer, restart-gateway, rolling-restart,
+# down, and that down only stops what the script started.
 #
 #   tests/ops/test_local_cluster.sh                 # stand-in binaries (tests/ops/fake_kurir.py)
 #   KURIR_BIN_DIR=target/release tests/ops/test_local_cluster.sh   # the real binaries
@@ -81,6 +81,8 @@ check "LB /readyz is 200" test "$(curl -s -o /dev/null -w '%{http_code}' "http:/
 check "LB serves the gateway's / page" test "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$KURIR_LB_PORT/")" = 200
 check "generated nginx config passes nginx -t" \
     nginx -t -q -c "$KURIR_LOCAL_STATE/nginx/nginx.conf" -e "$KURIR_LOCAL_STATE/logs/nginx-error.log"
+check "nginx retries a refused or 503 upgrade on the next gateway" \
+    grep -qE '^ *proxy_next_upstream error timeout http_502 http_503;' "$KURIR_LOCAL_STATE/nginx/nginx.conf"
 
 TOKEN="$(python3 - "$KURIR_JWT_SECRET" <<'EOF'
 import base64, hashlib, hmac, json, sys, time
@@ -169,7 +171,42 @@ if [[ $REAL == 1 ]]; then
         python3 "$REPO/tests/ops/check_rules.py" --no-promtool "${urls[@]}"
 fi
 
-# 7. down stops only what the script started
+# 7. restart-gateway brings the drained gateway back as the same node
+gw_pids() { cat "$KURIR_LOCAL_STATE"/pids/gateway-{1,2,3}.pid; }
+check "restart-gateway refuses a gateway the cluster does not have" bash -c "! '$CLUSTER' restart-gateway 4"
+check "restart-gateway 1" "$CLUSTER" restart-gateway 1
+check "status: all 3 gateways up and ready after restart-gateway 1" status_ok
+python3 "$REPO/tests/ops/wsprobe.py" "$KURIR_LB_URL" --token "$TOKEN" --count 6 --hold 0.3 --out "$WORK/back.json"
+back() {
+    python3 - "$WORK/back.json" <<'EOF'
+import json, sys
+r = json.load(open(sys.argv[1]))
+if any(x["status"] != 101 for x in r) or "local-gw-1" not in {x["node"] for x in r}:
+    sys.exit(f"the restarted gateway-1 (node local-gw-1) takes clients again: {r}")
+EOF
+}
+check "the restarted gateway takes new clients through nginx (same node id)" back
+
+# 8. rolling-restart: every gateway drained and back, one at a time
+before="$(gw_pids)"
+python3 "$REPO/tests/ops/wsprobe.py" "$KURIR_LB_URL" --token "$TOKEN" --count 6 --hold 40 --out "$WORK/rolled.json" &
+PROBE=$!
+check "6 clients held open through the rolling restart" connections_counted
+check "rolling-restart" "$CLUSTER" rolling-restart
+wait "$PROBE" || true
+check "rolling-restart gave every gateway a new process" test "$(comm -12 <(sort <<<"$before") <(gw_pids | sort))" = ""
+check "status: all 3 gateways up and ready after rolling-restart" status_ok
+rolled() {
+    python3 - "$WORK/rolled.json" <<'EOF'
+import json, sys
+r = json.load(open(sys.argv[1]))
+if any(x["status"] != 101 or x["close_code"] != 1012 for x in r):
+    sys.exit(f"every client held through a rolling restart is closed with 1012: {r}")
+EOF
+}
+check "rolling-restart closed every held client with 1012" rolled
+
+# 9. down stops only what the script started
 sleep 300 &
 DECOY=$!
 echo "$DECOY" >"$KURIR_LOCAL_STATE/pids/gateway-9.pid"
@@ -187,7 +224,7 @@ check "down stopped the dispatcher, gateways and nginx" all_gone
 check "down left an unrelated process alone (pid file it did not write)" kill -0 "$DECOY"
 ports_free() {
     local p
-    for p in "$KURIR_LB_PORT" 18182 18183 19200 50151; do
+    for p in "$KURIR_LB_PORT" 18181 18182 18183 19200 50151; do
         if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then echo "port $p still open"; return 1; fi
     done
 }

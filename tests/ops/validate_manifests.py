@@ -797,10 +797,13 @@ def check_nginx(res: Results) -> None:
     res.check("nginx -t accepts deploy/nginx/kurir.conf (upstreams -> 127.0.0.1)", None if ok else out)
     errors = []
     for need in ("proxy_http_version 1.1", "proxy_set_header Upgrade $http_upgrade",
-                 "proxy_set_header Connection $connection_upgrade", "proxy_read_timeout", "least_conn"):
+                 "proxy_set_header Connection $connection_upgrade", "proxy_read_timeout", "least_conn",
+                 # a draining gateway answers 503, then refuses: retry the upgrade elsewhere
+                 "proxy_next_upstream error timeout http_502 http_503"):
         if need not in text:
             errors.append(f"missing `{need}`")
-    res.check("nginx config proxies WebSocket upgrades with long read timeouts and least_conn", errors)
+    res.check("nginx config proxies WebSocket upgrades with long read timeouts, least_conn, "
+              "and retries refused upgrades on the next gateway", errors)
 
 
 def check_prometheus_config(res: Results) -> None:
