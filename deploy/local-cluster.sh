@@ -14,9 +14,9 @@
 # KURIR_DRAIN_SECONDS + 15 s, then SIGKILL), starts it again with the same node id,
 # ports and settings as `up`, and returns once its /readyz is 200. Its clients get
 # close 1012 and reconnect through nginx to the other gateways meanwhile.
-# rolling-restart does that for every gateway in turn and waits
-# KURIR_ROLL_PAUSE_SECONDS (2 = nginx's fail_timeout) after each one is ready, so
-# nginx has put it back in rotation before the next one drains.
+# rolling-restart does that for every gateway in turn, waits KURIR_ROLL_PAUSE_SECONDS
+# after each one is ready (like minReadySeconds), and refuses to drain a gateway
+# while no other one is ready.
 #
 # Addresses (all 127.0.0.1):
 #   load balancer  :${KURIR_LB_PORT:-8080}      ws://127.0.0.1:8080/ws?token=<JWT>
@@ -33,7 +33,7 @@
 #   KURIR_DISPATCHER_GRPC_PORT (50051), KURIR_DISPATCHER_METRICS_PORT (19100)
 #   KURIR_REDIS_URL (redis://127.0.0.1:6379), KURIR_NATS_URL (nats://127.0.0.1:4222)
 #   KURIR_DRAIN_SECONDS (3 here, so `down` is quick), KURIR_READY_TIMEOUT (60 s),
-#   KURIR_ROLL_PAUSE_SECONDS (2)
+#   KURIR_ROLL_PAUSE_SECONDS (1)
 #   KURIR_LOG_FORMAT (text), RUST_LOG (info)
 #   (restart-gateway and rolling-restart reuse what `up` was given: URLs, drain,
 #   secrets, binaries, log settings)
@@ -54,10 +54,7 @@ REDIS_URL="${KURIR_REDIS_URL:-redis://127.0.0.1:6379}"
 NATS_URL="${KURIR_NATS_URL:-nats://127.0.0.1:4222}"
 DRAIN_SECONDS="${KURIR_DRAIN_SECONDS:-3}"
 READY_TIMEOUT="${KURIR_READY_TIMEOUT:-60}"
-ROLL_PAUSE="${KURIR_ROLL_PAUSE_SECONDS:-2}"
-# nginx passive health check: one failed attempt (refused, timed out, 502/503)
-# takes a gateway out of rotation for this long; it is then tried again.
-NGINX_FAIL_TIMEOUT=2
+ROLL_PAUSE="${KURIR_ROLL_PAUSE_SECONDS:-1}"
 
 log() { printf '[local-cluster] %s\n' "$*" >&2; }
 die() { printf '[local-cluster] error: %s\n' "$*" >&2; exit 1; }
@@ -220,11 +217,14 @@ http {
         ''      close;
     }
 
+    # max_fails=0: no passive health marking, see deploy/nginx/kurir.conf (with
+    # WebSockets a gateway marked failed once stays mostly out of rotation after
+    # it is back). A refused or 503 upgrade is retried on the next gateway instead.
     upstream kurir_gateways {
         least_conn;
 EOF
         for ((i = 1; i <= n; i++)); do
-            printf '        server 127.0.0.1:%d max_fails=1 fail_timeout=%ds;\n' "$((GW_PORT_BASE + i - 1))" "$NGINX_FAIL_TIMEOUT"
+            printf '        server 127.0.0.1:%d max_fails=0;\n' "$((GW_PORT_BASE + i - 1))"
         done
         cat <<EOF
     }
@@ -540,19 +540,27 @@ export KURIR_GATEWAY_METRICS_URLS='$gw_metrics'
 EOF
 }
 
+others_ready() { # i -> how many gateways other than i answer /readyz with 200
+    local j n=0
+    for ((j = 1; j <= KURIR_LOCAL_GATEWAYS; j++)); do
+        ((j == $1)) && continue
+        if [[ "$(http_code "http://127.0.0.1:$((KURIR_LOCAL_GATEWAY_PORT_BASE + j - 1))/readyz")" == 200 ]]; then
+            n=$((n + 1))
+        fi
+    done
+    echo "$n"
+}
+
 # Drain gateway i and start it again as the same node; returns once it is ready.
 restart_one() { # i
-    local i="$1" name pid drain limit t0 j others=0
+    local i="$1" name pid drain limit t0
     name="gateway-$i"
     drain="${KURIR_LOCAL_DRAIN_SECONDS:-$DRAIN_SECONDS}"
     # The gateway exits after the drain plus at most its 5 s session grace period.
     limit=$((drain + 15))
-    for ((j = 1; j <= KURIR_LOCAL_GATEWAYS; j++)); do
-        ((j == i)) && continue
-        [[ "$(http_code "http://127.0.0.1:$((KURIR_LOCAL_GATEWAY_PORT_BASE + j - 1))/readyz")" == 200 ]] \
-            && others=$((others + 1))
-    done
-    ((others > 0)) || log "warning: no other gateway is ready; clients of $name wait until it is back"
+    if [[ "$(others_ready "$i")" == 0 ]]; then
+        log "warning: no other gateway is ready; clients of $name wait until it is back"
+    fi
     t0=$SECONDS
     if pid="$(owned_pid "$name")"; then
         log "$name: SIGTERM (pid $pid), draining over ${drain}s"
@@ -591,9 +599,10 @@ cmd_rolling_restart() {
     lock_for_restart
     local i
     for ((i = 1; i <= KURIR_LOCAL_GATEWAYS; i++)); do
+        if ((KURIR_LOCAL_GATEWAYS > 1)) && [[ "$(others_ready "$i")" == 0 ]]; then
+            die "not draining gateway-$i: no other gateway is ready"
+        fi
         restart_one "$i"
-        # nginx keeps a gateway it saw fail out of rotation for fail_timeout: let it
-        # come back before draining the next one, or that one's clients find no peer.
         if ((i < KURIR_LOCAL_GATEWAYS)); then sleep "$ROLL_PAUSE"; fi
     done
     log "rolling restart of $KURIR_LOCAL_GATEWAYS gateway(s) done"
