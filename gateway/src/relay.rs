@@ -7,6 +7,7 @@
 //! a client that resubscribes at once does not churn the bus.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -138,13 +139,13 @@ fn deliver_direct(hub: &Hub, d: &Delivery) {
         };
         hub.to_user(
             &user,
-            &Outbound::Notification {
+            &Arc::new(Outbound {
                 id,
                 stored,
                 direct: true,
                 created_at: d.created_at,
                 frame,
-            },
+            }),
         );
     }
 }
@@ -164,13 +165,13 @@ async fn relay_fanout(hub: Hub, mut sub: Subscription, topic: Option<Topic>) {
             "broadcast"
         });
         let Some(id) = live(&d) else { continue };
-        let msg = Outbound::Notification {
+        let msg = Arc::new(Outbound {
             id,
             stored: false,
             direct: false,
             created_at: d.created_at,
             frame: PreparedNotification::new(&d).frame(false, None),
-        };
+        });
         match &topic {
             Some(t) => hub.to_topic(t, &msg),
             None => hub.to_all(&msg),

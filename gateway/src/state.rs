@@ -12,8 +12,9 @@ use crate::receipts::Receipts;
 use crate::relay::Topics;
 use crate::ws::auth::Verifier;
 
-/// Bytes tungstenite reads from a socket at once (it keeps this buffer per connection).
-pub const READ_BUFFER: usize = 4096;
+/// Bytes tungstenite reserves to read a socket (allocated per connection up front; it
+/// grows for a larger frame). Client frames are small (acks, subscribes): 512 is plenty.
+pub const READ_BUFFER: usize = 512;
 
 #[derive(Clone)]
 pub struct AppState {

@@ -19,21 +19,23 @@ use crate::telemetry;
 use crate::ws::close::CloseReason;
 use shard::Shards;
 
-/// One item in a connection's queue.
-#[derive(Debug, Clone)]
-pub enum Outbound {
-    /// A notification frame. `stored` ones are deduplicated by id per connection and
-    /// emit a DELIVERED receipt.
-    Notification {
-        id: NotificationId,
-        stored: bool,
-        /// Sent to its user by id (not a topic or broadcast): emits a DELIVERED receipt.
-        direct: bool,
-        /// Unix ms, for the delivery latency histogram.
-        created_at: i64,
-        frame: Bytes,
-    },
+/// A notification frame on its way to sockets, built once and shared by every
+/// connection it goes to.
+#[derive(Debug)]
+pub struct Outbound {
+    pub id: NotificationId,
+    /// Stored notifications are deduplicated by id per connection.
+    pub stored: bool,
+    /// Sent to its user by id (not a topic or broadcast): emits a DELIVERED receipt.
+    pub direct: bool,
+    /// Unix ms, for the delivery latency histogram.
+    pub created_at: i64,
+    pub frame: Bytes,
 }
+
+/// What a connection's queue holds: a pointer, so that the queue's first block, which
+/// every idle connection carries, stays small, and fan-out clones a reference count.
+pub type Queued = Arc<Outbound>;
 
 /// Out-of-band signals to a session, which never wait behind a full queue.
 #[derive(Debug, Default)]
@@ -78,13 +80,13 @@ impl Control {
 pub struct ConnHandle {
     pub id: ConnId,
     pub user: UserId,
-    tx: mpsc::Sender<Outbound>,
+    tx: mpsc::Sender<Queued>,
     pub control: Arc<Control>,
 }
 
 impl ConnHandle {
     /// `queue` is bounded: when full, the connection is closed with 1013.
-    pub fn new(id: ConnId, user: UserId, queue: usize) -> (Self, mpsc::Receiver<Outbound>) {
+    pub fn new(id: ConnId, user: UserId, queue: usize) -> (Self, mpsc::Receiver<Queued>) {
         let (tx, rx) = mpsc::channel(queue);
         let handle = Self {
             id,
@@ -97,8 +99,8 @@ impl ConnHandle {
 
     /// Queue without waiting. `false` when the connection is gone or too slow (then it
     /// is told to close with 1013).
-    pub fn offer(&self, msg: Outbound) -> bool {
-        match self.tx.try_send(msg) {
+    pub fn offer(&self, msg: &Queued) -> bool {
+        match self.tx.try_send(Arc::clone(msg)) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
                 telemetry::dropped("slow_consumer");
@@ -184,18 +186,18 @@ impl Hub {
     }
 
     /// Offer to every connection of `user`; returns how many accepted.
-    pub fn to_user(&self, user: &UserId, msg: &Outbound) -> usize {
-        self.inner.users.each_of(user, |c| c.offer(msg.clone()))
+    pub fn to_user(&self, user: &UserId, msg: &Queued) -> usize {
+        self.inner.users.each_of(user, |c| c.offer(msg))
     }
 
     /// Offer to every subscriber of `topic`.
-    pub fn to_topic(&self, topic: &Topic, msg: &Outbound) -> usize {
-        self.inner.topics.each_of(topic, |c| c.offer(msg.clone()))
+    pub fn to_topic(&self, topic: &Topic, msg: &Queued) -> usize {
+        self.inner.topics.each_of(topic, |c| c.offer(msg))
     }
 
     /// Offer to every connection of this node.
-    pub fn to_all(&self, msg: &Outbound) -> usize {
-        self.inner.users.each(|c| c.offer(msg.clone()))
+    pub fn to_all(&self, msg: &Queued) -> usize {
+        self.inner.users.each(|c| c.offer(msg))
     }
 
     /// Tell every connection of `user` to close; returns how many.
@@ -229,14 +231,14 @@ impl Hub {
 mod tests {
     use super::*;
 
-    fn msg() -> Outbound {
-        Outbound::Notification {
+    fn msg() -> Queued {
+        Arc::new(Outbound {
             id: NotificationId::generate(),
             stored: false,
             direct: false,
             created_at: 0,
             frame: Bytes::from_static(b"{}"),
-        }
+        })
     }
 
     fn user(s: &str) -> UserId {

@@ -26,7 +26,7 @@ use tracing::{debug, info_span, warn, Instrument};
 use super::auth::Identity;
 use super::close::CloseReason;
 use super::frame::{self, ClientFrame, FrameError, PreparedNotification};
-use crate::hub::{ConnHandle, Outbound};
+use crate::hub::{ConnHandle, Queued};
 use crate::state::AppState;
 use crate::telemetry;
 
@@ -58,7 +58,7 @@ where
         };
         let reason = session.run(cursor).await;
         debug!(reason = reason.label(), "session closed");
-        session.finish(&reason).await;
+        Box::pin(session.finish(&reason)).await;
         metrics::gauge!(telemetry::CONNECTIONS).decrement(1.0);
         metrics::counter!(telemetry::CLOSED, "reason" => reason.label()).increment(1);
     }
@@ -71,7 +71,7 @@ struct Session<S> {
     state: AppState,
     identity: Identity,
     handle: ConnHandle,
-    rx: mpsc::Receiver<Outbound>,
+    rx: mpsc::Receiver<Queued>,
     topics: Vec<Topic>,
     seen: SeenIds,
     last_heard: Instant,
@@ -107,9 +107,10 @@ where
         if self.send(welcome).await.is_err() {
             return CloseReason::Client;
         }
-        match self.replay(cursor).await {
-            Ok(()) => {}
-            Err(reason) => return reason,
+        // Replay and frame handling are boxed: their state lives on the heap only while
+        // they run, so an idle connection's task stays small.
+        if let Err(reason) = Box::pin(self.replay(cursor)).await {
+            return reason;
         }
         self.live().await
     }
@@ -127,19 +128,19 @@ where
                         return reason;
                     }
                     if control.take_resync() {
-                        if let Err(reason) = self.replay(None).await {
+                        if let Err(reason) = Box::pin(self.replay(None)).await {
                             return reason;
                         }
                     }
                 }
                 incoming = self.socket.next() => {
-                    if let Some(reason) = self.on_incoming(incoming).await {
+                    if let Some(reason) = Box::pin(self.on_incoming(incoming)).await {
                         return reason;
                     }
                 }
                 out = self.rx.recv() => {
                     let Some(out) = out else { return CloseReason::Internal };
-                    if self.write_batch(out).await.is_err() {
+                    if Box::pin(self.write_batch(out)).await.is_err() {
                         return CloseReason::Client;
                     }
                 }
@@ -197,26 +198,19 @@ where
     }
 
     /// Write `first` and whatever else is queued, up to [`WRITE_BATCH`], then flush once.
-    async fn write_batch(&mut self, first: Outbound) -> Result<(), Gone> {
+    async fn write_batch(&mut self, first: Queued) -> Result<(), Gone> {
         let mut next = Some(first);
-        let mut written = Vec::new();
+        let mut written: Vec<Queued> = Vec::new();
         let mut n = 0;
-        while let Some(Outbound::Notification {
-            id,
-            stored,
-            direct,
-            created_at,
-            frame,
-        }) = next.take()
-        {
-            if stored && !self.seen.insert(id) {
+        while let Some(out) = next.take() {
+            if out.stored && !self.seen.insert(out.id) {
                 telemetry::dropped("duplicate");
             } else {
                 self.socket
-                    .feed(Message::Text(text(frame)))
+                    .feed(Message::Text(text(out.frame.clone())))
                     .await
                     .map_err(|_| Gone)?;
-                written.push((id, direct, created_at));
+                written.push(out);
             }
             n += 1;
             if n < WRITE_BATCH {
@@ -224,10 +218,10 @@ where
             }
         }
         self.socket.flush().await.map_err(|_| Gone)?;
-        for (id, direct, created_at) in written {
-            observe(created_at);
-            if direct {
-                self.receipt(id, ReceiptStatus::Delivered);
+        for out in written {
+            observe(out.created_at);
+            if out.direct {
+                self.receipt(out.id, ReceiptStatus::Delivered);
             }
         }
         Ok(())
@@ -455,5 +449,66 @@ mod tests {
         assert!(s.insert(ids[1]));
         assert!(s.insert(ids[2]));
         assert!(s.insert(ids[0]), "oldest evicted");
+    }
+}
+
+#[cfg(test)]
+mod idle_footprint {
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    use axum::extract::ws::Message;
+
+    struct Dummy;
+    impl futures::Stream for Dummy {
+        type Item = Result<Message, axum::Error>;
+        fn poll_next(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+            Poll::Pending
+        }
+    }
+    impl futures::Sink<Message> for Dummy {
+        type Error = axum::Error;
+        fn poll_ready(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), axum::Error>> {
+            Poll::Ready(Ok(()))
+        }
+        fn start_send(self: Pin<&mut Self>, _: Message) -> Result<(), axum::Error> {
+            Ok(())
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), axum::Error>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), axum::Error>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[test]
+    fn an_idle_session_stays_small() {
+        let ns = kurir_backends::Namespace::random_for_test();
+        let (topics, _t) = crate::relay::Topics::channel();
+        let node = kurir_backends::NodeId::generate();
+        let (receipts, _r) = crate::receipts::Receipts::channel(node.clone(), 8);
+        let state = crate::state::AppState {
+            config: std::sync::Arc::new(crate::Config::for_test(ns.clone(), "x")),
+            node,
+            backends: kurir_backends::Backends::memory(ns),
+            hub: crate::hub::Hub::new(),
+            topics,
+            receipts,
+            verifier: std::sync::Arc::new(crate::ws::auth::Verifier::hs256(b"x")),
+            readiness: Default::default(),
+            tracker: Default::default(),
+        };
+        let id = crate::ws::auth::Identity {
+            user: kurir_backends::UserId::parse("a").unwrap(),
+            topics: vec![],
+            expires_at: 0,
+        };
+        let fut = super::run(Dummy, state, id, None);
+        // Every idle connection carries this future and its queue's first block (32
+        // slots): keep both small. Bounds are for the test (debug) build.
+        let size = std::mem::size_of_val(&fut);
+        assert!(size <= 1536, "session future grew to {size} bytes");
+        assert_eq!(std::mem::size_of::<crate::hub::Queued>(), 8);
     }
 }
