@@ -67,7 +67,8 @@ impl Spawned {
 
 impl Drop for Spawned {
     fn drop(&mut self) {
-        let _ = crate::procs::terminate(&mut self.child, Duration::from_secs(5));
+        // Long enough for a drain (KURIR_DRAIN_SECONDS=1) even under a profiler.
+        let _ = crate::procs::terminate(&mut self.child, Duration::from_secs(15));
     }
 }
 

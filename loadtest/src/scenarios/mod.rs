@@ -199,6 +199,13 @@ impl Bench {
         };
         let mut targets = targets;
         targets.watched.extend(common.pids.iter().cloned());
+        // The load generator itself (sender, and the clients when `--workers 0`), so the
+        // report shows where the box's CPU went.
+        targets.watched.push(Watched {
+            name: "loadtest".into(),
+            pid: std::process::id(),
+            role: Role::Other,
+        });
         let workers = common.workers_for(common.clients + extra);
         let exe = std::env::current_exe()?;
         let max_seconds = (common.duration + common.drain) as u64 + 600;

@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# The BENCHMARKS.md runs: each scenario RUNS times (default 3), JSON reports in
+# $OUT (default /tmp/kurir-bench), one file per run. Before each run it waits (at most
+# QUIET_WAIT seconds) until the CPU is quiet: ≥ 85 % idle over 3 s, i.e. no one else's
+# build or test is running; the idle share seen is recorded.
+#   loadtest/scripts/bench.sh [name-regex]
+# Needs target/release/{kurir-gateway,kurir-dispatcher,kurir-loadtest} and, for the
+# Socket.IO comparison, `npm ci --prefix loadtest/peers/socketio`.
+set -u
+cd "$(dirname "$0")/../.."
+LT=target/release/kurir-loadtest
+OUT=${OUT:-/tmp/kurir-bench}
+RUNS=${RUNS:-3}
+QUIET_WAIT=${QUIET_WAIT:-240}
+FILTER=${1:-}
+mkdir -p "$OUT"
+
+idle_pct() {
+  local a b
+  read -r -a a < /proc/stat; sleep 3; read -r -a b < /proc/stat
+  local busy=0 idle=0 i
+  for i in 1 2 3 4 5 6 7 8; do busy=$((busy + b[i] - a[i])); done
+  idle=$((b[4] - a[4] + b[5] - a[5]))
+  echo $((100 * idle / (busy > 0 ? busy : 1)))
+}
+
+quiet() {
+  local waited=0 idle
+  idle=$(idle_pct)
+  while [ "$idle" -lt 85 ] && [ "$waited" -lt "$QUIET_WAIT" ]; do
+    sleep 2; waited=$((waited + 5)); idle=$(idle_pct)
+  done
+  echo "${idle}%idle"
+}
+
+bench() {
+  local name=$1; shift
+  [[ "$name" =~ $FILTER ]] || return 0
+  for i in $(seq "${START:-1}" "$RUNS"); do
+    local load; load=$(quiet)
+    echo "== $name run $i ($load before): $LT $*" | tee -a "$OUT/commands.txt"
+    timeout 600 "$LT" "$@" --json --seed "$i" > "$OUT/$name.$i.json" 2> "$OUT/$name.$i.err"
+    echo "   exit $?" | tee -a "$OUT/commands.txt"
+  done
+}
+
+K="--spawn-cluster"
+bench connect-1gw      connect  $K --gateways 1 --clients 15000 --workers 2 --hold 5
+bench connect-cluster  connect  $K --gateways 6 --clients 102000 --workers 7 --hold 5 --connect-concurrency 128 --timeout-ms 30000
+bench targeted-max     targeted $K --gateways 2 --clients 10000 --workers 1 --rate 0 --count 400000 --duration 15 --inflight 512 --channels 8
+bench targeted-10k     targeted $K --gateways 2 --clients 10000 --workers 1 --rate 10000 --count 150000 --duration 15 --inflight 1024 --channels 8
+bench targeted-2k      targeted $K --gateways 2 --clients 10000 --workers 1 --rate 2000 --count 30000 --duration 15 --inflight 256 --channels 4
+bench targeted-5k      targeted $K --gateways 2 --clients 10000 --workers 1 --rate 5000 --count 75000 --duration 15 --inflight 512 --channels 8
+bench fanout-topic     fanout   $K --gateways 2 --clients 20000 --workers 2 --mode topic --publishes 50 --rate 5 --duration 30
+bench fanout-broadcast fanout   $K --gateways 2 --clients 20000 --workers 2 --mode broadcast --publishes 50 --rate 5 --duration 30
+bench vs-sio-targeted  targeted $K --gateways 2 --clients 2000 --workers 0 --rate 2000 --count 30000 --duration 15 --compare-socketio
+bench vs-sio-connect   connect  $K --gateways 2 --clients 10000 --workers 1 --hold 5 --compare-socketio
+RUNS=1 bench churn     churn    $K --gateways 2 --clients 5000 --workers 1 --churners 500 --hold-ms 500 --rate 1000 --duration 15
+RUNS=1 bench batch     batch    $K --gateways 2 --clients 10000 --workers 1 --batch 1000 --rate 20 --count 300 --duration 15
