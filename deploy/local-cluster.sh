@@ -203,7 +203,8 @@ events {
 
 http {
     log_format kurir '\$remote_addr [\$time_local] "\$request_method \$uri \$server_protocol" '
-                     '\$status \$body_bytes_sent rt=\$request_time upstream=\$upstream_addr';
+                     '\$status \$body_bytes_sent rt=\$request_time upstream=\$upstream_addr '
+                     'us=\$upstream_status uct=\$upstream_connect_time';
     access_log $STATE/logs/nginx-access.log kurir;
     client_body_temp_path $STATE/nginx/tmp/client;
     proxy_temp_path $STATE/nginx/tmp/proxy;
@@ -230,7 +231,8 @@ EOF
     }
 
     server {
-        listen 127.0.0.1:$LB_PORT;
+        # Reconnect waves (a gateway draining) arrive at once: a deep accept queue.
+        listen 127.0.0.1:$LB_PORT backlog=4096;
 
         location = /ws {
             proxy_pass http://kurir_gateways;
@@ -249,6 +251,10 @@ EOF
             proxy_next_upstream_tries 3;
             proxy_next_upstream_timeout 10s;
             proxy_buffering off;
+            # nginx's error log quotes the request line, ?token= included, for
+            # every refused attempt; upstream failures show in the access log
+            # (us= upstream statuses, uct= connect times) instead.
+            error_log $STATE/logs/nginx-error.log crit;
         }
 
         location / {

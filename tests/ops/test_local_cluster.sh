@@ -206,6 +206,13 @@ EOF
 }
 check "rolling-restart closed every held client with 1012" rolled
 
+no_token_in_logs() {
+    if grep -l 'token=' "$KURIR_LOCAL_STATE"/logs/nginx-*.log; then return 1; fi
+    grep -qE ' us=50[23], 101 ' "$KURIR_LOCAL_STATE/logs/nginx-access.log" \
+        || { echo "no upgrade retried on the next gateway in the access log"; return 1; }
+}
+check "nginx logs retried upgrades (us=502, 101 or 503, 101) but never a token" no_token_in_logs
+
 # 9. down stops only what the script started
 sleep 300 &
 DECOY=$!
