@@ -618,8 +618,8 @@ pub fn redis_cli(url: &str, args: &[&str]) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
-/// Run one command per line of `commands` in a single `redis-cli` (keys must not
-/// contain spaces or quotes); one output line per command.
+/// Run one command per line of `commands` in a single `redis-cli` (quote arguments
+/// with [`redis_quote`]); one output line per command.
 pub fn redis_cli_batch(url: &str, commands: &[String]) -> Result<Vec<String>> {
     use std::io::Write;
     if commands.is_empty() {
@@ -649,6 +649,28 @@ pub fn redis_cli_batch(url: &str, commands: &[String]) -> Result<Vec<String>> {
         .collect())
 }
 
+/// `arg` as one redis-cli argument, whatever it contains.
+pub fn redis_quote(arg: &str) -> String {
+    let mut out = String::from("\"");
+    for c in arg.chars() {
+        match c {
+            '"' | '\\' => {
+                out.push('\\');
+                out.push(c);
+            }
+            c if c.is_ascii_graphic() || c == ' ' => out.push(c),
+            c => {
+                let mut buf = [0; 4];
+                for b in c.encode_utf8(&mut buf).bytes() {
+                    out.push_str(&format!("\\x{b:02x}"));
+                }
+            }
+        }
+    }
+    out.push('"');
+    out
+}
+
 fn namespace_keys(url: &str, pattern: &str) -> Result<Vec<String>> {
     Ok(redis_cli(url, &["--scan", "--pattern", pattern])?
         .lines()
@@ -660,7 +682,10 @@ fn namespace_keys(url: &str, pattern: &str) -> Result<Vec<String>> {
 /// Entries left in every inbox of a namespace.
 pub fn inbox_entries(url: &str, namespace: &str) -> Result<usize> {
     let keys = namespace_keys(url, &format!("kurir:{namespace}:inbox:*"))?;
-    let commands: Vec<String> = keys.iter().map(|k| format!("XLEN {k}")).collect();
+    let commands: Vec<String> = keys
+        .iter()
+        .map(|k| format!("XLEN {}", redis_quote(k)))
+        .collect();
     let lens = redis_cli_batch(url, &commands)?;
     if lens.len() != keys.len() {
         bail!("XLEN of {} keys gave {} answers", keys.len(), lens.len());
@@ -671,7 +696,10 @@ pub fn inbox_entries(url: &str, namespace: &str) -> Result<usize> {
 /// Delete this namespace's keys (never anything else).
 pub fn cleanup_namespace(url: &str, namespace: &str) {
     if let Ok(keys) = namespace_keys(url, &format!("kurir:{namespace}:*")) {
-        let commands: Vec<String> = keys.iter().map(|k| format!("DEL {k}")).collect();
+        let commands: Vec<String> = keys
+            .iter()
+            .map(|k| format!("DEL {}", redis_quote(k)))
+            .collect();
         let _ = redis_cli_batch(url, &commands);
     }
 }
@@ -1018,5 +1046,36 @@ async fn fleet_user(
             last_end = Some(end);
         }
         tokio::time::sleep(Duration::from_millis(50 + (pick as u64 % 100))).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cleanup_namespace_deletes_odd_keys_and_only_its_own() -> Result<()> {
+        let (url, ns, other) = (redis_url(), random_namespace(), random_namespace());
+        // Split naively on the space, the first key would name the neighbour.
+        let neighbour = format!("kurir:{other}:presence:{{b}}");
+        let odd = [
+            format!("kurir:{ns}:presence:{{a {neighbour}"),
+            format!("kurir:{ns}:inbox:{{q\"uo\\te}}"),
+            format!("kurir:{ns}:idem:\u{e9}\tx"),
+        ];
+        for k in odd.iter().chain([&neighbour]) {
+            redis_cli(&url, &["SET", k, "1"]).context("set up keys (is Redis running?)")?;
+        }
+        cleanup_namespace(&url, &ns);
+        for k in &odd {
+            assert_eq!(redis_cli(&url, &["EXISTS", k])?, "0", "{k:?} left behind");
+        }
+        assert_eq!(
+            redis_cli(&url, &["EXISTS", &neighbour])?,
+            "1",
+            "neighbour deleted"
+        );
+        cleanup_namespace(&url, &other);
+        Ok(())
     }
 }
