@@ -73,6 +73,10 @@ pub struct Config {
     #[arg(long, env = "KURIR_MAX_CONNECTIONS", default_value_t = 100_000)]
     pub max_connections: usize,
 
+    /// Pending connections the kernel queues before accept (capped by `net.core.somaxconn`).
+    #[arg(long, env = "KURIR_ACCEPT_BACKLOG", default_value_t = 4096)]
+    pub accept_backlog: u32,
+
     /// Topics one connection may subscribe to.
     #[arg(long, env = "KURIR_MAX_SUBSCRIPTIONS", default_value_t = 64)]
     pub max_subscriptions: usize,

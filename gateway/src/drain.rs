@@ -30,9 +30,13 @@ pub async fn run(state: &AppState, sessions: &TaskTracker) {
     {
         warn!(error = %e, "presence removal failed; entries expire with the liveness TTL");
     }
-    let steps = (state.config.drain().as_millis() / STEP.as_millis()).max(1) as usize;
+    // At most one batch per STEP; batches evenly spaced so the last close lands near
+    // the end of the window however few connections there are.
+    let drain = state.config.drain();
+    let steps = (drain.as_millis() / STEP.as_millis()).max(1) as usize;
     let per_step = conns.len().div_ceil(steps).max(1);
-    let mut tick = tokio::time::interval(STEP);
+    let batches = conns.len().div_ceil(per_step).max(1) as u32;
+    let mut tick = tokio::time::interval((drain / batches).max(Duration::from_millis(1)));
     for chunk in conns.chunks(per_step) {
         tick.tick().await;
         for c in chunk {

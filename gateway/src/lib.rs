@@ -29,7 +29,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::info;
+use tracing::{info, warn};
 
 pub use config::Config;
 use state::AppState;
@@ -46,6 +46,19 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// A listening socket with an explicit accept backlog: after a drain, a whole node's
+/// clients reconnect within seconds.
+fn listen(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog)
 }
 
 /// A gateway whose listeners are bound.
@@ -76,10 +89,9 @@ impl Gateway {
         };
         telemetry::describe();
         let node = config.node_id.clone().unwrap_or_else(NodeId::generate);
+        let backlog = config.accept_backlog;
         let bind = |addr: SocketAddr| async move {
-            TcpListener::bind(addr)
-                .await
-                .map_err(|source| StartError::Bind { addr, source })
+            listen(addr, backlog).map_err(|source| StartError::Bind { addr, source })
         };
         let listener = bind(config.listen).await?;
         let metrics = match metrics {
@@ -152,7 +164,13 @@ impl Gateway {
         } = self;
         let stop = CancellationToken::new();
         let background = TaskTracker::new();
-        background.spawn(relay::run(state.clone(), topics_rx, stop.clone()));
+        let (subscribed_tx, subscribed) = tokio::sync::oneshot::channel();
+        background.spawn(relay::run(
+            state.clone(),
+            topics_rx,
+            stop.clone(),
+            subscribed_tx,
+        ));
         background.spawn(liveness::run(state.clone(), stop.clone()));
         let receipts_stop = CancellationToken::new();
         let receipts = tokio::spawn(receipts::run(
@@ -168,6 +186,14 @@ impl Gateway {
                     .with_graceful_shutdown(stop.cancelled_owned())
                     .await;
             });
+        }
+        // Accept sockets once deliveries can reach them. With the bus down, accept after
+        // the probe timeout anyway: replay works, and /readyz says unready meanwhile.
+        if tokio::time::timeout(state.config.probe_timeout(), subscribed)
+            .await
+            .is_err()
+        {
+            warn!("bus subscriptions not live yet; accepting connections anyway");
         }
         info!(node = %state.node, addr = %listener.local_addr()?, "gateway listening");
 

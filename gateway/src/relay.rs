@@ -33,10 +33,12 @@ pub const TOPIC_LINGER: Duration = Duration::from_secs(5);
 const TOPIC_COMMANDS: usize = 1024;
 
 /// Run the node and broadcast subscriptions and the reconnect watcher until `stop`.
+/// `subscribed` fires once the node and broadcast subscriptions are live.
 pub async fn run(
     state: AppState,
     topics_rx: mpsc::Receiver<TopicCommand>,
     stop: CancellationToken,
+    subscribed: oneshot::Sender<()>,
 ) {
     let ns = &state.backends.namespace;
     let node_sub = subscribe_forever(&state, ns.node_subject(&state.node), &stop).await;
@@ -45,6 +47,7 @@ pub async fn run(
         return;
     };
     info!(node = %state.node, "relay subscribed");
+    let _ = subscribed.send(());
     let topics = tokio::spawn(run_topics(state.clone(), topics_rx, stop.clone()));
     let mut reconnected = state.backends.bus.reconnected();
     let node = relay_node(state.clone(), node_sub);

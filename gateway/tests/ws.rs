@@ -156,11 +156,25 @@ async fn oversized_frame_closes_with_1009() {
 }
 
 #[tokio::test]
-async fn shutdown_drains_with_1012() {
+async fn shutdown_drains_with_1012_spread_over_the_window() {
+    // Config::for_test drains over 1 s: two connections close about 0.5 s apart.
     let (addr, stop) = start().await;
     let (mut a, _) = connect(addr, "alice").await;
     let (mut b, _) = connect(addr, "bob").await;
+    let started = std::time::Instant::now();
     stop.send(()).unwrap();
-    assert_eq!(close_code(&mut a).await, Some(1012));
-    assert_eq!(close_code(&mut b).await, Some(1012));
+    let (ca, cb) = tokio::join!(
+        async { (close_code(&mut a).await, started.elapsed()) },
+        async { (close_code(&mut b).await, started.elapsed()) }
+    );
+    assert_eq!((ca.0, cb.0), (Some(1012), Some(1012)));
+    let gap = ca.1.abs_diff(cb.1);
+    assert!(
+        gap >= Duration::from_millis(300),
+        "closes not spread: {gap:?} apart"
+    );
+    assert!(
+        ca.1.max(cb.1) < Duration::from_secs(2),
+        "drain overran its window"
+    );
 }
