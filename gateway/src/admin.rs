@@ -53,7 +53,10 @@ pub struct DevTokenParams {
 }
 
 /// `GET /dev/token?user=…&topics=a,b.*` (standalone only): a one-hour HS256 token.
-pub async fn dev_token(State(state): State<AppState>, Query(p): Query<DevTokenParams>) -> Response {
+pub async fn dev_token(
+    State(state): State<std::sync::Arc<AppState>>,
+    Query(p): Query<DevTokenParams>,
+) -> Response {
     let Ok(user) = UserId::parse(&p.user) else {
         return (
             StatusCode::BAD_REQUEST,

@@ -40,7 +40,7 @@ pub async fn run(state: &AppState, sessions: &TaskTracker) {
     for chunk in conns.chunks(per_step) {
         tick.tick().await;
         for c in chunk {
-            c.control.close(CloseReason::Draining);
+            c.mailbox.close(CloseReason::Draining);
         }
     }
     sessions.close();

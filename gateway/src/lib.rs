@@ -136,7 +136,7 @@ impl Gateway {
     }
 
     /// The routes of the public listener (`/ws`, health, demo page), for embedding.
-    fn router(state: AppState) -> Router {
+    fn router(state: Arc<AppState>) -> Router {
         let mut router = Router::new()
             .route("/ws", get(ws::upgrade))
             .merge(admin::health_routes(state.readiness.clone()))
@@ -198,7 +198,7 @@ impl Gateway {
         info!(node = %state.node, addr = %listener.local_addr()?, "gateway listening");
 
         let draining = CancellationToken::new();
-        let app = Self::router(state.clone());
+        let app = Self::router(Arc::new(state.clone()));
         let server =
             axum::serve(listener, app).with_graceful_shutdown(draining.clone().cancelled_owned());
         let server = tokio::spawn(async move { server.await });

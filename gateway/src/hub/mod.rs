@@ -7,13 +7,14 @@
 
 mod shard;
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
 use kurir_backends::{ConnId, NotificationId, Topic, UserId};
 use parking_lot::Mutex;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::Notify;
 
 use crate::telemetry;
 use crate::ws::close::CloseReason;
@@ -33,19 +34,62 @@ pub struct Outbound {
     pub frame: Bytes,
 }
 
-/// What a connection's queue holds: a pointer, so that the queue's first block, which
-/// every idle connection carries, stays small, and fan-out clones a reference count.
+/// What a connection's queue holds: a pointer, so fan-out clones a reference count.
 pub type Queued = Arc<Outbound>;
 
-/// Out-of-band signals to a session, which never wait behind a full queue.
-#[derive(Debug, Default)]
-pub struct Control {
+/// A queue that shrank back to empty keeps at most this many slots allocated.
+const KEEP_SLOTS: usize = 16;
+
+/// One connection's bounded queue and out-of-band signals, shared by the hub (the
+/// writers) and the session (the one reader). An idle connection's mailbox allocates
+/// nothing beyond itself: the queue grows on the first message.
+#[derive(Debug)]
+pub struct Mailbox {
+    queue: Mutex<VecDeque<Queued>>,
+    capacity: usize,
     close: Mutex<Option<CloseReason>>,
     resync: AtomicBool,
     notify: Notify,
 }
 
-impl Control {
+impl Mailbox {
+    fn new(capacity: usize) -> Self {
+        Self {
+            queue: Mutex::new(VecDeque::new()),
+            capacity,
+            close: Mutex::new(None),
+            resync: AtomicBool::new(false),
+            notify: Notify::new(),
+        }
+    }
+
+    /// Queue without waiting. When the queue is full the connection is told to close
+    /// with 1013 (slow consumer) and `false` is returned.
+    pub fn offer(&self, msg: &Queued) -> bool {
+        let mut queue = self.queue.lock();
+        if queue.len() >= self.capacity {
+            drop(queue);
+            telemetry::dropped("slow_consumer");
+            self.close(CloseReason::SlowConsumer);
+            return false;
+        }
+        queue.push_back(Arc::clone(msg));
+        drop(queue);
+        self.notify.notify_one();
+        true
+    }
+
+    /// The oldest queued message (the session's side).
+    pub fn pop(&self) -> Option<Queued> {
+        let mut queue = self.queue.lock();
+        let msg = queue.pop_front();
+        if queue.is_empty() && queue.capacity() > KEEP_SLOTS {
+            // A burst is over: give its memory back.
+            queue.shrink_to(KEEP_SLOTS);
+        }
+        msg
+    }
+
     /// Ask the session to close; the first reason wins.
     pub fn close(&self, reason: CloseReason) {
         let mut slot = self.close.lock();
@@ -70,6 +114,8 @@ impl Control {
         self.resync.swap(false, Ordering::AcqRel)
     }
 
+    /// Wait for a message or a signal. A notification sent while nobody waits is kept,
+    /// so checking, then waiting, misses nothing.
     pub async fn notified(&self) {
         self.notify.notified().await;
     }
@@ -80,35 +126,21 @@ impl Control {
 pub struct ConnHandle {
     pub id: ConnId,
     pub user: UserId,
-    tx: mpsc::Sender<Queued>,
-    pub control: Arc<Control>,
+    pub mailbox: Arc<Mailbox>,
 }
 
 impl ConnHandle {
-    /// `queue` is bounded: when full, the connection is closed with 1013.
-    pub fn new(id: ConnId, user: UserId, queue: usize) -> (Self, mpsc::Receiver<Queued>) {
-        let (tx, rx) = mpsc::channel(queue);
-        let handle = Self {
+    /// `queue` bounds the mailbox: when full, the connection is closed with 1013.
+    pub fn new(id: ConnId, user: UserId, queue: usize) -> Self {
+        Self {
             id,
             user,
-            tx,
-            control: Arc::new(Control::default()),
-        };
-        (handle, rx)
+            mailbox: Arc::new(Mailbox::new(queue)),
+        }
     }
 
-    /// Queue without waiting. `false` when the connection is gone or too slow (then it
-    /// is told to close with 1013).
     pub fn offer(&self, msg: &Queued) -> bool {
-        match self.tx.try_send(Arc::clone(msg)) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                telemetry::dropped("slow_consumer");
-                self.control.close(CloseReason::SlowConsumer);
-                false
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
-        }
+        self.mailbox.offer(msg)
     }
 }
 
@@ -203,7 +235,7 @@ impl Hub {
     /// Tell every connection of `user` to close; returns how many.
     pub fn close_user(&self, user: &UserId, reason: &CloseReason) -> usize {
         self.inner.users.each_of(user, |c| {
-            c.control.close(reason.clone());
+            c.mailbox.close(reason.clone());
             true
         })
     }
@@ -211,7 +243,7 @@ impl Hub {
     /// Ask every connection to re-read its inbox.
     pub fn resync_all(&self) -> usize {
         self.inner.users.each(|c| {
-            c.control.resync();
+            c.mailbox.resync();
             true
         })
     }
@@ -248,15 +280,16 @@ mod tests {
     #[test]
     fn routes_to_users_and_topics() {
         let hub = Hub::new();
-        let (a1, mut ra1) = ConnHandle::new(ConnId(1), user("a"), 4);
-        let (a2, mut ra2) = ConnHandle::new(ConnId(2), user("a"), 4);
-        let (b, mut rb) = ConnHandle::new(ConnId(3), user("b"), 4);
+        let a1 = ConnHandle::new(ConnId(1), user("a"), 4);
+        let a2 = ConnHandle::new(ConnId(2), user("a"), 4);
+        let b = ConnHandle::new(ConnId(3), user("b"), 4);
         for c in [&a1, &a2, &b] {
             hub.register(c.clone());
         }
         assert_eq!(hub.len(), 3);
         assert_eq!(hub.to_user(&user("a"), &msg()), 2);
-        assert!(ra1.try_recv().is_ok() && ra2.try_recv().is_ok() && rb.try_recv().is_err());
+        assert!(a1.mailbox.pop().is_some() && a2.mailbox.pop().is_some());
+        assert!(b.mailbox.pop().is_none());
 
         let t = Topic::parse("news").unwrap();
         assert!(hub.subscribe(&t, b.clone()));
@@ -275,13 +308,13 @@ mod tests {
     #[test]
     fn full_queue_closes_with_1013_and_spares_others() {
         let hub = Hub::new();
-        let (slow, _rs) = ConnHandle::new(ConnId(1), user("s"), 1);
-        let (fast, mut rf) = ConnHandle::new(ConnId(2), user("f"), 8);
+        let slow = ConnHandle::new(ConnId(1), user("s"), 1);
+        let fast = ConnHandle::new(ConnId(2), user("f"), 8);
         hub.register(slow.clone());
-        hub.register(fast);
+        hub.register(fast.clone());
         assert_eq!(hub.to_all(&msg()), 2);
         assert_eq!(hub.to_all(&msg()), 1);
-        assert_eq!(slow.control.take_close(), Some(CloseReason::SlowConsumer));
-        assert_eq!(std::iter::from_fn(|| rf.try_recv().ok()).count(), 2);
+        assert_eq!(slow.mailbox.take_close(), Some(CloseReason::SlowConsumer));
+        assert_eq!(std::iter::from_fn(|| fast.mailbox.pop()).count(), 2);
     }
 }

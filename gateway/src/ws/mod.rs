@@ -14,6 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use kurir_backends::inbox::Cursor;
 use serde::Deserialize;
+use std::sync::Arc;
 
 use crate::state::AppState;
 use crate::telemetry;
@@ -34,7 +35,7 @@ fn refuse(status: StatusCode, error: &'static str, message: &str) -> Response {
 }
 
 pub async fn upgrade(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     Query(params): Query<ConnectParams>,
     headers: HeaderMap,
     ws: WebSocketUpgrade,
@@ -94,11 +95,15 @@ pub async fn upgrade(
         );
     }
     let tracker = state.tracker.clone();
+    // axum keeps the callback in the connection's task for its whole life: capture one
+    // pointer, not the session's parts.
+    let parts = Box::new((state.clone(), identity, cursor));
     ws.max_message_size(cfg.max_frame_bytes)
         .max_frame_size(cfg.max_frame_bytes)
         .read_buffer_size(crate::state::READ_BUFFER)
         .write_buffer_size(0)
         .on_upgrade(move |socket| {
+            let (state, identity, cursor) = *parts;
             tracker.track_future(session::run(socket, state, identity, cursor))
         })
 }

@@ -19,7 +19,6 @@ use kurir_backends::{ConnId, NotificationId, Topic};
 use kurir_proto::internal::v1::Delivery;
 use kurir_proto::v1::ReceiptStatus;
 use prost::Message as _;
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{debug, info_span, warn, Instrument};
 
@@ -29,33 +28,45 @@ use super::frame::{self, ClientFrame, FrameError, PreparedNotification};
 use crate::hub::{ConnHandle, Queued};
 use crate::state::AppState;
 use crate::telemetry;
+use std::future::Future;
+use std::sync::Arc;
 
 /// Frames written per flush at most (coalescing under load).
 const WRITE_BATCH: usize = 64;
 
 /// Run a session to its end and clean up after it.
-pub async fn run<S>(socket: S, state: AppState, identity: Identity, cursor: Option<Cursor>)
+///
+/// Everything the session owns is built here, synchronously, and moved into the
+/// returned future once: arguments of an `async fn` would stay in its state beside
+/// their moved copies, and every idle connection carries that state.
+pub fn run<S>(
+    socket: S,
+    state: Arc<AppState>,
+    identity: Identity,
+    cursor: Option<Cursor>,
+) -> impl Future<Output = ()> + Send
 where
-    S: Stream<Item = Result<Message, axum::Error>> + Sink<Message, Error = axum::Error> + Unpin,
+    S: Stream<Item = Result<Message, axum::Error>>
+        + Sink<Message, Error = axum::Error>
+        + Unpin
+        + Send,
 {
     let id = ConnId::generate();
     let span = info_span!("session", conn_id = %id, user = %identity.user);
+    let handle = ConnHandle::new(id, identity.user.clone(), state.config.outbound_queue);
+    state.hub.register(handle.clone());
+    metrics::gauge!(telemetry::CONNECTIONS).increment(1.0);
+    metrics::counter!(telemetry::OPENED).increment(1);
+    let mut session = Session {
+        socket,
+        state,
+        identity,
+        handle,
+        topics: Vec::new(),
+        seen: None,
+        last_heard: Instant::now(),
+    };
     async move {
-        let (handle, rx) = ConnHandle::new(id, identity.user.clone(), state.config.outbound_queue);
-        state.hub.register(handle.clone());
-        metrics::gauge!(telemetry::CONNECTIONS).increment(1.0);
-        metrics::counter!(telemetry::OPENED).increment(1);
-
-        let mut session = Session {
-            socket,
-            state: state.clone(),
-            identity,
-            handle,
-            rx,
-            topics: Vec::new(),
-            seen: SeenIds::new(state.config.inbox_capacity),
-            last_heard: Instant::now(),
-        };
         let reason = session.run(cursor).await;
         debug!(reason = reason.label(), "session closed");
         Box::pin(session.finish(&reason)).await;
@@ -63,17 +74,16 @@ where
         metrics::counter!(telemetry::CLOSED, "reason" => reason.label()).increment(1);
     }
     .instrument(span)
-    .await;
 }
 
 struct Session<S> {
     socket: S,
-    state: AppState,
+    state: Arc<AppState>,
     identity: Identity,
     handle: ConnHandle,
-    rx: mpsc::Receiver<Queued>,
     topics: Vec<Topic>,
-    seen: SeenIds,
+    /// Stored notification ids sent on this connection; allocated on the first one.
+    seen: Option<Box<SeenIds>>,
     last_heard: Instant,
 }
 
@@ -119,29 +129,29 @@ where
         let heartbeat = self.state.config.heartbeat();
         let idle = self.state.config.idle_timeout();
         let mut ping = tokio::time::interval_at(Instant::now() + heartbeat, heartbeat);
-        let control = self.handle.control.clone();
+        let mailbox = self.handle.mailbox.clone();
         loop {
+            // Signals first, then queued frames; wait only when there is nothing to do.
+            if let Some(reason) = mailbox.take_close() {
+                return reason;
+            }
+            if mailbox.take_resync() {
+                if let Err(reason) = Box::pin(self.replay(None)).await {
+                    return reason;
+                }
+            }
+            if let Some(first) = mailbox.pop() {
+                if Box::pin(self.write_batch(first)).await.is_err() {
+                    return CloseReason::Client;
+                }
+                continue;
+            }
             tokio::select! {
                 biased;
-                () = control.notified() => {
-                    if let Some(reason) = control.take_close() {
-                        return reason;
-                    }
-                    if control.take_resync() {
-                        if let Err(reason) = Box::pin(self.replay(None)).await {
-                            return reason;
-                        }
-                    }
-                }
+                () = mailbox.notified() => {}
                 incoming = self.socket.next() => {
                     if let Some(reason) = Box::pin(self.on_incoming(incoming)).await {
                         return reason;
-                    }
-                }
-                out = self.rx.recv() => {
-                    let Some(out) = out else { return CloseReason::Internal };
-                    if Box::pin(self.write_batch(out)).await.is_err() {
-                        return CloseReason::Client;
                     }
                 }
                 _ = ping.tick() => {
@@ -174,7 +184,7 @@ where
             for entry in entries {
                 budget -= 1;
                 after = Some(entry.cursor.clone());
-                if !self.seen.insert(entry.id) {
+                if !self.first_time(entry.id) {
                     continue;
                 }
                 let Ok(d) = Delivery::decode(entry.payload.as_ref()) else {
@@ -203,7 +213,7 @@ where
         let mut written: Vec<Queued> = Vec::new();
         let mut n = 0;
         while let Some(out) = next.take() {
-            if out.stored && !self.seen.insert(out.id) {
+            if out.stored && !self.first_time(out.id) {
                 telemetry::dropped("duplicate");
             } else {
                 self.socket
@@ -214,7 +224,7 @@ where
             }
             n += 1;
             if n < WRITE_BATCH {
-                next = self.rx.try_recv().ok();
+                next = self.handle.mailbox.pop();
             }
         }
         self.socket.flush().await.map_err(|_| Gone)?;
@@ -225,6 +235,14 @@ where
             }
         }
         Ok(())
+    }
+
+    /// Record a stored notification as sent here; `false` if it already was.
+    fn first_time(&mut self, id: NotificationId) -> bool {
+        let cap = self.state.config.inbox_capacity;
+        self.seen
+            .get_or_insert_with(|| Box::new(SeenIds::new(cap)))
+            .insert(id)
     }
 
     fn receipt(&self, id: NotificationId, status: ReceiptStatus) {
@@ -488,7 +506,7 @@ mod idle_footprint {
         let (topics, _t) = crate::relay::Topics::channel();
         let node = kurir_backends::NodeId::generate();
         let (receipts, _r) = crate::receipts::Receipts::channel(node.clone(), 8);
-        let state = crate::state::AppState {
+        let state = std::sync::Arc::new(crate::state::AppState {
             config: std::sync::Arc::new(crate::Config::for_test(ns.clone(), "x")),
             node,
             backends: kurir_backends::Backends::memory(ns),
@@ -498,7 +516,7 @@ mod idle_footprint {
             verifier: std::sync::Arc::new(crate::ws::auth::Verifier::hs256(b"x")),
             readiness: Default::default(),
             tracker: Default::default(),
-        };
+        });
         let id = crate::ws::auth::Identity {
             user: kurir_backends::UserId::parse("a").unwrap(),
             topics: vec![],
@@ -508,7 +526,7 @@ mod idle_footprint {
         // Every idle connection carries this future and its queue's first block (32
         // slots): keep both small. Bounds are for the test (debug) build.
         let size = std::mem::size_of_val(&fut);
-        assert!(size <= 1536, "session future grew to {size} bytes");
+        assert!(size <= 768, "session future grew to {size} bytes");
         assert_eq!(std::mem::size_of::<crate::hub::Queued>(), 8);
     }
 }

@@ -259,6 +259,16 @@ pub struct DispatcherProc {
 
 impl DispatcherProc {
     pub async fn start(namespace: &str, nats_url: &str, redis_url: &str) -> Result<Self> {
+        Self::start_with(namespace, nats_url, redis_url, &[]).await
+    }
+
+    /// Like [`Self::start`] with extra environment.
+    pub async fn start_with(
+        namespace: &str,
+        nats_url: &str,
+        redis_url: &str,
+        extra: &[(&'static str, String)],
+    ) -> Result<Self> {
         let grpc: SocketAddr = format!("127.0.0.1:{}", free_port()).parse()?;
         let metrics: SocketAddr = format!("127.0.0.1:{}", free_port()).parse()?;
         let env = vec![
@@ -269,6 +279,7 @@ impl DispatcherProc {
             ("KURIR_METRICS_LISTEN", metrics.to_string()),
             ("KURIR_API_KEYS", API_KEY.to_string()),
         ];
+        let env: Vec<_> = env.into_iter().chain(extra.iter().cloned()).collect();
         let proc = Proc::spawn("dispatcher", "kurir-dispatcher", &env)?;
         let d = Self {
             proc,

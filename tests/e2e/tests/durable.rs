@@ -178,12 +178,16 @@ async fn watch_receipts_sees_delivered_and_acked_filtered() -> Result<()> {
 #[tokio::test]
 async fn slow_consumer_is_closed_with_1013_and_loses_nothing() -> Result<()> {
     let ns = random_namespace();
-    let dispatcher = DispatcherProc::start(&ns, &nats_url(), &redis_url()).await?;
+    // However much the kernel buffers before the cut-off, every send must still fit in
+    // the inbox, or trimming (not the slow consumer) would lose the oldest.
+    let capacity = ("KURIR_INBOX_CAPACITY", "4000".to_string());
+    let dispatcher =
+        DispatcherProc::start_with(&ns, &nats_url(), &redis_url(), &[capacity.clone()]).await?;
     let opts = GatewayOpts {
         namespace: ns.clone(),
         nats_url: nats_url(),
         redis_url: redis_url(),
-        extra: vec![("KURIR_OUTBOUND_QUEUE", "8".to_string())],
+        extra: vec![("KURIR_OUTBOUND_QUEUE", "8".to_string()), capacity],
     };
     let gw = GatewayProc::start(&format!("gw-{}", &ns[5..13]), &opts).await?;
     let (slow, fast) = (user("slow"), user("fast"));
