@@ -181,8 +181,13 @@ async fn slow_consumer_is_closed_with_1013_and_loses_nothing() -> Result<()> {
     // However much the kernel buffers before the cut-off, every send must still fit in
     // the inbox, or trimming (not the slow consumer) would lose the oldest.
     let capacity = ("KURIR_INBOX_CAPACITY", "4000".to_string());
-    let dispatcher =
-        DispatcherProc::start_with(&ns, &nats_url(), &redis_url(), &[capacity.clone()]).await?;
+    let dispatcher = DispatcherProc::start_with(
+        &ns,
+        &nats_url(),
+        &redis_url(),
+        std::slice::from_ref(&capacity),
+    )
+    .await?;
     let opts = GatewayOpts {
         namespace: ns.clone(),
         nats_url: nats_url(),
