@@ -169,6 +169,8 @@ pub async fn spawn_kurir(opts: &SpawnOptions) -> Result<Targets> {
     let namespace = format!("lt-{:016x}", rand::random::<u64>());
     let api_key = format!("lt-key-{:016x}", rand::random::<u64>());
     let jwt_secret = format!("lt-secret-{:016x}", rand::random::<u64>());
+    // One log directory per run: later runs never overwrite an earlier run's logs.
+    let log_dir = opts.log_dir.join(&namespace);
     let mut t = Targets {
         namespace: namespace.clone(),
         api_key: api_key.clone(),
@@ -206,7 +208,7 @@ pub async fn spawn_kurir(opts: &SpawnOptions) -> Result<Targets> {
         "dispatcher",
         Role::Dispatcher,
         cmd,
-        &opts.log_dir,
+        &log_dir,
     )?);
     let mut gateway_addrs = Vec::new();
     for i in 0..opts.gateways {
@@ -229,7 +231,7 @@ pub async fn spawn_kurir(opts: &SpawnOptions) -> Result<Targets> {
             &format!("gateway-{i}"),
             Role::Gateway,
             cmd,
-            &opts.log_dir,
+            &log_dir,
         )?);
         gateway_addrs.push(listen);
     }

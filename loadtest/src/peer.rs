@@ -29,6 +29,7 @@ pub async fn spawn_socketio(
         );
     }
     let key = format!("lt-sio-{:016x}", rand::random::<u64>());
+    let log_dir = &log_dir.join(&key);
     let mut t = Targets {
         namespace: key.clone(),
         ..Targets::default()
