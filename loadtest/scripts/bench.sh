@@ -44,7 +44,8 @@ bench() {
   done
 }
 
-K="--spawn-cluster"
+# BIN_DIR: a private copy of the server binaries, so a rebuild mid-run cannot change them.
+K="--spawn-cluster${BIN_DIR:+ --bin-dir $BIN_DIR}"
 bench connect-1gw      connect  $K --gateways 1 --clients 15000 --workers 2 --hold 5
 bench connect-cluster  connect  $K --gateways 6 --clients 102000 --workers 7 --hold 5 --connect-concurrency 128 --timeout-ms 30000
 bench targeted-max     targeted $K --gateways 2 --clients 10000 --workers 1 --rate 0 --count 400000 --duration 15 --inflight 512 --channels 8
