@@ -5,6 +5,10 @@ use clap::Parser;
 use kurir_backends::{Backends, ConnectOptions};
 use kurir_gateway::{telemetry, Config, Gateway};
 
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
