@@ -6,12 +6,19 @@
 //!
 //! Every command touches one key, so everything works on Redis Cluster; batches are
 //! pipelines, which fred routes per slot.
+//!
+//! A lookup reads the users' hashes, then checks the liveness of the nodes found. Nodes
+//! seen alive are remembered for [`ALIVE_CACHE`], so under load a lookup is one round trip
+//! (liveness changes on the scale of the liveness TTL, seconds): a node that dies counts
+//! for at most that much longer, which the liveness TTL already allows for, and a
+//! stored notification routed to it meanwhile is replayed from the inbox.
 
 use std::collections::{BTreeSet, HashMap};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use fred::prelude::{Client, Expiration, HashesInterface, KeysInterface, Value};
+use parking_lot::Mutex;
 use tracing::{debug, warn};
 
 use super::{PresenceStore, UserPresence};
@@ -23,11 +30,15 @@ use crate::redis_client::{all_ok, corrupt, failed, ready, spread};
 const OP: &str = "presence";
 /// Commands per pipeline when a batch is unbounded (refresh, remove_node).
 const CHUNK: usize = 1000;
+/// How long a node seen alive is taken to be alive without asking Redis again.
+pub const ALIVE_CACHE: Duration = Duration::from_millis(250);
 
 pub struct RedisPresence {
     client: Client,
     ns: Namespace,
     entry_ttl_ms: i64,
+    /// Nodes seen alive, and when (only live nodes: a few per cluster).
+    alive: Mutex<HashMap<NodeId, Instant>>,
 }
 
 impl RedisPresence {
@@ -37,7 +48,45 @@ impl RedisPresence {
             client,
             ns: namespace,
             entry_ttl_ms: millis(entry_ttl),
+            alive: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Which of `nodes` are alive: recently seen ones from memory, the rest from Redis
+    /// in one pipeline.
+    async fn alive(&self, nodes: BTreeSet<NodeId>) -> Result<BTreeSet<NodeId>, BackendError> {
+        let now = Instant::now();
+        let (mut alive, unknown): (BTreeSet<NodeId>, Vec<NodeId>) = {
+            let seen = self.alive.lock();
+            let (fresh, stale): (Vec<_>, Vec<_>) = nodes.into_iter().partition(|n| {
+                seen.get(n)
+                    .is_some_and(|at| now.duration_since(*at) < ALIVE_CACHE)
+            });
+            (fresh.into_iter().collect(), stale)
+        };
+        if unknown.is_empty() {
+            return Ok(alive);
+        }
+        let p = self.client.pipeline();
+        for node in &unknown {
+            queued(p.exists(self.ns.node_key(node)).await)?;
+        }
+        let marks = self.send(p, unknown.len()).await?;
+        let mut seen = self.alive.lock();
+        seen.retain(|_, at| now.duration_since(*at) < ALIVE_CACHE);
+        for (node, mark) in unknown.into_iter().zip(marks) {
+            match mark.as_i64() {
+                Some(1) => {
+                    seen.insert(node.clone(), now);
+                    alive.insert(node);
+                }
+                Some(0) => {
+                    seen.remove(&node);
+                }
+                _ => return Err(corrupt(OP, format!("EXISTS replied {mark:?}"))),
+            }
+        }
+        Ok(alive)
     }
 
     /// Send a pipeline and check every reply.
@@ -114,6 +163,7 @@ impl PresenceStore for RedisPresence {
         entries: &[(UserId, ConnId)],
     ) -> Result<(), BackendError> {
         ready(&self.client, OP)?;
+        self.alive.lock().remove(node);
         self.client
             .del::<(), _>(self.ns.node_key(node))
             .await
@@ -178,23 +228,8 @@ impl PresenceStore for RedisPresence {
                 .collect());
         }
 
-        // Round 2: which of the nodes found are alive.
-        let nodes: Vec<NodeId> = nodes.into_iter().collect();
-        let p = self.client.pipeline();
-        for node in &nodes {
-            queued(p.exists(self.ns.node_key(node)).await)?;
-        }
-        let marks = self.send(p, nodes.len()).await?;
-        let mut alive = BTreeSet::new();
-        for (node, mark) in nodes.into_iter().zip(marks) {
-            match mark.as_i64() {
-                Some(1) => {
-                    alive.insert(node);
-                }
-                Some(0) => {}
-                _ => return Err(corrupt(OP, format!("EXISTS replied {mark:?}"))),
-            }
-        }
+        // Round 2, when not known: which of the nodes found are alive.
+        let alive = self.alive(nodes).await?;
 
         let mut dead: Vec<(String, Vec<String>)> = Vec::new();
         let presence = users
