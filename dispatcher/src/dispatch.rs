@@ -25,7 +25,9 @@ use kurir_backends::bus::Subscription;
 use kurir_backends::inbox::{Claim, Inbox, NewEntry};
 use kurir_backends::presence::UserPresence;
 use kurir_backends::{BackendError, Backends, NodeId, NotificationId, Topic, UserId};
-use kurir_proto::internal::v1::{envelope::Kind, Delivery, Disconnect, Envelope, Recipient};
+use kurir_proto::internal::v1::{
+    envelope::Kind, Delivery, Disconnect, Envelope, ReceiptBatch, Recipient,
+};
 use kurir_proto::v1::{Notification, Receipt};
 use metrics::{counter, gauge, Counter};
 use prost::Message;
@@ -471,28 +473,45 @@ async fn forward_receipts(
             let _ = tx.try_send(Err(err.into()));
             break;
         };
-        let receipt = match Receipt::decode(payload) {
-            Ok(r) => r,
+        let batch = match ReceiptBatch::decode(payload) {
+            Ok(b) => b,
             Err(e) => {
-                debug!(error = %e, "undecodable receipt skipped");
+                debug!(error = %e, "undecodable receipt batch skipped");
                 continue;
             }
         };
-        if !filter.matches(&receipt) {
-            continue;
-        }
-        if tx.capacity() > 1 {
-            if tx.try_send(Ok(receipt)).is_err() {
-                break;
-            }
-        } else {
-            counter!(telemetry::WATCHERS_LAGGED).increment(1);
-            debug!("receipt watcher fell behind; ending its stream");
-            let _ = tx.try_send(Err(DispatchError::WatcherLagged));
+        if !forward_batch(batch, &filter, &tx) {
             break;
         }
     }
     open.decrement(1.0);
+}
+
+/// Hand a batch's matching receipts to a watcher; `false` once its stream is over (gone,
+/// or too slow: it is then told so and ended).
+fn forward_batch(
+    batch: ReceiptBatch,
+    filter: &ReceiptFilter,
+    tx: &mpsc::Sender<Result<Receipt, DispatchError>>,
+) -> bool {
+    for mut receipt in batch.receipts {
+        if !filter.matches(&receipt) {
+            continue;
+        }
+        if receipt.node.is_empty() {
+            receipt.node.clone_from(&batch.node);
+        }
+        if tx.capacity() <= 1 {
+            counter!(telemetry::WATCHERS_LAGGED).increment(1);
+            debug!("receipt watcher fell behind; ending its stream");
+            let _ = tx.try_send(Err(DispatchError::WatcherLagged));
+            return false;
+        }
+        if tx.try_send(Ok(receipt)).is_err() {
+            return false;
+        }
+    }
+    true
 }
 
 /// An idempotency key this call claimed. Given up when the send fails before anything

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures::StreamExt;
 use kurir_backends::{Backends, NotificationId};
-use kurir_proto::internal::v1::envelope::Kind;
+use kurir_proto::internal::v1::{envelope::Kind, ReceiptBatch};
 use kurir_proto::v1::{
     BroadcastRequest, DisconnectRequest, GetPresenceRequest, Notification, PublishRequest, Receipt,
     ReceiptStatus, SendRequest, WatchReceiptsRequest,
@@ -476,14 +476,18 @@ async fn disconnect_goes_to_each_node_of_the_user(backends: Backends) {
     assert_eq!(reply.connections_closed, 0);
 }
 
+/// A gateway's batch of one receipt.
 fn receipt(user: &str, id: NotificationId, status: ReceiptStatus) -> Bytes {
     Bytes::from(
-        Receipt {
-            id: id.to_string(),
-            user_id: user.into(),
-            status: status as i32,
+        ReceiptBatch {
             node: "gw-1".into(),
-            at: 1,
+            receipts: vec![Receipt {
+                id: id.to_string(),
+                user_id: user.into(),
+                status: status as i32,
+                node: String::new(),
+                at: 1,
+            }],
         }
         .encode_to_vec(),
     )
@@ -522,6 +526,7 @@ async fn receipts_are_filtered(backends: Backends) {
             .expect("receipt within 10 s")
             .expect("stream open")
             .expect("receipt");
+        assert_eq!(r.node, "gw-1", "the batch's node is each receipt's");
         got.push((r.user_id, r.id, r.status));
     }
     assert_eq!(

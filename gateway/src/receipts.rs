@@ -1,11 +1,14 @@
 //! Receipts: DELIVERED when a targeted notification is written to a socket, ACKED when a
-//! client acks one. Sessions hand them to a bounded queue; one task publishes them to
-//! `kurir.<ns>.receipts`. Receipts are observability, not delivery: when the queue is
-//! full they are dropped and counted (`kurir_gateway_dropped_total{reason="receipts_full"}`)
-//! rather than slowing sockets down.
+//! client acks one. Sessions hand them to a bounded queue; one task publishes what has
+//! collected as one [`ReceiptBatch`] on `kurir.<ns>.receipts`, so a busy node sends one
+//! bus message per batch rather than one per delivery, and an idle one publishes each
+//! receipt at once. Receipts are observability, not delivery: when the queue is full they
+//! are dropped and counted (`kurir_gateway_dropped_total{reason="receipts_full"}`) rather
+//! than slowing sockets down.
 
 use bytes::Bytes;
 use kurir_backends::{Backends, NodeId, NotificationId, UserId};
+use kurir_proto::internal::v1::ReceiptBatch;
 use kurir_proto::v1::{Receipt, ReceiptStatus};
 use prost::Message;
 use tokio::sync::mpsc;
@@ -15,17 +18,19 @@ use tracing::debug;
 use crate::telemetry;
 use crate::ws::session::now_ms;
 
+/// Receipts per bus message at most.
+const BATCH: usize = 512;
+
 /// Handle to the receipt queue. Cheap to clone.
 #[derive(Clone)]
 pub struct Receipts {
     tx: mpsc::Sender<Receipt>,
-    node: NodeId,
 }
 
 impl Receipts {
-    pub fn channel(node: NodeId, capacity: usize) -> (Self, mpsc::Receiver<Receipt>) {
+    pub fn channel(capacity: usize) -> (Self, mpsc::Receiver<Receipt>) {
         let (tx, rx) = mpsc::channel(capacity);
-        (Self { tx, node }, rx)
+        (Self { tx }, rx)
     }
 
     pub fn emit(&self, id: NotificationId, user: &UserId, status: ReceiptStatus) {
@@ -33,7 +38,8 @@ impl Receipts {
             id: id.to_string(),
             user_id: user.as_str().to_owned(),
             status: status as i32,
-            node: self.node.as_str().to_owned(),
+            // Said once per batch.
+            node: String::new(),
             at: now_ms(),
         };
         if self.tx.try_send(receipt).is_err() {
@@ -43,17 +49,34 @@ impl Receipts {
 }
 
 /// Publish receipts until `stop`, then what is left in the queue.
-pub async fn run(backends: Backends, mut rx: mpsc::Receiver<Receipt>, stop: CancellationToken) {
+pub async fn run(
+    backends: Backends,
+    node: NodeId,
+    mut rx: mpsc::Receiver<Receipt>,
+    stop: CancellationToken,
+) {
     let subject = backends.namespace.receipts_subject();
+    let mut batch = ReceiptBatch {
+        node: node.as_str().to_owned(),
+        receipts: Vec::with_capacity(BATCH),
+    };
+    let mut stopping = false;
     loop {
-        let receipt = tokio::select! {
-            r = rx.recv() => r,
-            () = stop.cancelled() => { rx.close(); rx.recv().await }
+        let n = if stopping {
+            rx.recv_many(&mut batch.receipts, BATCH).await
+        } else {
+            tokio::select! {
+                n = rx.recv_many(&mut batch.receipts, BATCH) => n,
+                () = stop.cancelled() => { rx.close(); stopping = true; continue; }
+            }
         };
-        let Some(receipt) = receipt else { break };
-        let payload = Bytes::from(receipt.encode_to_vec());
+        if n == 0 {
+            break;
+        }
+        let payload = Bytes::from(batch.encode_to_vec());
+        batch.receipts.clear();
         if let Err(e) = backends.bus.publish(subject.clone(), payload).await {
-            debug!(error = %e, "receipt not published");
+            debug!(error = %e, receipts = n, "receipts not published");
         }
     }
 }
