@@ -57,6 +57,14 @@ impl UserId {
     }
 }
 
+/// Maps keyed by user id can be searched with the `&str` off the wire, without building
+/// (and allocating) a `UserId`: both hash and compare as the text.
+impl std::borrow::Borrow<str> for UserId {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
 /// A gateway node id: 1..=64 characters of `[A-Za-z0-9_-]`, so it is one NATS token.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct NodeId(Arc<str>);

@@ -45,6 +45,21 @@ pub fn metrics_router(handle: PrometheusHandle, readiness: Readiness) -> Router 
         .merge(health_routes(readiness))
 }
 
+/// How often histogram samples are folded into buckets when nobody scrapes: without it
+/// they pile up in memory between scrapes.
+const UPKEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Fold histogram samples into buckets regularly, scraped or not.
+pub async fn upkeep(handle: PrometheusHandle, stop: tokio_util::sync::CancellationToken) {
+    let mut tick = tokio::time::interval(UPKEEP_INTERVAL);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => handle.run_upkeep(),
+            () = stop.cancelled() => break,
+        }
+    }
+}
+
 #[derive(Deserialize)]
 pub struct DevTokenParams {
     user: String,

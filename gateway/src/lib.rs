@@ -99,8 +99,7 @@ impl Gateway {
             None => None,
         };
         let (topics, topics_rx) = relay::Topics::channel();
-        let (receipts, receipts_rx) =
-            receipts::Receipts::channel(node.clone(), config.receipt_queue);
+        let (receipts, receipts_rx) = receipts::Receipts::channel(config.receipt_queue);
         let state = AppState {
             config: Arc::new(config),
             node,
@@ -108,6 +107,7 @@ impl Gateway {
             hub: hub::Hub::new(),
             topics,
             receipts,
+            metrics: telemetry::Hot::resolve(),
             verifier: Arc::new(verifier),
             readiness: liveness::Readiness::default(),
             tracker: TaskTracker::new(),
@@ -175,10 +175,12 @@ impl Gateway {
         let receipts_stop = CancellationToken::new();
         let receipts = tokio::spawn(receipts::run(
             state.backends.clone(),
+            state.node.clone(),
             receipts_rx,
             receipts_stop.clone(),
         ));
         if let Some((l, handle)) = metrics {
+            background.spawn(admin::upkeep(handle.clone(), stop.clone()));
             let router = admin::metrics_router(handle, state.readiness.clone());
             let stop = stop.clone();
             background.spawn(async move {

@@ -126,30 +126,31 @@ fn live(d: &Delivery) -> Option<NotificationId> {
     NotificationId::parse(&d.id).ok()
 }
 
-/// A targeted delivery: one frame per recipient (their cursors differ).
+/// A targeted delivery: one frame per recipient (their cursors differ), or one for all
+/// when the notification is not stored.
 fn deliver_direct(hub: &Hub, d: &Delivery) {
     let Some(id) = live(d) else { return };
     let prepared = PreparedNotification::new(d);
     let stored = d.expires_at > 0;
-    let shared = (!stored).then(|| prepared.frame(false, None));
+    let outbound = |frame| {
+        Arc::new(Outbound {
+            id,
+            stored,
+            direct: true,
+            created_at: d.created_at,
+            frame,
+        })
+    };
+    if !stored {
+        let shared = outbound(prepared.into_frame());
+        for r in &d.recipients {
+            hub.to_user(&r.user_id, &shared);
+        }
+        return;
+    }
     for r in &d.recipients {
-        let Ok(user) = UserId::parse(&r.user_id) else {
-            continue;
-        };
-        let frame = match &shared {
-            Some(f) => f.clone(),
-            None => prepared.frame(false, (!r.cursor.is_empty()).then_some(r.cursor.as_str())),
-        };
-        hub.to_user(
-            &user,
-            &Arc::new(Outbound {
-                id,
-                stored,
-                direct: true,
-                created_at: d.created_at,
-                frame,
-            }),
-        );
+        let cursor = (!r.cursor.is_empty()).then_some(r.cursor.as_str());
+        hub.to_user(&r.user_id, &outbound(prepared.frame(false, cursor)));
     }
 }
 
@@ -173,7 +174,7 @@ async fn relay_fanout(hub: Hub, mut sub: Subscription, topic: Option<Topic>) {
             stored: false,
             direct: false,
             created_at: d.created_at,
-            frame: PreparedNotification::new(&d).frame(false, None),
+            frame: PreparedNotification::new(&d).into_frame(),
         });
         match &topic {
             Some(t) => hub.to_topic(t, &msg),

@@ -1,7 +1,9 @@
 //! Metric names, their descriptions and series registered from start-up, the Prometheus
 //! recorder and the tracing subscriber.
 
-use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, Unit};
+use metrics::{
+    counter, describe_counter, describe_gauge, describe_histogram, gauge, Counter, Histogram, Unit,
+};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::ws::close::CloseReason;
@@ -93,6 +95,26 @@ pub fn describe() {
     // Registering the handle makes the (empty) histogram render from start-up.
     let _ = metrics::histogram!(DELIVERY_LATENCY);
     kurir_backends::telemetry::describe();
+}
+
+/// Handles of the series written for every delivery, resolved once: a by-name lookup
+/// hashes the key and takes a registry lock on every call.
+#[derive(Clone)]
+pub struct Hot {
+    pub deliveries: Counter,
+    pub replayed: Counter,
+    pub latency: Histogram,
+}
+
+impl Hot {
+    /// Resolve against the installed recorder (a no-op one when none is).
+    pub fn resolve() -> Self {
+        Self {
+            deliveries: counter!(DELIVERIES),
+            replayed: counter!(REPLAYED),
+            latency: metrics::histogram!(DELIVERY_LATENCY),
+        }
+    }
 }
 
 pub fn dropped(reason: &'static str) {

@@ -217,8 +217,9 @@ impl Hub {
         self.inner.topics.contains(topic)
     }
 
-    /// Offer to every connection of `user`; returns how many accepted.
-    pub fn to_user(&self, user: &UserId, msg: &Queued) -> usize {
+    /// Offer to every connection of `user` (the id as text, no `UserId` needed); returns
+    /// how many accepted.
+    pub fn to_user(&self, user: &str, msg: &Queued) -> usize {
         self.inner.users.each_of(user, |c| c.offer(msg))
     }
 
@@ -287,7 +288,7 @@ mod tests {
             hub.register(c.clone());
         }
         assert_eq!(hub.len(), 3);
-        assert_eq!(hub.to_user(&user("a"), &msg()), 2);
+        assert_eq!(hub.to_user("a", &msg()), 2);
         assert!(a1.mailbox.pop().is_some() && a2.mailbox.pop().is_some());
         assert!(b.mailbox.pop().is_none());
 

@@ -1,6 +1,7 @@
 //! A map key → connections, split into shards by key hash so that fan-out on one key
 //! never contends with registrations of others.
 
+use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash, RandomState};
 
@@ -24,7 +25,9 @@ impl<K: Hash + Eq> Shards<K> {
         }
     }
 
-    fn shard(&self, key: &K) -> &Shard<K> {
+    /// Lookups take anything the key borrows as (a `&str` for a user id): the hash is the
+    /// same, so the shard is too.
+    fn shard<Q: Hash + ?Sized>(&self, key: &Q) -> &Shard<K> {
         let i = self.hasher.hash_one(key) as usize & (self.shards.len() - 1);
         &self.shards[i]
     }
@@ -55,12 +58,20 @@ impl<K: Hash + Eq> Shards<K> {
         removed
     }
 
-    pub(super) fn contains(&self, key: &K) -> bool {
+    pub(super) fn contains<Q>(&self, key: &Q) -> bool
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
         self.shard(key).read().contains_key(key)
     }
 
     /// Apply `f` to each connection of `key` under the shard's read lock; counts `true`s.
-    pub(super) fn each_of(&self, key: &K, mut f: impl FnMut(&ConnHandle) -> bool) -> usize {
+    pub(super) fn each_of<Q>(&self, key: &Q, mut f: impl FnMut(&ConnHandle) -> bool) -> usize
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
         let map = self.shard(key).read();
         map.get(key)
             .map_or(0, |conns| conns.iter().filter(|c| f(c)).count())

@@ -4,9 +4,10 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 use kurir_proto::internal::v1::Delivery;
-use kurir_proto::v1::Priority;
+use kurir_proto::v1::{Notification, Priority};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::HashMap;
+use std::sync::LazyLock;
 
 /// What a client may send.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -117,7 +118,7 @@ struct NotificationBody<'a> {
     id: &'a str,
     title: &'a str,
     body: &'a str,
-    data: BTreeMap<&'a str, &'a str>,
+    data: &'a HashMap<String, String>,
     topic: Option<&'a str>,
     priority: &'static str,
     collapse_key: Option<&'a str>,
@@ -128,23 +129,24 @@ struct NotificationBody<'a> {
 /// which differs per recipient.
 #[derive(Debug, Clone)]
 pub struct PreparedNotification {
-    /// The JSON object without its closing brace.
-    head: Bytes,
+    /// The JSON object without its closing brace, with room for a tail.
+    head: Vec<u8>,
 }
+
+/// Bytes reserved after the head: the longest tail (`replayed` and a cursor).
+const TAIL: usize = 64;
+
+static NO_NOTIFICATION: LazyLock<Notification> = LazyLock::new(Notification::default);
 
 impl PreparedNotification {
     pub fn new(d: &Delivery) -> Self {
-        let n = d.notification.clone().unwrap_or_default();
+        let n = d.notification.as_ref().unwrap_or(&NO_NOTIFICATION);
         let body = NotificationBody {
             r#type: "notification",
             id: &d.id,
             title: &n.title,
             body: &n.body,
-            data: n
-                .data
-                .iter()
-                .map(|(k, v)| (k.as_str(), v.as_str()))
-                .collect(),
+            data: &n.data,
             topic: (!d.topic.is_empty()).then_some(d.topic.as_str()),
             priority: if n.priority == Priority::High as i32 {
                 "high"
@@ -154,18 +156,29 @@ impl PreparedNotification {
             collapse_key: (!n.collapse_key.is_empty()).then_some(n.collapse_key.as_str()),
             created_at: d.created_at,
         };
-        let mut json = serde_json::to_vec(&body).unwrap_or_default();
-        json.pop(); // the closing '}'
-        Self {
-            head: Bytes::from(json),
-        }
+        let mut head = Vec::with_capacity(256 + n.body.len() + TAIL);
+        // Serializing borrowed strings and a string map cannot fail.
+        let _ = serde_json::to_writer(&mut head, &body);
+        head.pop(); // the closing '}'
+        Self { head }
     }
 
-    /// The full frame. Live frames without a cursor share one allocation per envelope
-    /// (call once, clone the `Bytes`); stored ones append their cursor.
+    /// The live frame (not replayed, no cursor), without copying: one allocation per
+    /// envelope, shared by every recipient.
+    pub fn into_frame(mut self) -> Bytes {
+        Self::tail(&mut self.head, false, None);
+        Bytes::from(self.head)
+    }
+
+    /// The full frame for one recipient; stored notifications carry their cursor.
     pub fn frame(&self, replayed: bool, cursor: Option<&str>) -> Bytes {
-        let mut buf = BytesMut::with_capacity(self.head.len() + 48);
+        let mut buf = BytesMut::with_capacity(self.head.len() + TAIL);
         buf.put_slice(&self.head);
+        Self::tail(&mut buf, replayed, cursor);
+        buf.freeze()
+    }
+
+    fn tail(buf: &mut impl BufMut, replayed: bool, cursor: Option<&str>) {
         buf.put_slice(if replayed {
             b",\"replayed\":true"
         } else {
@@ -178,14 +191,12 @@ impl PreparedNotification {
             buf.put_u8(b'"');
         }
         buf.put_u8(b'}');
-        buf.freeze()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kurir_proto::v1::Notification;
 
     #[test]
     fn parses_client_frames() {
@@ -227,5 +238,15 @@ mod tests {
         assert_eq!(v["created_at"], 42);
         let live: serde_json::Value = serde_json::from_slice(&p.frame(false, None)).unwrap();
         assert!(live.get("cursor").is_none());
+        assert_eq!(p.clone().into_frame(), p.frame(false, None));
+        let bare = PreparedNotification::new(&Delivery::default()).into_frame();
+        let bare: serde_json::Value = serde_json::from_slice(&bare).unwrap();
+        assert_eq!(
+            (
+                bare["title"].as_str(),
+                bare["data"].as_object().map(|m| m.len())
+            ),
+            (Some(""), Some(0))
+        );
     }
 }

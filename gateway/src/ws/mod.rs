@@ -101,7 +101,7 @@ pub async fn upgrade(
     ws.max_message_size(cfg.max_frame_bytes)
         .max_frame_size(cfg.max_frame_bytes)
         .read_buffer_size(crate::state::READ_BUFFER)
-        .write_buffer_size(0)
+        .write_buffer_size(crate::state::WRITE_BUFFER)
         .on_upgrade(move |socket| {
             let (state, identity, cursor) = *parts;
             tracker.track_future(session::run(socket, state, identity, cursor))

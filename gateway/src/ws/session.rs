@@ -195,9 +195,10 @@ where
                 if self.send(frame).await.is_err() {
                     return Err(CloseReason::Client);
                 }
-                metrics::counter!(telemetry::REPLAYED).increment(1);
+                let hot = &self.state.metrics;
+                hot.replayed.increment(1);
                 // A replay is not a delivery delay: only live writes feed the histogram.
-                metrics::counter!(telemetry::DELIVERIES).increment(1);
+                hot.deliveries.increment(1);
                 self.receipt(entry.id, ReceiptStatus::Delivered);
             }
             if n < page {
@@ -228,8 +229,13 @@ where
             }
         }
         self.socket.flush().await.map_err(|_| Gone)?;
+        let hot = &self.state.metrics;
+        hot.deliveries.increment(written.len() as u64);
+        let now = now_ms();
         for out in written {
-            observe(out.created_at);
+            // created_at has millisecond resolution.
+            hot.latency
+                .record((now - out.created_at).max(0) as f64 / 1000.0);
             if out.direct {
                 self.receipt(out.id, ReceiptStatus::Delivered);
             }
@@ -403,14 +409,6 @@ where
     }
 }
 
-/// Count a live write and its delay since the dispatcher created it.
-fn observe(created_at: i64) {
-    let now = now_ms();
-    let secs = (now - created_at).max(0) as f64 / 1000.0;
-    metrics::histogram!(telemetry::DELIVERY_LATENCY).record(secs);
-    metrics::counter!(telemetry::DELIVERIES).increment(1);
-}
-
 pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -505,7 +503,7 @@ mod idle_footprint {
         let ns = kurir_backends::Namespace::random_for_test();
         let (topics, _t) = crate::relay::Topics::channel();
         let node = kurir_backends::NodeId::generate();
-        let (receipts, _r) = crate::receipts::Receipts::channel(node.clone(), 8);
+        let (receipts, _r) = crate::receipts::Receipts::channel(8);
         let state = std::sync::Arc::new(crate::state::AppState {
             config: std::sync::Arc::new(crate::Config::for_test(ns.clone(), "x")),
             node,
@@ -513,6 +511,7 @@ mod idle_footprint {
             hub: crate::hub::Hub::new(),
             topics,
             receipts,
+            metrics: crate::telemetry::Hot::resolve(),
             verifier: std::sync::Arc::new(crate::ws::auth::Verifier::hs256(b"x")),
             readiness: Default::default(),
             tracker: Default::default(),
