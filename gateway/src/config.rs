@@ -117,6 +117,11 @@ pub struct Config {
     #[arg(long, env = "KURIR_RECEIPT_QUEUE", default_value_t = 8192)]
     pub receipt_queue: usize,
 
+    /// How long receipts collect before they are published as one batch, in
+    /// milliseconds (0 publishes each drain of the queue at once).
+    #[arg(long, env = "KURIR_RECEIPT_LINGER_MS", default_value_t = 5)]
+    pub receipt_linger_ms: u64,
+
     /// Log format: `text` or `json`.
     #[arg(long, env = "KURIR_LOG_FORMAT", default_value = "text")]
     pub log_format: String,
@@ -210,6 +215,9 @@ impl Config {
     }
     pub fn presence_ttl(&self) -> Duration {
         Duration::from_secs(self.presence_ttl_seconds)
+    }
+    pub fn receipt_linger(&self) -> Duration {
+        Duration::from_millis(self.receipt_linger_ms)
     }
     pub fn drain(&self) -> Duration {
         Duration::from_secs(self.drain_seconds)

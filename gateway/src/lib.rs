@@ -177,6 +177,7 @@ impl Gateway {
             state.backends.clone(),
             state.node.clone(),
             receipts_rx,
+            state.config.receipt_linger(),
             receipts_stop.clone(),
         ));
         if let Some((l, handle)) = metrics {
@@ -201,9 +202,7 @@ impl Gateway {
 
         let draining = CancellationToken::new();
         let app = Self::router(Arc::new(state.clone()));
-        let server =
-            axum::serve(listener, app).with_graceful_shutdown(draining.clone().cancelled_owned());
-        let server = tokio::spawn(async move { server.await });
+        let server = tokio::spawn(ws::accept::serve(listener, app, draining.clone()));
         shutdown.await;
         draining.cancel();
         drain::run(&state, &state.tracker).await;

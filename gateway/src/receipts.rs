@@ -6,6 +6,8 @@
 //! are dropped and counted (`kurir_gateway_dropped_total{reason="receipts_full"}`) rather
 //! than slowing sockets down.
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use kurir_backends::{Backends, NodeId, NotificationId, UserId};
 use kurir_proto::internal::v1::ReceiptBatch;
@@ -49,10 +51,16 @@ impl Receipts {
 }
 
 /// Publish receipts until `stop`, then what is left in the queue.
+///
+/// A batch starts with the first receipt that arrives and collects for `linger` (or until
+/// [`BATCH`] are in), so a node delivering thousands per second publishes a few hundred
+/// bus messages per second at most, at the price of receipts reaching watchers up to
+/// `linger` later.
 pub async fn run(
     backends: Backends,
     node: NodeId,
     mut rx: mpsc::Receiver<Receipt>,
+    linger: Duration,
     stop: CancellationToken,
 ) {
     let subject = backends.namespace.receipts_subject();
@@ -73,10 +81,22 @@ pub async fn run(
         if n == 0 {
             break;
         }
+        if !stopping && !linger.is_zero() {
+            let until = tokio::time::Instant::now() + linger;
+            while batch.receipts.len() < BATCH {
+                let room = BATCH - batch.receipts.len();
+                tokio::select! {
+                    n = rx.recv_many(&mut batch.receipts, room) => if n == 0 { break },
+                    () = tokio::time::sleep_until(until) => break,
+                    () = stop.cancelled() => break,
+                }
+            }
+        }
+        let count = batch.receipts.len();
         let payload = Bytes::from(batch.encode_to_vec());
         batch.receipts.clear();
         if let Err(e) = backends.bus.publish(subject.clone(), payload).await {
-            debug!(error = %e, receipts = n, "receipts not published");
+            debug!(error = %e, receipts = count, "receipts not published");
         }
     }
 }

@@ -13,16 +13,6 @@ use crate::relay::Topics;
 use crate::telemetry;
 use crate::ws::auth::Verifier;
 
-/// Bytes tungstenite reserves to read a socket (allocated per connection up front; it
-/// grows for a larger frame). Client frames are small (acks, subscribes): 512 is plenty.
-pub const READ_BUFFER: usize = 512;
-
-/// Bytes of frames tungstenite collects before it writes to the socket: the frames a
-/// session drains from its queue in one go go out in one `write` (a fan-out burst or a
-/// busy user costs one syscall per batch, not per frame), and the buffer a connection
-/// keeps after a burst stays this small. A flush writes whatever is collected.
-pub const WRITE_BUFFER: usize = 4096;
-
 #[derive(Clone)]
 pub struct AppState {
     pub config: Arc<Config>,
@@ -35,6 +25,6 @@ pub struct AppState {
     pub metrics: telemetry::Hot,
     pub verifier: Arc<Verifier>,
     pub readiness: Readiness,
-    /// Sessions, so that shutdown can wait for them (axum does not track upgraded sockets).
+    /// Sessions, so that shutdown can wait for them.
     pub tracker: TaskTracker,
 }

@@ -106,6 +106,17 @@ impl Mailbox {
         self.notify.notify_one();
     }
 
+    /// Wait until the session is asked to close (while it is stuck writing, say).
+    pub async fn closing(&self) -> CloseReason {
+        loop {
+            let notified = self.notify.notified();
+            if let Some(reason) = self.take_close() {
+                return reason;
+            }
+            notified.await;
+        }
+    }
+
     pub fn take_close(&self) -> Option<CloseReason> {
         self.close.lock().clone()
     }

@@ -1,7 +1,9 @@
 //! Why a connection ends, and the close code and reason each cause is sent with. The one
 //! place close codes are chosen.
 
-use axum::extract::ws::{CloseFrame, Utf8Bytes};
+use bytes::Bytes;
+
+use super::wire;
 
 /// Closed set of reasons a session ends.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,6 +22,8 @@ pub enum CloseReason {
     Policy(&'static str),
     /// A frame above the size limit.
     FrameTooLarge,
+    /// Bytes that are not the WebSocket protocol (bad framing, or text that is not UTF-8).
+    Protocol(ProtocolError),
     /// Something on our side failed (e.g. presence could not be written).
     Internal,
 }
@@ -31,6 +35,8 @@ impl CloseReason {
             Self::Idle => 1001,
             Self::Policy(_) => 1008,
             Self::FrameTooLarge => 1009,
+            Self::Protocol(ProtocolError::Framing(_)) => 1002,
+            Self::Protocol(ProtocolError::InvalidText) => 1007,
             Self::Internal => 1011,
             Self::Draining => 1012,
             Self::SlowConsumer => 1013,
@@ -53,11 +59,12 @@ impl CloseReason {
             Self::Disconnected(_) => "disconnected",
             Self::Policy(_) => "policy",
             Self::FrameTooLarge => "frame_too_large",
+            Self::Protocol(_) => "protocol",
             Self::Internal => "error",
         }
     }
 
-    pub const LABELS: [&'static str; 8] = [
+    pub const LABELS: [&'static str; 9] = [
         "client",
         "idle",
         "slow_consumer",
@@ -65,6 +72,7 @@ impl CloseReason {
         "disconnected",
         "policy",
         "frame_too_large",
+        "protocol",
         "error",
     ];
 
@@ -79,17 +87,26 @@ impl CloseReason {
             Self::Disconnected(_) => "disconnected by the server",
             Self::Policy(why) => why,
             Self::FrameTooLarge => "frame too large",
+            Self::Protocol(ProtocolError::Framing(why)) => why,
+            Self::Protocol(ProtocolError::InvalidText) => "text frame is not UTF-8",
             Self::Internal => "internal error: reconnect",
         };
         truncate(text, 120).to_owned()
     }
 
-    pub fn frame(&self) -> CloseFrame {
-        CloseFrame {
-            code: self.code(),
-            reason: Utf8Bytes::from(self.text()),
-        }
+    /// The close frame, ready for the wire.
+    pub fn frame(&self) -> Bytes {
+        wire::close(self.code(), &self.text())
     }
+}
+
+/// How a client broke the WebSocket protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProtocolError {
+    /// Framing against RFC 6455 (close 1002).
+    Framing(&'static str),
+    /// A text message that is not UTF-8 (close 1007).
+    InvalidText,
 }
 
 /// The longest prefix of `s` of at most `max` bytes that ends on a char boundary.

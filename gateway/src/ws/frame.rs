@@ -1,13 +1,15 @@
 //! Protocol v1 frames (JSON text). Client frames are parsed here; server frames are
-//! encoded here, a notification once per envelope into [`PreparedNotification`], whose
-//! bytes every recipient shares.
+//! encoded here, already framed for the wire ([`wire`]): a notification once per
+//! envelope into [`PreparedNotification`], whose bytes every recipient shares.
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use kurir_proto::internal::v1::Delivery;
 use kurir_proto::v1::{Notification, Priority};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::LazyLock;
+
+use super::wire::{self, FrameBuf};
 
 /// What a client may send.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -79,9 +81,12 @@ enum ServerFrame<'a> {
     },
 }
 
+/// A server frame, framed for the wire.
 fn encode(frame: &ServerFrame<'_>) -> Bytes {
+    let mut buf = FrameBuf::with_capacity(128);
     // Serializing these plain structs cannot fail.
-    Bytes::from(serde_json::to_vec(frame).unwrap_or_default())
+    let _ = serde_json::to_writer(buf.payload(), frame);
+    buf.finish(wire::OP_TEXT)
 }
 
 pub fn welcome(connection_id: String, node: &str, user: &str, heartbeat_ms: u64) -> Bytes {
@@ -129,8 +134,8 @@ struct NotificationBody<'a> {
 /// which differs per recipient.
 #[derive(Debug, Clone)]
 pub struct PreparedNotification {
-    /// The JSON object without its closing brace, with room for a tail.
-    head: Vec<u8>,
+    /// The JSON object without its closing brace, after room for the frame header.
+    head: FrameBuf,
 }
 
 /// Bytes reserved after the head: the longest tail (`replayed` and a cursor).
@@ -156,47 +161,48 @@ impl PreparedNotification {
             collapse_key: (!n.collapse_key.is_empty()).then_some(n.collapse_key.as_str()),
             created_at: d.created_at,
         };
-        let mut head = Vec::with_capacity(256 + n.body.len() + TAIL);
+        let mut head = FrameBuf::with_capacity(256 + n.title.len() + n.body.len() + TAIL);
         // Serializing borrowed strings and a string map cannot fail.
-        let _ = serde_json::to_writer(&mut head, &body);
-        head.pop(); // the closing '}'
+        let _ = serde_json::to_writer(head.payload(), &body);
+        head.payload().pop(); // the closing '}'
         Self { head }
     }
 
     /// The live frame (not replayed, no cursor), without copying: one allocation per
-    /// envelope, shared by every recipient.
+    /// envelope, whose bytes every recipient writes.
     pub fn into_frame(mut self) -> Bytes {
-        Self::tail(&mut self.head, false, None);
-        Bytes::from(self.head)
+        Self::tail(self.head.payload(), false, None);
+        self.head.finish(wire::OP_TEXT)
     }
 
-    /// The full frame for one recipient; stored notifications carry their cursor.
+    /// The frame for one recipient; stored notifications carry their cursor.
     pub fn frame(&self, replayed: bool, cursor: Option<&str>) -> Bytes {
-        let mut buf = BytesMut::with_capacity(self.head.len() + TAIL);
-        buf.put_slice(&self.head);
-        Self::tail(&mut buf, replayed, cursor);
-        buf.freeze()
+        let mut buf = FrameBuf::with_capacity(self.head.payload_len() + TAIL);
+        buf.payload().extend_from_slice(self.head.payload_bytes());
+        Self::tail(buf.payload(), replayed, cursor);
+        buf.finish(wire::OP_TEXT)
     }
 
-    fn tail(buf: &mut impl BufMut, replayed: bool, cursor: Option<&str>) {
-        buf.put_slice(if replayed {
+    fn tail(buf: &mut Vec<u8>, replayed: bool, cursor: Option<&str>) {
+        buf.extend_from_slice(if replayed {
             b",\"replayed\":true"
         } else {
             b",\"replayed\":false"
         });
         if let Some(c) = cursor {
             // Cursors are `<digits>-<digits>`: nothing to escape.
-            buf.put_slice(b",\"cursor\":\"");
-            buf.put_slice(c.as_bytes());
-            buf.put_u8(b'"');
+            buf.extend_from_slice(b",\"cursor\":\"");
+            buf.extend_from_slice(c.as_bytes());
+            buf.push(b'"');
         }
-        buf.put_u8(b'}');
+        buf.push(b'}');
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ws::wire::payload_of;
 
     #[test]
     fn parses_client_frames() {
@@ -228,7 +234,8 @@ mod tests {
             ..Default::default()
         };
         let p = PreparedNotification::new(&d);
-        let v: serde_json::Value = serde_json::from_slice(&p.frame(true, Some("1-2"))).unwrap();
+        let v: serde_json::Value =
+            serde_json::from_slice(payload_of(&p.frame(true, Some("1-2")))).unwrap();
         assert_eq!(v["type"], "notification");
         assert_eq!(v["title"], "Hi \"there\"");
         assert_eq!(v["data"]["k"], "v");
@@ -236,11 +243,12 @@ mod tests {
         assert_eq!(v["replayed"], true);
         assert_eq!(v["cursor"], "1-2");
         assert_eq!(v["created_at"], 42);
-        let live: serde_json::Value = serde_json::from_slice(&p.frame(false, None)).unwrap();
+        let live: serde_json::Value =
+            serde_json::from_slice(payload_of(&p.frame(false, None))).unwrap();
         assert!(live.get("cursor").is_none());
         assert_eq!(p.clone().into_frame(), p.frame(false, None));
         let bare = PreparedNotification::new(&Delivery::default()).into_frame();
-        let bare: serde_json::Value = serde_json::from_slice(&bare).unwrap();
+        let bare: serde_json::Value = serde_json::from_slice(payload_of(&bare)).unwrap();
         assert_eq!(
             (
                 bare["title"].as_str(),

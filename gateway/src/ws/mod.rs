@@ -1,15 +1,23 @@
-//! ① The socket edge: `GET /ws` checks Origin and the token *before* upgrading (refusals
-//! are plain HTTP with a JSON body), then hands the socket to a [`session::Session`] on
-//! the node's task tracker so that shutdown can drain it.
+//! ① The socket edge: `GET /ws` checks the WebSocket handshake, the Origin and the token
+//! *before* upgrading (refusals are plain HTTP with a JSON body), then takes the TCP
+//! stream back from the HTTP layer and hands it, as a [`socket::WsSocket`], to a
+//! [`session`] on the node's task tracker so that shutdown can drain it.
+//!
+//! `accept` serves the listener (HTTP/1.1, upgrades allowed), `handshake` is the RFC 6455
+//! opening handshake, `wire` the framing, `socket` one connection's frame stream,
+//! `session` its life, `frame` the JSON protocol on top, `close` the close codes.
 
+pub mod accept;
 pub mod auth;
 pub mod close;
 pub mod frame;
+pub mod handshake;
 pub mod session;
+pub mod socket;
+pub mod wire;
 
-use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::{Query, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::extract::{Query, Request, State};
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use kurir_backends::inbox::Cursor;
@@ -37,9 +45,20 @@ fn refuse(status: StatusCode, error: &'static str, message: &str) -> Response {
 pub async fn upgrade(
     State(state): State<Arc<AppState>>,
     Query(params): Query<ConnectParams>,
-    headers: HeaderMap,
-    ws: WebSocketUpgrade,
+    mut req: Request,
 ) -> Response {
+    let accept = match handshake::check(req.headers()) {
+        Ok(accept) => accept,
+        Err(refusal) => return refusal.into_response(),
+    };
+    let Some(on_upgrade) = req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>() else {
+        return refuse(
+            StatusCode::UPGRADE_REQUIRED,
+            "not_upgradable",
+            "this connection cannot be upgraded (HTTP/1.1 required)",
+        );
+    };
+    let headers = req.headers();
     let cfg = &state.config;
     if !cfg.allowed_origins.iter().all(String::is_empty) {
         let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
@@ -95,15 +114,15 @@ pub async fn upgrade(
         );
     }
     let tracker = state.tracker.clone();
-    // axum keeps the callback in the connection's task for its whole life: capture one
-    // pointer, not the session's parts.
+    // The task lives as long as the connection: capture one pointer, not the parts.
     let parts = Box::new((state.clone(), identity, cursor));
-    ws.max_message_size(cfg.max_frame_bytes)
-        .max_frame_size(cfg.max_frame_bytes)
-        .read_buffer_size(crate::state::READ_BUFFER)
-        .write_buffer_size(crate::state::WRITE_BUFFER)
-        .on_upgrade(move |socket| {
-            let (state, identity, cursor) = *parts;
-            tracker.track_future(session::run(socket, state, identity, cursor))
-        })
+    tracker.spawn(async move {
+        let (state, identity, cursor) = *parts;
+        let Some(socket) = handshake::take_stream(on_upgrade, state.config.max_frame_bytes).await
+        else {
+            return;
+        };
+        session::run(socket, state, identity, cursor).await;
+    });
+    handshake::switching_protocols(&accept)
 }

@@ -11,9 +11,7 @@
 use std::collections::{HashSet, VecDeque};
 use std::time::Duration;
 
-use axum::extract::ws::{Message, Utf8Bytes};
 use bytes::Bytes;
-use futures::{Sink, SinkExt, Stream, StreamExt};
 use kurir_backends::inbox::Cursor;
 use kurir_backends::{ConnId, NotificationId, Topic};
 use kurir_proto::internal::v1::Delivery;
@@ -22,17 +20,34 @@ use prost::Message as _;
 use tokio::time::Instant;
 use tracing::{debug, info_span, warn, Instrument};
 
+use tokio::io::{AsyncRead, AsyncWrite};
+
 use super::auth::Identity;
-use super::close::CloseReason;
+use super::close::{CloseReason, ProtocolError};
 use super::frame::{self, ClientFrame, FrameError, PreparedNotification};
+use super::socket::{Incoming, ReadError, WireFrame, WsSocket};
+use super::wire::{self, WireError};
 use crate::hub::{ConnHandle, Queued};
 use crate::state::AppState;
 use crate::telemetry;
 use std::future::Future;
 use std::sync::Arc;
 
-/// Frames written per flush at most (coalescing under load).
+/// Frames written per vectored write at most (coalescing under load).
 const WRITE_BATCH: usize = 64;
+
+/// How long a closing socket waits for the client's side of the close.
+const CLOSE_LINGER: Duration = Duration::from_secs(1);
+
+/// How long a connection told to close may take to read what is in flight before its
+/// close frame (a slow consumer's 1013); after that it is dropped without one.
+const CLOSE_WAIT: Duration = Duration::from_secs(5);
+
+impl WireFrame for Queued {
+    fn wire(&self) -> &[u8] {
+        &self.frame
+    }
+}
 
 /// Run a session to its end and clean up after it.
 ///
@@ -40,16 +55,13 @@ const WRITE_BATCH: usize = 64;
 /// returned future once: arguments of an `async fn` would stay in its state beside
 /// their moved copies, and every idle connection carries that state.
 pub fn run<S>(
-    socket: S,
+    socket: WsSocket<S>,
     state: Arc<AppState>,
     identity: Identity,
     cursor: Option<Cursor>,
 ) -> impl Future<Output = ()> + Send
 where
-    S: Stream<Item = Result<Message, axum::Error>>
-        + Sink<Message, Error = axum::Error>
-        + Unpin
-        + Send,
+    S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     let id = ConnId::generate();
     let span = info_span!("session", conn_id = %id, user = %identity.user);
@@ -77,7 +89,7 @@ where
 }
 
 struct Session<S> {
-    socket: S,
+    socket: WsSocket<S>,
     state: Arc<AppState>,
     identity: Identity,
     handle: ConnHandle,
@@ -92,7 +104,7 @@ struct Gone;
 
 impl<S> Session<S>
 where
-    S: Stream<Item = Result<Message, axum::Error>> + Sink<Message, Error = axum::Error> + Unpin,
+    S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     async fn run(&mut self, cursor: Option<Cursor>) -> CloseReason {
         let user = self.identity.user.clone();
@@ -141,15 +153,15 @@ where
                 }
             }
             if let Some(first) = mailbox.pop() {
-                if Box::pin(self.write_batch(first)).await.is_err() {
-                    return CloseReason::Client;
+                if let Err(reason) = Box::pin(self.write_batch(first)).await {
+                    return reason;
                 }
                 continue;
             }
             tokio::select! {
                 biased;
                 () = mailbox.notified() => {}
-                incoming = self.socket.next() => {
+                incoming = self.socket.read() => {
                     if let Some(reason) = Box::pin(self.on_incoming(incoming)).await {
                         return reason;
                     }
@@ -158,7 +170,7 @@ where
                     if self.last_heard.elapsed() > idle {
                         return CloseReason::Idle;
                     }
-                    if self.socket.send(Message::Ping(Bytes::new())).await.is_err() {
+                    if self.send(ping_frame()).await.is_err() {
                         return CloseReason::Client;
                     }
                 }
@@ -208,31 +220,47 @@ where
         Ok(())
     }
 
-    /// Write `first` and whatever else is queued, up to [`WRITE_BATCH`], then flush once.
-    async fn write_batch(&mut self, first: Queued) -> Result<(), Gone> {
+    /// Write `first` and whatever else is queued, up to [`WRITE_BATCH`], in one vectored
+    /// write. A client that stops reading stalls it: the wait ends when the hub asks
+    /// this connection to close (its queue filled up) or after the idle timeout.
+    async fn write_batch(&mut self, first: Queued) -> Result<(), CloseReason> {
+        let mut batch: Vec<Queued> = Vec::with_capacity(8);
         let mut next = Some(first);
-        let mut written: Vec<Queued> = Vec::new();
         let mut n = 0;
         while let Some(out) = next.take() {
             if out.stored && !self.first_time(out.id) {
                 telemetry::dropped("duplicate");
             } else {
-                self.socket
-                    .feed(Message::Text(text(out.frame.clone())))
-                    .await
-                    .map_err(|_| Gone)?;
-                written.push(out);
+                batch.push(out);
             }
             n += 1;
             if n < WRITE_BATCH {
                 next = self.handle.mailbox.pop();
             }
         }
-        self.socket.flush().await.map_err(|_| Gone)?;
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let mailbox = self.handle.mailbox.clone();
+        let stall = self.state.config.idle_timeout();
+        {
+            let write = self.socket.write(&batch);
+            tokio::pin!(write);
+            tokio::select! {
+                written = &mut write => written.map_err(|_| CloseReason::Client)?,
+                reason = mailbox.closing() => {
+                    // Let the frame in flight finish if the client takes it soon, so its
+                    // close frame (1013 for a slow consumer) can still follow.
+                    let _ = tokio::time::timeout(CLOSE_WAIT, &mut write).await;
+                    return Err(reason);
+                }
+                () = tokio::time::sleep(stall) => return Err(CloseReason::SlowConsumer),
+            }
+        }
         let hot = &self.state.metrics;
-        hot.deliveries.increment(written.len() as u64);
+        hot.deliveries.increment(batch.len() as u64);
         let now = now_ms();
-        for out in written {
+        for out in batch {
             // created_at has millisecond resolution.
             hot.latency
                 .record((now - out.created_at).max(0) as f64 / 1000.0);
@@ -255,35 +283,35 @@ where
         self.state.receipts.emit(id, &self.identity.user, status);
     }
 
-    async fn on_incoming(
-        &mut self,
-        incoming: Option<Result<Message, axum::Error>>,
-    ) -> Option<CloseReason> {
+    async fn on_incoming(&mut self, incoming: Result<Incoming, ReadError>) -> Option<CloseReason> {
         self.last_heard = Instant::now();
-        let msg = match incoming {
-            None => return Some(CloseReason::Client),
-            Some(Err(e)) => {
-                // tungstenite reports an oversized frame as a capacity error.
-                let text = e.to_string();
-                if text.contains("Space limit exceeded") || text.contains("too long") {
-                    return Some(CloseReason::FrameTooLarge);
-                }
-                debug!(error = %text, "socket error");
-                return Some(CloseReason::Client);
-            }
-            Some(Ok(m)) => m,
-        };
-        let reply = match msg {
-            Message::Text(t) => match frame::parse(t.as_str()) {
+        let reply = match incoming {
+            Ok(Incoming::Text(t)) => match frame::parse(&t) {
                 Ok(f) => self.on_frame(f).await,
                 Err(e) => Some(frame::error(&e)),
             },
-            Message::Binary(_) => Some(frame::error(&FrameError::new(
+            Ok(Incoming::Binary) => Some(frame::error(&FrameError::new(
                 "bad_frame",
                 "binary frames are not supported; send JSON text",
             ))),
-            Message::Close(_) => return Some(CloseReason::Client),
-            Message::Ping(_) | Message::Pong(_) => None,
+            Ok(Incoming::Ping(payload)) => Some(wire::frame(wire::OP_PONG, &payload)),
+            Ok(Incoming::Pong) => None,
+            Ok(Incoming::Close(code)) => {
+                // Answer the client's close with its own code (RFC 6455 §5.5.1).
+                let echo =
+                    code.map_or_else(|| wire::frame(wire::OP_CLOSE, &[]), |c| wire::close(c, ""));
+                let _ = self.send(echo).await;
+                return Some(CloseReason::Client);
+            }
+            Err(ReadError::Closed) => return Some(CloseReason::Client),
+            Err(ReadError::Wire(WireError::TooLarge)) => return Some(CloseReason::FrameTooLarge),
+            Err(ReadError::Wire(WireError::Protocol(why))) => {
+                debug!(why, "protocol error");
+                return Some(CloseReason::Protocol(ProtocolError::Framing(why)));
+            }
+            Err(ReadError::InvalidText) => {
+                return Some(CloseReason::Protocol(ProtocolError::InvalidText))
+            }
         };
         match reply {
             Some(r) => self.send(r).await.err().map(|Gone| CloseReason::Client),
@@ -370,9 +398,10 @@ where
         Ok(topic)
     }
 
+    /// Write one frame.
     async fn send(&mut self, frame: Bytes) -> Result<(), Gone> {
         self.socket
-            .send(Message::Text(text(frame)))
+            .write(std::slice::from_ref(&frame))
             .await
             .map_err(|_| Gone)
     }
@@ -386,14 +415,9 @@ where
         for t in &emptied {
             self.state.topics.release(t);
         }
-        if !matches!(reason, CloseReason::Client) {
-            let _ = tokio::time::timeout(
-                Duration::from_secs(1),
-                self.socket.send(Message::Close(Some(reason.frame()))),
-            )
-            .await;
-        }
-        let _ = tokio::time::timeout(Duration::from_secs(1), self.socket.close()).await;
+        // The client's own close was answered when it came; a broken socket gets none.
+        let frame = (!matches!(reason, CloseReason::Client)).then(|| reason.frame());
+        self.socket.close(frame, CLOSE_WAIT, CLOSE_LINGER).await;
         if !matches!(reason, CloseReason::Draining) {
             // On drain the node removes all its presence at once.
             if let Err(e) = self
@@ -415,9 +439,10 @@ pub(crate) fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-/// Frames are built from JSON we produced: valid UTF-8 by construction.
-fn text(frame: Bytes) -> Utf8Bytes {
-    Utf8Bytes::try_from(frame).unwrap_or_else(|_| Utf8Bytes::from_static("{}"))
+/// A WebSocket ping (keepalive; browsers answer it by themselves).
+fn ping_frame() -> Bytes {
+    static PING: Bytes = Bytes::from_static(&[0x80 | wire::OP_PING, 0]);
+    PING.clone()
 }
 
 /// Stored notification ids this connection has been sent, newest `cap` kept. Allocates
@@ -470,36 +495,15 @@ mod tests {
 
 #[cfg(test)]
 mod idle_footprint {
-    use std::pin::Pin;
-    use std::task::{Context, Poll};
+    use crate::ws::socket::WsSocket;
 
-    use axum::extract::ws::Message;
-
-    struct Dummy;
-    impl futures::Stream for Dummy {
-        type Item = Result<Message, axum::Error>;
-        fn poll_next(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-            Poll::Pending
-        }
-    }
-    impl futures::Sink<Message> for Dummy {
-        type Error = axum::Error;
-        fn poll_ready(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), axum::Error>> {
-            Poll::Ready(Ok(()))
-        }
-        fn start_send(self: Pin<&mut Self>, _: Message) -> Result<(), axum::Error> {
-            Ok(())
-        }
-        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), axum::Error>> {
-            Poll::Ready(Ok(()))
-        }
-        fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), axum::Error>> {
-            Poll::Ready(Ok(()))
-        }
-    }
-
-    #[test]
-    fn an_idle_session_stays_small() {
+    #[tokio::test]
+    async fn an_idle_session_stays_small() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let _client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (stream, _) = listener.accept().await.unwrap();
         let ns = kurir_backends::Namespace::random_for_test();
         let (topics, _t) = crate::relay::Topics::channel();
         let node = kurir_backends::NodeId::generate();
@@ -521,9 +525,15 @@ mod idle_footprint {
             topics: vec![],
             expires_at: 0,
         };
-        let fut = super::run(Dummy, state, id, None);
-        // Every idle connection carries this future and its queue's first block (32
-        // slots): keep both small. Bounds are for the test (debug) build.
+        let socket = WsSocket::new(stream, &[], 1024);
+        assert!(
+            std::mem::size_of_val(&socket) <= 96,
+            "socket grew to {} bytes",
+            std::mem::size_of_val(&socket)
+        );
+        let fut = super::run(socket, state, id, None);
+        // Every idle connection carries this future: keep it small. Bounds are for the
+        // test (debug) build.
         let size = std::mem::size_of_val(&fut);
         assert!(size <= 768, "session future grew to {size} bytes");
         assert_eq!(std::mem::size_of::<crate::hub::Queued>(), 8);
