@@ -172,6 +172,11 @@ impl Gateway {
             subscribed_tx,
         ));
         background.spawn(liveness::run(state.clone(), stop.clone()));
+        background.spawn(ws::heartbeat::run(
+            state.hub.clone(),
+            state.config.heartbeat(),
+            stop.clone(),
+        ));
         let receipts_stop = CancellationToken::new();
         let receipts = tokio::spawn(receipts::run(
             state.backends.clone(),

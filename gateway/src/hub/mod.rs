@@ -8,13 +8,15 @@
 mod shard;
 
 use std::collections::VecDeque;
+use std::future::poll_fn;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use futures::task::AtomicWaker;
 use kurir_backends::{ConnId, NotificationId, Topic, UserId};
 use parking_lot::Mutex;
-use tokio::sync::Notify;
 
 use crate::telemetry;
 use crate::ws::close::CloseReason;
@@ -43,13 +45,19 @@ const KEEP_SLOTS: usize = 16;
 /// One connection's bounded queue and out-of-band signals, shared by the hub (the
 /// writers) and the session (the one reader). An idle connection's mailbox allocates
 /// nothing beyond itself: the queue grows on the first message.
+///
+/// There is one waiter, the session task, so a waker slot and a "look again" flag are
+/// all the wake-up machinery needed: writers set what changed, raise the flag, wake.
 #[derive(Debug)]
 pub struct Mailbox {
     queue: Mutex<VecDeque<Queued>>,
     capacity: usize,
     close: Mutex<Option<CloseReason>>,
     resync: AtomicBool,
-    notify: Notify,
+    heartbeat: AtomicBool,
+    /// Set with every change above; cleared by the session when it looks.
+    pending: AtomicBool,
+    waker: AtomicWaker,
 }
 
 impl Mailbox {
@@ -59,8 +67,16 @@ impl Mailbox {
             capacity,
             close: Mutex::new(None),
             resync: AtomicBool::new(false),
-            notify: Notify::new(),
+            heartbeat: AtomicBool::new(false),
+            pending: AtomicBool::new(false),
+            waker: AtomicWaker::new(),
         }
+    }
+
+    /// Tell the session to look again.
+    fn wake(&self) {
+        self.pending.store(true, Ordering::Release);
+        self.waker.wake();
     }
 
     /// Queue without waiting. When the queue is full the connection is told to close
@@ -75,7 +91,7 @@ impl Mailbox {
         }
         queue.push_back(Arc::clone(msg));
         drop(queue);
-        self.notify.notify_one();
+        self.wake();
         true
     }
 
@@ -96,25 +112,26 @@ impl Mailbox {
         if slot.is_none() {
             *slot = Some(reason);
             drop(slot);
-            self.notify.notify_one();
+            self.wake();
         }
     }
 
     /// Ask the session to re-read its inbox (the bus may have lost messages).
     pub fn resync(&self) {
         self.resync.store(true, Ordering::Release);
-        self.notify.notify_one();
+        self.wake();
     }
 
     /// Wait until the session is asked to close (while it is stuck writing, say).
     pub async fn closing(&self) -> CloseReason {
-        loop {
-            let notified = self.notify.notified();
-            if let Some(reason) = self.take_close() {
-                return reason;
+        poll_fn(|cx| {
+            self.waker.register(cx.waker());
+            match self.take_close() {
+                Some(reason) => Poll::Ready(reason),
+                None => Poll::Pending,
             }
-            notified.await;
-        }
+        })
+        .await
     }
 
     pub fn take_close(&self) -> Option<CloseReason> {
@@ -125,10 +142,26 @@ impl Mailbox {
         self.resync.swap(false, Ordering::AcqRel)
     }
 
-    /// Wait for a message or a signal. A notification sent while nobody waits is kept,
-    /// so checking, then waiting, misses nothing.
-    pub async fn notified(&self) {
-        self.notify.notified().await;
+    /// Tell the session its heartbeat is due (ping, idle and token checks).
+    pub fn heartbeat(&self) {
+        self.heartbeat.store(true, Ordering::Release);
+        self.wake();
+    }
+
+    pub fn take_heartbeat(&self) -> bool {
+        self.heartbeat.swap(false, Ordering::AcqRel)
+    }
+
+    /// Ready once something changed since the session last looked (a message or a
+    /// signal). A change made while nobody waits is kept, so looking, then waiting,
+    /// misses nothing.
+    pub fn poll_pending(&self, cx: &mut Context<'_>) -> Poll<()> {
+        self.waker.register(cx.waker());
+        if self.pending.swap(false, Ordering::AcqRel) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
     }
 }
 
@@ -248,6 +281,19 @@ impl Hub {
     pub fn close_user(&self, user: &UserId, reason: &CloseReason) -> usize {
         self.inner.users.each_of(user, |c| {
             c.mailbox.close(reason.clone());
+            true
+        })
+    }
+
+    /// Shards of the user map; [`Hub::heartbeat_shard`] takes `0..shards()`.
+    pub fn shards(&self) -> usize {
+        SHARDS
+    }
+
+    /// Tell every connection in user-map shard `i` that its heartbeat is due.
+    pub fn heartbeat_shard(&self, i: usize) -> usize {
+        self.inner.users.each_in(i, |c| {
+            c.mailbox.heartbeat();
             true
         })
     }

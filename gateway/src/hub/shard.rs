@@ -7,10 +7,14 @@ use std::hash::{BuildHasher, Hash, RandomState};
 
 use kurir_backends::ConnId;
 use parking_lot::RwLock;
+use smallvec::SmallVec;
 
 use super::ConnHandle;
 
-type Shard<K> = RwLock<HashMap<K, Vec<ConnHandle>>>;
+/// The connections of one key: most users hold one, kept inline (no allocation).
+type Conns = SmallVec<[ConnHandle; 1]>;
+
+type Shard<K> = RwLock<HashMap<K, Conns>>;
 
 pub(super) struct Shards<K> {
     shards: Box<[Shard<K>]>,
@@ -75,6 +79,12 @@ impl<K: Hash + Eq> Shards<K> {
         let map = self.shard(key).read();
         map.get(key)
             .map_or(0, |conns| conns.iter().filter(|c| f(c)).count())
+    }
+
+    /// Apply `f` to every connection of shard `i` (wrapping); counts `true`s.
+    pub(super) fn each_in(&self, i: usize, mut f: impl FnMut(&ConnHandle) -> bool) -> usize {
+        let map = self.shards[i % self.shards.len()].read();
+        map.values().flatten().filter(|c| f(c)).count()
     }
 
     /// Apply `f` to every connection, one shard at a time.

@@ -5,13 +5,15 @@
 //!
 //! `accept` serves the listener (HTTP/1.1, upgrades allowed), `handshake` is the RFC 6455
 //! opening handshake, `wire` the framing, `socket` one connection's frame stream,
-//! `session` its life, `frame` the JSON protocol on top, `close` the close codes.
+//! `session` its life, `heartbeat` the node's one keepalive timer, `frame` the JSON
+//! protocol on top, `close` the close codes.
 
 pub mod accept;
 pub mod auth;
 pub mod close;
 pub mod frame;
 pub mod handshake;
+pub mod heartbeat;
 pub mod session;
 pub mod socket;
 pub mod wire;

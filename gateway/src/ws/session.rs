@@ -1,10 +1,12 @@
 //! One connection's life: register → presence → `welcome` → replay → live.
 //!
 //! The session is the only writer of its socket. It drains its bounded queue (several
-//! frames per flush), answers client frames, pings, and obeys its [`Control`]: close
-//! requests (slow consumer, `Disconnect`, drain) and resync requests (the bus may have
-//! lost messages: re-read the inbox). Stored notifications are deduplicated by id, so a
-//! connection never sees one twice even when replay and live routing both deliver it.
+//! frames per vectored write), answers client frames, and obeys the signals in its
+//! [`Mailbox`](crate::hub::Mailbox): close requests (slow consumer, `Disconnect`, drain),
+//! resync requests (the bus may have lost messages: re-read the inbox) and heartbeats
+//! (ping; close when the client has been silent too long). Stored notifications are
+//! deduplicated by id, so a connection never sees one twice even when replay and live
+//! routing both deliver it.
 //!
 //! Any error ends this session only; it is logged once, with the connection id.
 
@@ -18,7 +20,7 @@ use kurir_proto::internal::v1::Delivery;
 use kurir_proto::v1::ReceiptStatus;
 use prost::Message as _;
 use tokio::time::Instant;
-use tracing::{debug, info_span, warn, Instrument};
+use tracing::{debug, debug_span, warn, Instrument};
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -32,6 +34,7 @@ use crate::state::AppState;
 use crate::telemetry;
 use std::future::Future;
 use std::sync::Arc;
+use std::task::Poll;
 
 /// Frames written per vectored write at most (coalescing under load).
 const WRITE_BATCH: usize = 64;
@@ -64,7 +67,9 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     let id = ConnId::generate();
-    let span = info_span!("session", conn_id = %id, user = %identity.user);
+    // A debug span: at the default level it is never created, so an idle connection
+    // carries no span state; warnings name the connection themselves.
+    let span = debug_span!("session", conn_id = %id, user = %identity.user);
     let handle = ConnHandle::new(id, identity.user.clone(), state.config.outbound_queue);
     state.hub.register(handle.clone());
     metrics::gauge!(telemetry::CONNECTIONS).increment(1.0);
@@ -117,7 +122,7 @@ where
             .add(&self.state.node, &user, self.handle.id)
             .await
         {
-            warn!(error = %e, "presence write failed");
+            warn!(conn_id = %self.handle.id, user = %user, error = %e, "presence write failed");
             return CloseReason::Internal;
         }
         let welcome = frame::welcome(
@@ -126,7 +131,9 @@ where
             user.as_str(),
             self.state.config.heartbeat_ms,
         );
-        if self.send(welcome).await.is_err() {
+        // Sends in `run` and `live` are boxed: a write's state (~200 bytes) then lives
+        // on the heap only while it runs, not in every idle connection's task.
+        if Box::pin(self.send(welcome)).await.is_err() {
             return CloseReason::Client;
         }
         // Replay and frame handling are boxed: their state lives on the heap only while
@@ -138,9 +145,6 @@ where
     }
 
     async fn live(&mut self) -> CloseReason {
-        let heartbeat = self.state.config.heartbeat();
-        let idle = self.state.config.idle_timeout();
-        let mut ping = tokio::time::interval_at(Instant::now() + heartbeat, heartbeat);
         let mailbox = self.handle.mailbox.clone();
         loop {
             // Signals first, then queued frames; wait only when there is nothing to do.
@@ -152,27 +156,33 @@ where
                     return reason;
                 }
             }
+            if mailbox.take_heartbeat() {
+                if self.last_heard.elapsed() > self.state.config.idle_timeout() {
+                    return CloseReason::Idle;
+                }
+                if Box::pin(self.send(ping_frame())).await.is_err() {
+                    return CloseReason::Client;
+                }
+            }
             if let Some(first) = mailbox.pop() {
                 if let Err(reason) = Box::pin(self.write_batch(first)).await {
                     return reason;
                 }
                 continue;
             }
-            tokio::select! {
-                biased;
-                () = mailbox.notified() => {}
-                incoming = self.socket.read() => {
-                    if let Some(reason) = Box::pin(self.on_incoming(incoming)).await {
-                        return reason;
-                    }
+            // Wait for the mailbox or the client, whichever comes first: one poll
+            // function rather than a `select!` of futures, so nothing but two pointers
+            // is kept in an idle connection's task while it waits.
+            let incoming = std::future::poll_fn(|cx| {
+                if mailbox.poll_pending(cx).is_ready() {
+                    return Poll::Ready(None);
                 }
-                _ = ping.tick() => {
-                    if self.last_heard.elapsed() > idle {
-                        return CloseReason::Idle;
-                    }
-                    if self.send(ping_frame()).await.is_err() {
-                        return CloseReason::Client;
-                    }
+                self.socket.poll_read(cx).map(Some)
+            })
+            .await;
+            if let Some(incoming) = incoming {
+                if let Some(reason) = Box::pin(self.on_incoming(incoming)).await {
+                    return reason;
                 }
             }
         }
@@ -189,7 +199,7 @@ where
                 .pending(&self.identity.user, after.as_ref(), page.min(budget))
                 .await
                 .map_err(|e| {
-                    warn!(error = %e, "inbox read failed");
+                    warn!(conn_id = %self.handle.id, user = %self.identity.user, error = %e, "inbox read failed");
                     CloseReason::Internal
                 })?;
             let n = entries.len();
@@ -200,7 +210,7 @@ where
                     continue;
                 }
                 let Ok(d) = Delivery::decode(entry.payload.as_ref()) else {
-                    warn!(id = %entry.id, "undecodable inbox entry skipped");
+                    warn!(conn_id = %self.handle.id, user = %self.identity.user, id = %entry.id, "undecodable inbox entry skipped");
                     continue;
                 };
                 let frame = PreparedNotification::new(&d).frame(true, Some(entry.cursor.as_str()));
@@ -246,7 +256,10 @@ where
         {
             let write = self.socket.write(&batch);
             tokio::pin!(write);
+            // The write first: it usually completes at once, and then neither the
+            // close signal nor the stall timer is ever polled (or registered).
             tokio::select! {
+                biased;
                 written = &mut write => written.map_err(|_| CloseReason::Client)?,
                 reason = mailbox.closing() => {
                     // Let the frame in flight finish if the client takes it soon, so its
@@ -532,10 +545,11 @@ mod idle_footprint {
             std::mem::size_of_val(&socket)
         );
         let fut = super::run(socket, state, id, None);
-        // Every idle connection carries this future: keep it small. Bounds are for the
-        // test (debug) build.
+        // Every idle connection carries this future in a task cell that tokio rounds up
+        // to 128 bytes: keep both under 512 (release is a little smaller than this debug
+        // build). The sends, replay and frame handling are boxed to stay out of it.
         let size = std::mem::size_of_val(&fut);
-        assert!(size <= 768, "session future grew to {size} bytes");
+        assert!(size <= 512, "session future grew to {size} bytes");
         assert_eq!(std::mem::size_of::<crate::hub::Queued>(), 8);
     }
 }

@@ -104,7 +104,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsSocket<S> {
         poll_fn(|cx| self.poll_read(cx)).await
     }
 
-    fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<Result<Incoming, ReadError>> {
+    /// [`WsSocket::read`] as a poll function, for waiting on it beside other things.
+    pub fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<Result<Incoming, ReadError>> {
         loop {
             if let Some(msg) = self.parse()? {
                 return Poll::Ready(Ok(msg));
