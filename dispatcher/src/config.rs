@@ -127,6 +127,12 @@ pub struct Config {
     #[arg(long, env = "KURIR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 
+    /// Runtime worker threads; 0 = one per CPU this process may use (cgroup quota and
+    /// affinity included). Where the process gets about one CPU, 1 saves the cost of
+    /// waking a second thread for every request.
+    #[arg(long, env = "KURIR_WORKER_THREADS", default_value_t = 0)]
+    pub worker_threads: usize,
+
     /// Development mode: everything in this one process, with in-memory backends (no
     /// Redis or NATS), an embedded gateway on `KURIR_LISTEN` (default 0.0.0.0:8080) with
     /// the demo page and `GET /dev/token`, and printed development credentials. Not for
@@ -257,6 +263,7 @@ impl Config {
             readiness_interval_ms: DEFAULT_READINESS_INTERVAL_MS,
             shutdown_grace_ms: DEFAULT_SHUTDOWN_GRACE_MS,
             log_format: LogFormat::Text,
+            worker_threads: 0,
             standalone: false,
             demo_interval: None,
         }

@@ -19,8 +19,7 @@ const EX_USAGE: u8 = 64;
 /// `EX_UNAVAILABLE`: a port could not be bound.
 const EX_UNAVAILABLE: u8 = 69;
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
@@ -28,6 +27,17 @@ async fn main() -> ExitCode {
         }
         Err(e) => return fail(EX_USAGE, one_line(&e)),
     };
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if cli.config.worker_threads > 0 {
+        runtime.worker_threads(cli.config.worker_threads);
+    }
+    match runtime.enable_all().build() {
+        Ok(rt) => rt.block_on(run(cli)),
+        Err(e) => fail(1, format!("runtime: {e}")),
+    }
+}
+
+async fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Some(command) => match client::run(command).await {
             Ok(()) => ExitCode::SUCCESS,

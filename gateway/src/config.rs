@@ -126,6 +126,12 @@ pub struct Config {
     #[arg(long, env = "KURIR_LOG_FORMAT", default_value = "text")]
     pub log_format: String,
 
+    /// Runtime worker threads; 0 = one per CPU this process may use (cgroup quota and
+    /// affinity included). Where the process gets about one CPU, 1 saves the cost of
+    /// waking a second thread for deliveries.
+    #[arg(long, env = "KURIR_WORKER_THREADS", default_value_t = 0)]
+    pub worker_threads: usize,
+
     /// Serve `GET /dev/token` (development only; set by `--standalone`).
     #[arg(skip)]
     pub dev_tokens: bool,

@@ -9,13 +9,20 @@ use kurir_gateway::{telemetry, Config, Gateway};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let config = Config::parse();
     if let Err(e) = config.validate() {
         eprintln!("kurir-gateway: {e}");
         std::process::exit(64);
     }
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if config.worker_threads > 0 {
+        runtime.worker_threads(config.worker_threads);
+    }
+    runtime.enable_all().build()?.block_on(run(config))
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
     telemetry::init_tracing(&config.log_format);
     let metrics = telemetry::install_recorder().map_err(anyhow::Error::msg)?;
     let mut opts = ConnectOptions::new(

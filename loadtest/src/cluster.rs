@@ -162,6 +162,8 @@ pub struct SpawnOptions {
     pub log_dir: PathBuf,
     /// Extra environment for every gateway (e.g. `KURIR_OUTBOUND_QUEUE`).
     pub gateway_env: Vec<(String, String)>,
+    /// Extra environment for the dispatcher.
+    pub dispatcher_env: Vec<(String, String)>,
 }
 
 /// Start 1 dispatcher + N gateways in a random namespace.
@@ -204,6 +206,9 @@ pub async fn spawn_kurir(opts: &SpawnOptions) -> Result<Targets> {
             format!("127.0.0.1:{}", free_port()?),
         )
         .env("KURIR_API_KEYS", &api_key);
+    for (k, v) in &opts.dispatcher_env {
+        cmd.env(k, v);
+    }
     t.spawned.push(Spawned::spawn(
         "dispatcher",
         Role::Dispatcher,

@@ -5,7 +5,7 @@
 //! dispatcher (or the peer's emitter) → the servers deliver → `fleet` workers hold the
 //! clients (`ws`, `protocol`) and record receipts → `procs` samples server CPU and
 //! memory → `report` prints percentiles and figures. `scenarios/` holds one file per
-//! scenario.
+//! scenario; `floor` measures the machine itself (CPU per socket write).
 #![forbid(unsafe_code)]
 
 pub mod cluster;
@@ -22,7 +22,7 @@ pub mod ws;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
-use scenarios::{batch, churn, connect, fanout, run_compared, targeted};
+use scenarios::{batch, churn, connect, fanout, floor, run_compared, targeted};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -47,6 +47,16 @@ pub enum Cmd {
     Churn(churn::ChurnArgs),
     /// Multi-recipient Sends.
     Batch(batch::BatchArgs),
+    /// The physical floor: CPU per socket write on this machine, no server involved.
+    Floor(floor::FloorArgs),
+    /// (internal) The reading end of `floor`.
+    #[command(hide = true)]
+    FloorReader {
+        #[arg(long)]
+        addr: String,
+        #[arg(long)]
+        sockets: usize,
+    },
     /// (internal) Hold clients for a coordinator, JSON lines on stdin/stdout.
     #[command(hide = true)]
     Worker {
@@ -109,6 +119,19 @@ pub async fn run(cmd: Cmd) -> Result<(String, bool)> {
                 async move { batch::run(&a, p).await }
             })
             .await
+        }
+        Cmd::Floor(a) => {
+            let (r, ok) = floor::run(&a).await?;
+            let text = if a.json {
+                r.to_json().to_string()
+            } else {
+                r.human()
+            };
+            Ok((text, ok))
+        }
+        Cmd::FloorReader { addr, sockets } => {
+            floor::reader(&addr, sockets).await?;
+            Ok((String::new(), true))
         }
         Cmd::Worker { max_seconds } => {
             worker::serve_stdio(max_seconds).await?;

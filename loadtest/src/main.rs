@@ -10,9 +10,11 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let runtime = match cli.command {
         // A worker is one of several processes sharing few cores: one thread each.
-        Cmd::Worker { .. } => tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?,
+        Cmd::Worker { .. } | Cmd::FloorReader { .. } => {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?
+        }
         _ => tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()?,

@@ -6,6 +6,7 @@ pub mod batch;
 pub mod churn;
 pub mod connect;
 pub mod fanout;
+pub mod floor;
 pub mod targeted;
 
 use std::path::PathBuf;
@@ -40,6 +41,9 @@ pub struct Common {
     /// Extra KEY=VALUE environment for spawned gateways (repeatable).
     #[arg(long = "gateway-env")]
     pub gateway_env: Vec<String>,
+    /// Extra KEY=VALUE environment for the spawned dispatcher (repeatable).
+    #[arg(long = "dispatcher-env")]
+    pub dispatcher_env: Vec<String>,
     /// An existing gateway, `ws://127.0.0.1:PORT/ws` (repeatable).
     #[arg(long = "gateway")]
     pub gateway_urls: Vec<String>,
@@ -171,12 +175,8 @@ impl Bench {
                     nats_url: common.nats_url.clone(),
                     redis_url: common.redis_url.clone(),
                     log_dir: common.log_dir.clone(),
-                    gateway_env: common
-                        .gateway_env
-                        .iter()
-                        .filter_map(|kv| kv.split_once('='))
-                        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                        .collect(),
+                    gateway_env: key_values(&common.gateway_env),
+                    dispatcher_env: key_values(&common.dispatcher_env),
                 };
                 (cluster::spawn_kurir(&opts).await?, None)
             }
@@ -331,6 +331,14 @@ impl Bench {
 }
 
 /// splitmix64: a stateless, seeded choice per send.
+/// `KEY=VALUE` arguments as pairs (others are ignored).
+fn key_values(args: &[String]) -> Vec<(String, String)> {
+    args.iter()
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
 pub fn pick(seed: u64, i: u64, n: u64) -> u64 {
     let mut z = seed.wrapping_add(i.wrapping_mul(0x9e37_79b9_7f4a_7c15));
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
