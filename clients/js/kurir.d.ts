@@ -18,6 +18,8 @@ export declare const CloseCode: Readonly<{
   TRY_AGAIN_LATER: 1013;
   /** Disconnected by the backend (`Disconnect` RPC): the client stops. */
   DISCONNECTED: 4001;
+  /** Sent by the client itself when the server went silent; it reconnects (like 1006). */
+  NO_TRAFFIC: 4000;
 }>;
 
 export interface BackoffOptions {
@@ -33,6 +35,10 @@ export declare const DEFAULT_BACKOFF: Readonly<Required<BackoffOptions>>;
 export declare const DEFAULT_DEDUPE_SIZE: 1000;
 export declare const DEFAULT_CONNECT_TIMEOUT_MS: 10000;
 export declare const DEFAULT_PING_TIMEOUT_MS: 10000;
+export declare const DEFAULT_TOKEN_TIMEOUT_MS: 10000;
+export declare const DEFAULT_PONG_TIMEOUT_MS: 10000;
+/** Silence allowed beyond two heartbeats (`2 * heartbeat_ms + STALE_GRACE_MS`). */
+export declare const STALE_GRACE_MS: 5000;
 
 /** `min(maxMs, initialMs * 2^attempt)`; `attempt` is 0-based, negatives count as 0. */
 export declare function backoffCap(attempt: number, opts?: Pick<BackoffOptions, 'initialMs' | 'maxMs'>): number;
@@ -43,6 +49,12 @@ export declare function backoffDelay(
   opts?: Pick<BackoffOptions, 'initialMs' | 'maxMs'>,
   random?: () => number,
 ): number;
+
+/**
+ * Sort comparator for cursors (`<ms>-<seq>`, two u64 decimals): compares part by part as
+ * exact numbers; non-numeric parts fall back to string order.
+ */
+export declare function compareCursors(a: string, b: string): number;
 
 /** Bounded id set with least-recently-used eviction (the client's dedupe memory). */
 export declare class IdLru<V = unknown> {
@@ -58,6 +70,7 @@ export declare class IdLru<V = unknown> {
   delete(id: string): boolean;
   clear(): void;
   keys(): IterableIterator<string>;
+  values(): IterableIterator<V>;
 }
 
 /** A minimal WebSocket constructor: browsers', Node's global (>= 22, or 20 with --experimental-websocket), or the `ws` package. */
@@ -77,8 +90,14 @@ export interface KurirOptions {
   url: string;
   /** A fixed JWT. Give this or `getToken`. */
   token?: string;
-  /** Called before every connection attempt, including reconnects: return a fresh JWT. */
+  /**
+   * Called before every connection attempt, including reconnects: return a fresh JWT.
+   * Throwing, rejecting or not answering within `tokenTimeoutMs` is a failed attempt
+   * (`error` with code `token`, then a backoff retry).
+   */
   getToken?: () => string | Promise<string>;
+  /** How long one `getToken()` call may take. Default 10000; 0 or Infinity: unbounded. */
+  tokenTimeoutMs?: number;
   /** Ack stored notifications after the `notification` handlers returned. Default true. */
   autoAck?: boolean;
   backoff?: BackoffOptions;
@@ -88,9 +107,19 @@ export interface KurirOptions {
   dedupeSize?: number;
   /** Give up on an attempt without a welcome after this long. Default 10000. */
   connectTimeoutMs?: number;
+  /**
+   * Silence from the server (no frame at all) after which the client sends a `ping`.
+   * Default `2 * welcome.heartbeat_ms + 5000`; 0, or no heartbeat in the welcome: off.
+   */
+  staleAfterMs?: number | null;
+  /**
+   * After that ping, how long to wait for any frame before closing the socket (4000,
+   * "no traffic") and reconnecting. Default 10000.
+   */
+  pongTimeoutMs?: number;
   /** Topics to subscribe to on every connection. */
   topics?: string[];
-  /** Resume position saved from an earlier session (`client.cursor`). */
+  /** Resume position saved from an earlier session (`client.cursor`): replay only what came after it. */
   cursor?: string | null;
   /** Random source in [0, 1) for the jitter (tests). Default Math.random. */
   random?: () => number;
@@ -136,7 +165,9 @@ export interface KurirErrorEvent {
   /**
    * Server error frame codes (`bad_frame`, `forbidden`, …) as sent, or the client's own:
    * `connect` (socket failed, e.g. HTTP 401), `timeout` (no welcome), `token` (getToken
-   * threw), `handler` (a listener threw), `bad_frame` (unparsable frame from the server).
+   * threw, rejected or timed out), `stale` (silent connection, no answer to a ping: it is
+   * closed with 4000 and reopened), `handler` (a listener threw), `bad_frame`
+   * (unparsable frame from the server).
    */
   code: string;
   message: string;
@@ -161,7 +192,12 @@ export interface KurirEvents {
 export declare class KurirClient {
   constructor(options: KurirOptions);
   readonly state: KurirState;
-  /** Cursor of the last stored notification seen; sent as `?cursor=` on reconnect. */
+  /**
+   * Resume position, sent as `?cursor=` on reconnect: the highest cursor (numerically)
+   * whose notification has been handled (every `notification` listener returned), kept
+   * below the lowest cursor whose listeners are still running or failed. null: nothing
+   * handled yet, the gateway replays the whole inbox.
+   */
   readonly cursor: string | null;
   /** Topics subscribed now or on the next connection. */
   readonly topics: string[];
@@ -183,7 +219,8 @@ export declare class KurirClient {
   ping(timeoutMs?: number): Promise<number>;
   /**
    * Adds a listener; returns a function that removes it. `notification` listeners may be
-   * async: the auto-ack waits for them, and is skipped if one throws.
+   * async: the auto-ack waits for them, and is skipped if one throws (the notification is
+   * then emitted again when the gateway replays it on a later connection).
    */
   on<E extends keyof KurirEvents>(event: E, fn: (payload: KurirEvents[E]) => unknown): () => void;
   off<E extends keyof KurirEvents>(event: E, fn: (payload: KurirEvents[E]) => unknown): void;

@@ -2,9 +2,11 @@
 //
 // One ES module, no dependencies, no build step. A `KurirClient` owns one logical
 // session that survives many sockets: it reconnects with full-jitter backoff, asks for a
-// fresh token on every attempt, resumes from the last stored notification's `cursor`,
-// re-subscribes its topics, acks stored notifications after the application handled them,
-// and emits each notification id at most once (bounded LRU) even across reconnects.
+// fresh token on every attempt (bounded in time), notices a dead connection the browser
+// cannot see (silence → ping → close), resumes from the highest handled stored
+// notification's `cursor`, re-subscribes its topics, acks stored notifications after the
+// application handled them, and emits each notification id at most once (bounded LRU)
+// even across reconnects, unless its handler failed.
 //
 // Protocol and close codes: shared DESIGN.md ("WebSocket protocol v1"). API: README.md
 // and kurir.d.ts beside this file.
@@ -23,6 +25,8 @@ export const CloseCode = Object.freeze({
   SERVICE_RESTART: 1012,
   TRY_AGAIN_LATER: 1013,
   DISCONNECTED: 4001,
+  /** Sent by this client when the server went silent (dead-connection check). */
+  NO_TRAFFIC: 4000,
 });
 
 /** Codes after which the client stops for good: the server does not want us back. */
@@ -34,6 +38,10 @@ export const DEFAULT_BACKOFF = Object.freeze({ initialMs: 500, maxMs: 30_000, re
 export const DEFAULT_DEDUPE_SIZE = 1000;
 export const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
 export const DEFAULT_PING_TIMEOUT_MS = 10_000;
+export const DEFAULT_TOKEN_TIMEOUT_MS = 10_000;
+export const DEFAULT_PONG_TIMEOUT_MS = 10_000;
+/** Silence allowed beyond two server heartbeats before the client probes with a ping. */
+export const STALE_GRACE_MS = 5_000;
 
 const WS_OPEN = 1; // WebSocket.OPEN, spelled out so a minimal constructor without statics works
 
@@ -61,8 +69,33 @@ export function backoffDelay(attempt, opts = DEFAULT_BACKOFF, random = Math.rand
 }
 
 /**
+ * Orders two resume cursors: negative, 0 or positive like a sort comparator. Cursors are
+ * `<ms>-<seq>` (two u64 decimals, Redis stream ids), so they are compared part by part as
+ * numbers ("10-0" > "9-5", "5-10" > "5-9"), without BigInt or float precision loss. A
+ * part that is not all digits falls back to plain string order, so any string sorts.
+ */
+export function compareCursors(a, b) {
+  const x = String(a).split('-');
+  const y = String(b).split('-');
+  for (let i = 0; i < Math.max(x.length, y.length); i++) {
+    let p = x[i] ?? '';
+    let q = y[i] ?? ''; // a missing part sorts first
+    if (DIGITS.test(p) && DIGITS.test(q)) {
+      p = p.replace(LEADING_ZEROS, '');
+      q = q.replace(LEADING_ZEROS, '');
+      if (p.length !== q.length) return p.length < q.length ? -1 : 1;
+    }
+    if (p !== q) return p < q ? -1 : 1;
+  }
+  return 0;
+}
+const DIGITS = /^\d+$/;
+const LEADING_ZEROS = /^0+(?=\d)/;
+
+/**
  * Bounded set of recently seen ids with least-recently-used eviction, each with a small
- * value (the client stores whether the id was acked). Map keeps insertion order, so the
+ * value (the client stores its handler state, cursor and whether it was acked). Map keeps
+ * insertion order, so the
  * first key is always the least recently touched one.
  */
 export class IdLru {
@@ -98,14 +131,69 @@ export class IdLru {
   delete(id) { return this._map.delete(id); }
   clear() { this._map.clear(); }
   keys() { return this._map.keys(); }
+  values() { return this._map.values(); }
 }
 
 const EVENTS = ['notification', 'open', 'close', 'error', 'state', 'subscribed', 'unsubscribed'];
 
-// Ack state per notification id, kept in the dedupe LRU.
-const PENDING = 1; // emitted, handlers running (or autoAck off): no ack from us yet
-const ACKED = 2; // ack written to a socket at least once
-const SKIPPED = 3; // not ours to ack (no cursor, or a handler failed)
+// Handler state per notification id, kept in the dedupe LRU as { state, cursor, acked }.
+const PENDING = 1; // emitted, `notification` listeners still running
+const HANDLED = 2; // every listener returned
+const FAILED = 3; // a listener threw or rejected: emitted again when the server resends it
+
+/**
+ * The resume position: the highest cursor whose notification has been handled (every
+ * listener returned), but never at or past the lowest cursor of a stored notification
+ * whose listeners are still running or failed, so that one is replayed on the next
+ * connection. Cursors can arrive out of order (concurrent sends are appended in one order
+ * and published in another), so "highest" is by `compareCursors`, not "last seen".
+ */
+class ResumePoint {
+  /**
+   * @param {string|null} start cursor the app resumed from: everything up to it is done
+   * @param {IdLru} seen the dedupe LRU, whose handled entries remember their cursor
+   */
+  constructor(start, seen) {
+    this._start = start ?? null;
+    this._high = this._start; // highest handled cursor (or start)
+    this._open = new Map(); // id → cursor of stored notifications running or failed
+    this._seen = seen;
+  }
+
+  /** A stored notification was emitted: it holds the position below it until handled. */
+  begin(id, cursor) {
+    this._open.set(id, cursor);
+    if (this._open.size <= this._seen.capacity) return;
+    // Bounded like the dedupe set (only a handler failing for 1000s of notifications gets
+    // here): forget the highest, the lowest is what holds the position back.
+    let top = null;
+    for (const [k, c] of this._open) if (top === null || compareCursors(c, this._open.get(top)) > 0) top = k;
+    this._open.delete(top);
+  }
+
+  /** Its listeners are done; a failed one stays open until handled on a later connection. */
+  end(id, cursor, ok) {
+    if (!ok) return;
+    this._open.delete(id);
+    if (this._high === null || compareCursors(cursor, this._high) > 0) this._high = cursor;
+  }
+
+  /** The cursor to reconnect with (null: replay the whole inbox). */
+  get value() {
+    let low = null;
+    for (const c of this._open.values()) if (low === null || compareCursors(c, low) < 0) low = c;
+    if (low === null || this._high === null || compareCursors(low, this._high) > 0) return this._high;
+    // Something running or failed sits below the highest handled cursor (it arrived late,
+    // or later ones succeeded after it failed): the highest handled cursor below it.
+    // Handled cursors evicted from the LRU can only make this lower, i.e. replay more.
+    let best = this._start !== null && compareCursors(this._start, low) < 0 ? this._start : null;
+    for (const e of this._seen.values()) {
+      if (e.state === HANDLED && e.cursor !== null && compareCursors(e.cursor, low) < 0
+        && (best === null || compareCursors(e.cursor, best) > 0)) best = e.cursor;
+    }
+    return best;
+  }
+}
 
 /** Turns http(s) into ws(s) and resolves a relative URL against the page. */
 function toWsUrl(url) {
@@ -127,7 +215,8 @@ export class KurirClient {
   /** @param {import('./kurir').KurirOptions} options see kurir.d.ts and README.md */
   constructor(options = {}) {
     const { url, token, getToken, autoAck = true, backoff = {}, WebSocket, dedupeSize,
-      connectTimeoutMs = DEFAULT_CONNECT_TIMEOUT_MS, topics = [], cursor = null } = options;
+      connectTimeoutMs = DEFAULT_CONNECT_TIMEOUT_MS, tokenTimeoutMs = DEFAULT_TOKEN_TIMEOUT_MS,
+      staleAfterMs = null, pongTimeoutMs = DEFAULT_PONG_TIMEOUT_MS, topics = [], cursor = null } = options;
     if (!url) throw new TypeError('KurirClient: `url` is required (e.g. "wss://push.example.com/ws")');
     if (token == null && typeof getToken !== 'function') {
       throw new TypeError('KurirClient: give `token` (string) or `getToken` (async () => string)');
@@ -142,6 +231,9 @@ export class KurirClient {
       throw new TypeError('KurirClient: no WebSocket constructor; pass `WebSocket` (Node 20: run with --experimental-websocket or pass the `ws` package)');
     }
     this._connectTimeoutMs = connectTimeoutMs;
+    this._tokenTimeoutMs = tokenTimeoutMs;
+    this._staleAfterMs = staleAfterMs;
+    this._pongTimeoutMs = pongTimeoutMs;
     this._random = options.random ?? Math.random;
 
     this._handlers = new Map(EVENTS.map((e) => [e, new Set()]));
@@ -149,8 +241,8 @@ export class KurirClient {
     /** Acks asked for while no socket was open; written after the next welcome. */
     this._unsentAcks = new Set();
     this._topics = new Set(topics);
-    this._cursor = cursor;
-    this._pings = []; // FIFO of { resolve, reject, timer, sentAt }
+    this._resume = new ResumePoint(cursor, this._seen);
+    this._pings = []; // FIFO of { resolve, reject, timer, sentAt }, or { probe: true }
 
     this._state = 'idle';
     this._ws = null;
@@ -159,6 +251,13 @@ export class KurirClient {
     this._openedAt = 0;
     this._retryTimer = null;
     this._connectTimer = null;
+    this._tokenTimer = null;
+    // Dead-connection check: one timer per client, re-armed from the last arrival time
+    // rather than reset on every frame.
+    this._liveTimer = null;
+    this._lastRx = 0; // Date.now() of the last frame from the server
+    this._staleMs = 0; // silence that triggers a probe on this connection (0 = off)
+    this._probeSentAt = 0; // when the probe ping went out, 0 while none is pending
     this._welcome = null;
     this._waiters = []; // connect() promises waiting for the next welcome
     this._onOnline = () => this._retryNow();
@@ -170,8 +269,12 @@ export class KurirClient {
 
   /** 'idle' | 'connecting' | 'open' | 'reconnecting' | 'closed' */
   get state() { return this._state; }
-  /** Cursor of the last stored notification seen; sent as `?cursor=` on reconnect. */
-  get cursor() { return this._cursor; }
+  /**
+   * Resume position, sent as `?cursor=` on reconnect: the highest cursor whose
+   * notification has been handled, held below any stored notification whose listeners
+   * are still running or failed. null: nothing handled yet (replay the whole inbox).
+   */
+  get cursor() { return this._resume.value; }
   /** Topics this client is (or will be, once open) subscribed to. */
   get topics() { return [...this._topics]; }
   /** The last `welcome` frame, or null before the first one. */
@@ -231,7 +334,8 @@ export class KurirClient {
    */
   ack(id) {
     if (typeof id !== 'string' || id === '') throw new TypeError('ack: id must be a non-empty string');
-    if (this._seen.get(id) !== undefined) this._seen.set(id, ACKED);
+    const entry = this._seen.get(id);
+    if (entry) entry.acked = true;
     if (!this._send({ type: 'ack', id })) {
       this._unsentAcks.add(id);
       // Bounded like the dedupe set: a replay re-acks anything dropped here.
@@ -243,8 +347,8 @@ export class KurirClient {
 
   /**
    * Application-level round trip; resolves with the round-trip time in ms when the
-   * server's `pong` arrives. Not needed for liveness (the server pings at the WebSocket
-   * level). Rejects if not open, on timeout, or if the socket closes first.
+   * server's `pong` arrives. Not needed for liveness: the client probes a silent
+   * connection by itself. Rejects if not open, on timeout, or if the socket closes first.
    */
   ping(timeoutMs = DEFAULT_PING_TIMEOUT_MS) {
     if (this._state !== 'open' || !this._send({ type: 'ping' })) {
@@ -279,7 +383,7 @@ export class KurirClient {
     const gen = ++this._gen;
     let token;
     try {
-      token = this._getToken ? await this._getToken() : this._token;
+      token = this._getToken ? await this._fetchToken() : this._token;
       if (typeof token !== 'string' || token === '') throw new Error('token provider returned no token');
     } catch (e) {
       if (gen !== this._gen) return;
@@ -291,7 +395,8 @@ export class KurirClient {
 
     const url = new URL(this._url);
     url.searchParams.set('token', token);
-    if (this._cursor != null) url.searchParams.set('cursor', String(this._cursor));
+    const cursor = this.cursor;
+    if (cursor != null) url.searchParams.set('cursor', String(cursor));
     else url.searchParams.delete('cursor');
 
     let ws;
@@ -312,7 +417,11 @@ export class KurirClient {
       this._dropSocket(gen, CloseCode.ABNORMAL, 'connect timeout');
     }, this._connectTimeoutMs);
 
-    ws.onmessage = (ev) => { if (gen === this._gen) this._onMessage(ev.data); };
+    ws.onmessage = (ev) => {
+      if (gen !== this._gen) return;
+      this._lastRx = Date.now(); // any frame proves the path works, even one we ignore
+      this._onMessage(ev.data);
+    };
     ws.onerror = () => {
       if (gen !== this._gen) return;
       // Browsers hide the cause (e.g. HTTP 401 before the upgrade); the close that
@@ -330,17 +439,43 @@ export class KurirClient {
     };
   }
 
-  /** Closes the socket of generation `gen` ourselves and treats it like a server close. */
+  /**
+   * `getToken()`, bounded by `tokenTimeoutMs`: a provider that never answers must not
+   * stall the client. A late answer is dropped (the attempt has moved on by then).
+   */
+  _fetchToken() {
+    const ms = this._tokenTimeoutMs;
+    let timer = null;
+    return new Promise((resolve, reject) => {
+      // 0 or Infinity: unbounded. setTimeout cannot wait longer than 2^31-1 ms anyway.
+      if (ms > 0 && ms < 2 ** 31) {
+        timer = setTimeout(() => reject(new Error(`token provider did not answer within ${ms} ms`)), ms);
+        this._tokenTimer = timer;
+      }
+      Promise.resolve().then(() => this._getToken()).then(resolve, reject);
+    }).finally(() => {
+      clearTimeout(timer);
+      if (this._tokenTimer === timer) this._tokenTimer = null;
+    });
+  }
+
+  /**
+   * Closes the socket of generation `gen` ourselves and treats it like a server close
+   * with `code`. Codes a client may send (1000, 3000-4999) also go on the wire.
+   */
   _dropSocket(gen, code, reason) {
     const ws = this._ws;
-    try { ws?.close(); } catch { /* ignore */ }
+    try {
+      if (code === CloseCode.NORMAL || (code >= 3000 && code <= 4999)) ws?.close(code, reason);
+      else ws?.close();
+    } catch { /* ignore */ }
     this._onSocketClosed(gen, code, reason);
   }
 
   _onSocketClosed(gen, code, reason) {
     this._gen++; // ignore anything else this socket still reports
     this._ws = null;
-    clearTimeout(this._connectTimer);
+    this._clearSocketTimers();
     this._rejectPings(new Error(`connection closed (${code})`));
     const wasOpen = this._openedAt > 0;
     const stable = wasOpen && Date.now() - this._openedAt >= this._backoff.resetAfterMs;
@@ -387,8 +522,10 @@ export class KurirClient {
   _stop(err = new Error('client closed')) {
     this._gen++; // an attempt still waiting for its token must not open a socket
     clearTimeout(this._retryTimer);
-    clearTimeout(this._connectTimer);
     this._retryTimer = null;
+    this._clearSocketTimers();
+    clearTimeout(this._tokenTimer);
+    this._tokenTimer = null;
     globalThis.removeEventListener?.('online', this._onOnline);
     this._rejectPings(err);
     const waiters = this._waiters.splice(0);
@@ -396,11 +533,64 @@ export class KurirClient {
     this._setState('closed');
   }
 
+  _clearSocketTimers() {
+    clearTimeout(this._connectTimer);
+    clearTimeout(this._liveTimer);
+    this._connectTimer = null;
+    this._liveTimer = null;
+    this._probeSentAt = 0;
+  }
+
   _rejectPings(err) {
     for (const p of this._pings.splice(0)) {
       clearTimeout(p.timer);
-      p.reject(err);
+      p.reject?.(err); // liveness probes have no caller to tell
     }
+  }
+
+  // ----- dead-connection check ------------------------------------------------------
+  //
+  // Browsers answer the server's WebSocket pings without telling us, so a half-open TCP
+  // connection (phone switched networks) looks open forever. After `staleAfterMs` of
+  // silence (default 2 heartbeats + 5 s), send an application ping; any frame within
+  // `pongTimeoutMs` keeps the connection, otherwise close it (4000) and reconnect.
+
+  /** Starts the check for the connection whose welcome just arrived. */
+  _startLiveness(heartbeatMs) {
+    const hb = Number(heartbeatMs);
+    this._staleMs = this._staleAfterMs ?? (hb > 0 ? 2 * hb + STALE_GRACE_MS : 0);
+    this._probeSentAt = 0;
+    if (this._staleMs > 0) this._armLiveness(this._staleMs);
+  }
+
+  _armLiveness(ms) {
+    clearTimeout(this._liveTimer);
+    const gen = this._gen;
+    this._liveTimer = setTimeout(() => {
+      this._liveTimer = null;
+      if (gen === this._gen) this._checkLiveness(gen);
+    }, Math.max(1, Math.min(ms, 2 ** 31 - 1)));
+  }
+
+  _checkLiveness(gen) {
+    const now = Date.now();
+    if (this._probeSentAt) {
+      if (this._lastRx < this._probeSentAt) {
+        const silent = now - this._lastRx;
+        this._emit('error', { code: 'stale', message: `no traffic from the server for ${silent} ms (no answer to a ping): reconnecting` });
+        if (gen === this._gen) this._dropSocket(gen, CloseCode.NO_TRAFFIC, 'no traffic');
+        return;
+      }
+      this._probeSentAt = 0; // answered
+    }
+    const quiet = now - this._lastRx;
+    if (quiet < this._staleMs) {
+      this._armLiveness(this._staleMs - quiet);
+      return;
+    }
+    this._probeSentAt = now;
+    if (this._send({ type: 'ping' })) this._pings.push({ probe: true });
+    this._armLiveness(this._pongTimeoutMs);
   }
 
   _setState(state) {
@@ -440,7 +630,7 @@ export class KurirClient {
       case 'unsubscribed': return this._emit('unsubscribed', frame);
       case 'pong': {
         const p = this._pings.shift();
-        if (p) { clearTimeout(p.timer); p.resolve(Date.now() - p.sentAt); }
+        if (p?.resolve) { clearTimeout(p.timer); p.resolve(Date.now() - p.sentAt); }
         return;
       }
       case 'error': return this._emit('error', { code: frame.code, message: frame.message, frame });
@@ -450,8 +640,10 @@ export class KurirClient {
 
   _onWelcome(frame) {
     clearTimeout(this._connectTimer);
+    this._connectTimer = null;
     this._openedAt = Date.now();
     this._welcome = frame;
+    this._startLiveness(frame.heartbeat_ms);
     // Order matters: pending acks first (so a replay racing them is short), then the
     // topics, so the server knows everything we want before anything else happens.
     for (const id of [...this._unsentAcks]) {
@@ -466,23 +658,30 @@ export class KurirClient {
 
   async _onNotification(n) {
     if (typeof n.id !== 'string') return;
-    if (n.cursor != null) this._cursor = n.cursor;
+    const stored = n.cursor != null;
     const known = this._seen.get(n.id);
     if (known !== undefined) {
       this._seen.set(n.id, known); // touch
-      // Already emitted. If we acked it and the server still sends it, our ack was lost
-      // (socket died first): ack again. If handlers are still running, their ack follows.
-      if (known === ACKED && this.autoAck) this.ack(n.id);
-      return;
+      // A stored notification whose listener failed is emitted again: the server resends
+      // it only on a later connection (never twice on one), and the resume cursor was
+      // held below it for exactly that.
+      if (!(known.state === FAILED && stored)) {
+        // Already emitted. If we acked it and the server still sends it, our ack was lost
+        // (socket died first): ack again. If listeners are still running, their ack follows.
+        if (known.acked && this.autoAck) this.ack(n.id);
+        return;
+      }
     }
-    this._seen.set(n.id, PENDING);
+    const entry = { state: PENDING, cursor: stored ? String(n.cursor) : null, acked: false };
+    this._seen.set(n.id, entry);
+    if (stored) this._resume.begin(n.id, entry.cursor);
     const ok = await this._emitAndWait('notification', n);
+    entry.state = ok ? HANDLED : FAILED;
+    if (stored) this._resume.end(n.id, entry.cursor, ok);
     // Only stored notifications (those carrying a cursor) sit in an inbox, so only they
     // are acked automatically; acking topic/broadcast fan-out would cost the gateway an
     // inbox delete per user for nothing.
-    if (!this.autoAck) return;
-    if (ok && n.cursor != null) this.ack(n.id);
-    else if (this._seen.get(n.id) === PENDING) this._seen.set(n.id, SKIPPED);
+    if (ok && stored && this.autoAck) this.ack(n.id);
   }
 
   // ----- events ---------------------------------------------------------------------

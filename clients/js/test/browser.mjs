@@ -176,8 +176,16 @@ async function main() {
     const res = await page.goto(new URL('/', base).href, { waitUntil: 'load', timeout: 15_000 }).catch((e) => e);
     if (!check('demo page loads', res && !(res instanceof Error) && res.ok(), res instanceof Error ? res.message.split('\n')[0] : `HTTP ${res?.status()}`)) return;
     const badge = page.locator('#state');
-    const ready = await waitFor(async () => (await badge.textContent()) === 'idle', 5000);
-    check('state badge starts as "idle" (page script and /kurir.js loaded)', Boolean(ready), `badge: ${await badge.textContent()}`);
+    // The HTML itself says "idle": only the marker the module script sets as its last
+    // step (after importing /kurir.js) shows that the script actually ran.
+    const ready = await waitFor(async () => (await page.locator('body').getAttribute('data-ready')) === '1', 5000);
+    check('page script ran and imported /kurir.js (body[data-ready="1"])', Boolean(ready),
+      ready ? '' : `data-ready=${await page.locator('body').getAttribute('data-ready')}`);
+    check('state badge starts as "idle"', (await badge.textContent()) === 'idle' && (await badge.getAttribute('data-state')) === 'idle',
+      `badge: ${await badge.textContent()}`);
+    const help = (await page.locator('#send-cli').textContent()) ?? '';
+    check('send help shows the built-in client first', help.startsWith('kurir-dispatcher send') && help.includes('--ttl 3600')
+      && (await page.locator('#send-cli ~ #send-grpcurl').count()) === 1, help.split('\n')[0]);
     const live = await page.locator('#toasts').evaluate((t) => `${t.getAttribute('role')}/${t.getAttribute('aria-live')}`);
     check('toast container is role=status aria-live=polite', live === 'status/polite', live);
     await page.evaluate(installRecorders);
@@ -242,6 +250,9 @@ async function main() {
     await page.setViewportSize({ width: 375, height: 740 });
     const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
     check('no horizontal overflow at phone width (375 px)', overflow <= 0, `${overflow} px`);
+    await page.click('details.help summary'); // its long command lines must scroll in place
+    const helpOverflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+    check('no horizontal overflow at phone width with "How to send one" open', helpOverflow <= 0, `${helpOverflow} px`);
 
     check('no page errors', pageErrors.length === 0, pageErrors.slice(0, 3).join(' | '));
   } finally {

@@ -4,7 +4,7 @@
 // It speaks WebSocket protocol v1 from DESIGN.md over a hand-written RFC 6455 server (no
 // dependencies) and serves what a standalone gateway serves: `/` (demo.html),
 // `/kurir.js`, `/kurir.d.ts`, `/dev/token`, `/ws`, `/healthz`. On top, test hooks:
-//   POST /send        {"user","title","body","data","ttl","topic"} → {"id"}
+//   POST /send        {"user","title","body","data","ttl","topic"} → {"id","cursor"}
 //   POST /restart     closes every socket with 1012 and refuses upgrades for ?down_ms (default 1500)
 //   POST /disconnect  ?user=… closes that user's sockets with 4001
 //
@@ -197,7 +197,17 @@ export async function startFakeServer(opts = {}) {
   const inboxes = new Map(); // user → [{ seq, frame, expiresAt }]
   const events = []; // everything clients sent, for assertions: { user, conn, frame }
   const connects = []; // { user, cursor, url }
-  let seq = 0;
+  const closes = []; // { user, conn, code, reason } as the server saw each socket end
+  // Cursors look like the real ones (Redis stream ids): `<ms>-<seq>`, increasing in
+  // append order, seq counting up within one millisecond.
+  let lastMs = 0;
+  let msSeq = 0;
+  const nextCursor = () => {
+    const ms = Math.max(Date.now(), lastMs);
+    msSeq = ms === lastMs ? msSeq + 1 : 0;
+    lastMs = ms;
+    return `${ms}-${msSeq}`;
+  };
   let downUntil = 0;
   let connSeq = 0;
 
@@ -218,23 +228,31 @@ export async function startFakeServer(opts = {}) {
   };
 
   const api = {
-    sessions, events, connects, inboxes,
+    sessions, events, connects, closes, inboxes,
     get url() { return `http://127.0.0.1:${server.address().port}`; },
     get wsUrl() { return `ws://127.0.0.1:${server.address().port}/ws`; },
-    /** Targeted send; `ttl > 0` stores it (with a cursor) until acked. */
-    send({ user, title = 'Hello', body = '', data = {}, ttl = 60, id } = {}) {
+    /**
+     * Targeted send; `ttl > 0` stores it (with a cursor) until acked. `live: false` only
+     * stores it, so a test can hand it to the user later and in any order (`deliver`),
+     * as when concurrent sends are published out of append order.
+     */
+    send({ user, title = 'Hello', body = '', data = {}, ttl = 60, id, live = true } = {}) {
       const nid = id ?? newId();
       const frame = { type: 'notification', id: nid, title, body, data, topic: null, created_at: Date.now(), replayed: false };
       if (ttl > 0) {
-        const s = ++seq;
-        frame.cursor = `c${s}`;
-        inbox(user).push({ seq: s, frame, expiresAt: Date.now() + ttl * 1000 });
+        frame.cursor = nextCursor();
+        inbox(user).push({ cursor: frame.cursor, frame, expiresAt: Date.now() + ttl * 1000 });
       } else {
         frame.cursor = null;
       }
+      const online = live ? api.deliver(user, frame) : 0;
+      return { id: nid, cursor: frame.cursor, online, frame };
+    },
+    /** Routes `frame` live to every connection of `user`; returns how many got it. */
+    deliver(user, frame) {
       let online = 0;
       for (const s of sessions) if (s.user === user) { deliver(s, frame); online++; }
-      return { id: nid, online };
+      return online;
     },
     publish({ topic, title = 'Hello', body = '', data = {} }) {
       const frame = { type: 'notification', id: newId(), title, body, data, topic, created_at: Date.now(), replayed: false, cursor: null };
@@ -318,7 +336,10 @@ export async function startFakeServer(opts = {}) {
     const conn = acceptUpgrade(req, socket);
     const s = { id: `conn-${++connSeq}`, user: claims.sub, claims, conn, topics: new Set(), sentIds: new Set() };
     sessions.add(s);
-    conn.onclose = () => sessions.delete(s);
+    conn.onclose = (code, reason) => {
+      sessions.delete(s);
+      closes.push({ user: s.user, conn: s.id, code, reason });
+    };
     conn.onmessage = (text) => {
       let frame;
       try { frame = JSON.parse(text); } catch { return conn.sendJson({ type: 'error', code: 'bad_frame', message: 'not JSON' }); }
@@ -346,9 +367,11 @@ export async function startFakeServer(opts = {}) {
       }
     };
     conn.sendJson({ type: 'welcome', connection_id: s.id, node: 'fake-1', user: s.user, heartbeat_ms: heartbeatMs });
-    const after = cursor && /^c\d+$/.test(cursor) ? Number(cursor.slice(1)) : 0;
+    // Replay what came after the cursor (everything without one, or for a malformed one:
+    // the real gateway refuses those with HTTP 400, the fake is lenient).
+    const after = cursorKey(cursor);
     for (const e of inbox(s.user)) {
-      if (e.seq > after) deliver(s, { ...e.frame, replayed: true });
+      if (!after || cursorAfter(cursorKey(e.cursor), after)) deliver(s, { ...e.frame, replayed: true });
     }
     opts.onSession?.(s);
   });
@@ -362,6 +385,13 @@ export async function startFakeServer(opts = {}) {
   });
   return api;
 }
+
+/** `<ms>-<seq>` → [BigInt, BigInt], or null for anything else. */
+function cursorKey(c) {
+  const m = /^(\d+)-(\d+)$/.exec(c ?? '');
+  return m ? [BigInt(m[1]), BigInt(m[2])] : null;
+}
+const cursorAfter = (a, b) => a[0] > b[0] || (a[0] === b[0] && a[1] > b[1]);
 
 async function serveFile(res, name, type) {
   const body = await readFile(join(CLIENT_DIR, name));

@@ -5,7 +5,7 @@
 //   node --experimental-websocket --test clients/js/test/
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { KurirClient, IdLru, backoffCap, backoffDelay, DEFAULT_BACKOFF, CloseCode } from '../kurir.js';
+import { KurirClient, IdLru, backoffCap, backoffDelay, compareCursors, DEFAULT_BACKOFF, CloseCode } from '../kurir.js';
 import { startFakeServer, fakeToken } from './fake-server.mjs';
 
 const HAVE_WS = typeof globalThis.WebSocket === 'function';
@@ -85,6 +85,30 @@ describe('IdLru', () => {
 
   test('rejects a zero capacity', () => {
     assert.throws(() => new IdLru(0), RangeError);
+  });
+});
+
+describe('compareCursors', () => {
+  const sign = (a, b) => Math.sign(compareCursors(a, b));
+  test('orders <ms>-<seq> numerically, not as strings', () => {
+    assert.equal(sign('999-0', '1000-0'), -1, 'more digits is larger');
+    assert.equal(sign('1000-10', '1000-9'), 1, 'seq compared as a number');
+    assert.equal(sign('1000-9', '999-12'), 1, 'ms decides before seq');
+    assert.equal(sign('1700000000000-3', '1700000000000-3'), 0);
+    assert.equal(sign('0001-0', '1-0'), 0, 'leading zeros do not count');
+  });
+
+  test('is exact at u64 size (no float rounding)', () => {
+    assert.equal(sign('18446744073709551615-0', '18446744073709551614-0'), 1);
+    assert.equal(sign('9007199254740993-0', '9007199254740992-0'), 1, 'beyond 2^53');
+    assert.equal(sign('5-18446744073709551615', '5-18446744073709551614'), 1);
+  });
+
+  test('sorts an array and totally orders odd strings', () => {
+    const sorted = ['10-1', '9-100', '10-0', '2-5', '10-10'].sort(compareCursors);
+    assert.deepEqual(sorted, ['2-5', '9-100', '10-0', '10-1', '10-10']);
+    assert.equal(sign('5', '5-0'), -1, 'a missing part sorts first');
+    assert.equal(sign('c1', 'c2'), -1, 'non-numeric parts fall back to string order');
   });
 });
 
@@ -275,6 +299,53 @@ describe('KurirClient against a fake gateway', { skip: HAVE_WS ? false : NO_WS }
     c.close();
     await assert.rejects(p, /closed/);
     assert.equal(c.state, 'closed');
+    assert.equal(c._tokenTimer, null, 'close() clears the token timeout');
+  });
+
+  test('a token provider that rejects or never answers is a failed attempt: error, backoff, retry', async () => {
+    let calls = 0;
+    const user = newUser();
+    const c = client({
+      user,
+      tokenTimeoutMs: 100,
+      random: () => 0.999999, // delays at the top of each cap: 39 ms, then 79 ms
+      backoff: { initialMs: 40, maxMs: 1000, resetAfterMs: 60_000 },
+      getToken: () => {
+        calls++;
+        if (calls === 1) return Promise.reject(new Error('auth service down'));
+        if (calls === 2) return new Promise(() => {}); // hangs
+        return fakeToken(user, []);
+      },
+    });
+    const errors = [];
+    const retries = []; // nextRetryMs right after each failed attempt
+    c.on('error', (e) => { errors.push(e); queueMicrotask(() => retries.push(c.nextRetryMs)); });
+    const started = Date.now();
+    const welcome = await c.connect();
+    const took = Date.now() - started;
+    assert.equal(welcome.user, user);
+    assert.equal(calls, 3);
+    assert.deepEqual(errors.map((e) => e.code), ['token', 'token']);
+    assert.match(errors[0].message, /auth service down/);
+    assert.match(errors[1].message, /did not answer within 100 ms/);
+    assert.deepEqual(retries, [39, 79], 'the second failure backs off further than the first');
+    assert.ok(took >= 39 + 100 + 79 - 5, `connected after ${took} ms: the hung provider was waited out`);
+    assert.equal(c._tokenTimer, null);
+    assert.equal(srv.connects.filter((x) => x.user === user).length, 1, 'no socket for the failed attempts');
+  });
+
+  test('a token that arrives after its timeout is not used', async () => {
+    let calls = 0;
+    const user = newUser();
+    const c = client({
+      user,
+      tokenTimeoutMs: 50,
+      getToken: async () => { if (++calls === 1) { await sleep(150); return fakeToken('too-late', []); } return fakeToken(user, []); },
+    });
+    assert.equal((await c.connect()).user, user);
+    await sleep(200);
+    assert.equal(srv.connects.filter((x) => x.user === 'too-late').length, 0);
+    assert.equal(c.state, 'open');
   });
 
   test('close() while the token is being fetched opens no socket', async () => {
@@ -328,8 +399,9 @@ describe('KurirClient against a fake gateway', { skip: HAVE_WS ? false : NO_WS }
     const n = got[0];
     assert.deepEqual(
       { id: n.id, title: n.title, body: n.body, data: n.data, topic: n.topic, replayed: n.replayed, cursor: n.cursor },
-      { id, title: 'Hi', body: 'there', data: { k: 'v' }, topic: null, replayed: false, cursor: 'c' + n.cursor.slice(1) },
+      { id, title: 'Hi', body: 'there', data: { k: 'v' }, topic: null, replayed: false, cursor: n.cursor },
     );
+    assert.match(n.cursor, /^\d+-\d+$/);
     assert.equal(typeof n.created_at, 'number');
     await sleep(100);
     assert.equal(framesOf(c.user, 'ack').length, 0, 'no ack while the async handler runs');
@@ -388,6 +460,103 @@ describe('KurirClient against a fake gateway', { skip: HAVE_WS ? false : NO_WS }
     const ack = framesOf(c.user, 'ack')[0];
     assert.equal(ack.frame.id, n.id);
     assert.equal(ack.conn, [...srv.sessions].find((s) => s.user === c.user).id, 'sent on the new connection');
+  });
+
+  test('resume cursor: the highest handled one, compared as numbers, not the last seen', async () => {
+    const c = client({ autoAck: false });
+    const got = [];
+    c.on('notification', (n) => got.push(n.cursor));
+    await c.connect();
+    assert.equal(c.cursor, null);
+    // Published out of order: the last one seen is the lowest, and the highest is the
+    // lowest as a string.
+    const frame = (cursor) => ({ type: 'notification', id: `oo-${c.user}-${cursor}`, title: 't', body: '', data: {}, topic: null, created_at: Date.now(), replayed: false, cursor });
+    for (const cur of ['1000-10', '1000-9', '999-12']) srv.deliver(c.user, frame(cur));
+    await srv.until(() => got.length === 3, 2000, 'three notifications');
+    assert.deepEqual(got, ['1000-10', '1000-9', '999-12']);
+    assert.equal(c.cursor, '1000-10');
+    const opened = next(c, 'open');
+    srv.disconnect(c.user, 1012);
+    await opened;
+    assert.equal(srv.connects.filter((x) => x.user === c.user).at(-1).cursor, '1000-10');
+  });
+
+  test('resume cursor: an out-of-order send handled before an earlier one', async () => {
+    const c = client({ autoAck: false });
+    const got = [];
+    c.on('notification', (n) => got.push(n.title));
+    await c.connect();
+    const a = srv.send({ user: c.user, title: 'a', live: false });
+    const b = srv.send({ user: c.user, title: 'b', live: false });
+    assert.ok(compareCursors(a.cursor, b.cursor) < 0, 'a was appended first');
+    srv.deliver(c.user, b.frame);
+    srv.deliver(c.user, a.frame);
+    await srv.until(() => got.length === 2, 2000, 'both');
+    assert.deepEqual(got, ['b', 'a']);
+    assert.equal(c.cursor, b.cursor, 'not a, the one seen last');
+  });
+
+  test('resume cursor: a failed handler holds it back, and that notification comes back on reconnect', async () => {
+    const c = client();
+    let fail = true;
+    const got = [];
+    c.on('notification', (n) => {
+      got.push(n.title);
+      if (n.title === 'two' && fail) throw new Error('not now');
+    });
+    const errors = [];
+    c.on('error', (e) => errors.push(e.code));
+    await c.connect();
+    const one = srv.send({ user: c.user, title: 'one' });
+    const two = srv.send({ user: c.user, title: 'two' });
+    const three = srv.send({ user: c.user, title: 'three' });
+    await srv.until(() => framesOf(c.user, 'ack').length === 2, 2000, 'acks of one and three');
+    assert.deepEqual(got, ['one', 'two', 'three']);
+    assert.deepEqual(errors, ['handler']);
+    assert.equal(c.cursor, one.cursor, 'never past the failed one, though three was handled');
+
+    fail = false;
+    const opened = next(c, 'open');
+    srv.disconnect(c.user, 1012);
+    await opened;
+    assert.equal(srv.connects.filter((x) => x.user === c.user).at(-1).cursor, one.cursor);
+    await srv.until(() => framesOf(c.user, 'ack').some((e) => e.frame.id === two.id), 2000, 'ack of two');
+    assert.deepEqual(got, ['one', 'two', 'three', 'two'], 'only the failed one is emitted again');
+    assert.equal(c.cursor, three.cursor);
+    assert.equal(srv.inboxes.get(c.user).length, 0);
+  });
+
+  test('resume cursor: a late, lower notification holds it back while running, and after failing', async () => {
+    const c = client({ autoAck: false });
+    let release;
+    const gate = new Promise((r) => { release = r; });
+    let lateRuns = 0;
+    const got = [];
+    c.on('notification', async (n) => {
+      got.push(n.title);
+      if (n.title === 'late' && ++lateRuns === 1) { await gate; throw new Error('failed late'); }
+    });
+    await c.connect();
+    const zero = srv.send({ user: c.user, title: 'zero' });
+    await srv.until(() => c.cursor === zero.cursor, 2000, 'zero handled');
+    const late = srv.send({ user: c.user, title: 'late', live: false });
+    const after = srv.send({ user: c.user, title: 'after', live: false });
+    srv.deliver(c.user, after.frame);
+    await srv.until(() => c.cursor === after.cursor, 2000, 'after handled');
+    srv.deliver(c.user, late.frame); // below the cursor, and its handler is still running
+    await srv.until(() => got.length === 3, 2000, 'late emitted');
+    assert.equal(c.cursor, zero.cursor, 'back below the running one');
+    release();
+    await sleep(50);
+    assert.equal(c.cursor, zero.cursor, 'and it stays there when it failed');
+
+    const opened = next(c, 'open');
+    srv.disconnect(c.user, 1012);
+    await opened;
+    assert.equal(srv.connects.filter((x) => x.user === c.user).at(-1).cursor, zero.cursor);
+    // The gateway replays late and after (both unacked); after was handled: not again.
+    await srv.until(() => c.cursor === after.cursor, 2000, 'late handled on the new connection');
+    assert.deepEqual(got, ['zero', 'after', 'late', 'late']);
   });
 
   test('resumes from the last cursor on reconnect', async () => {
@@ -496,6 +665,84 @@ describe('KurirClient against a fake gateway', { skip: HAVE_WS ? false : NO_WS }
     const rtt = await c.ping();
     assert.ok(typeof rtt === 'number' && rtt >= 0);
     assert.equal(framesOf(c.user, 'ping').length, 1);
+  });
+
+  test('dead connection: a server silent after welcome gets a ping, then close 4000 and a reconnect', async () => {
+    const mute = await startFakeServer({ onFrame: () => true }); // swallows every frame
+    try {
+      const c = new KurirClient({
+        url: mute.wsUrl, token: fakeToken('mute', []), staleAfterMs: 150, pongTimeoutMs: 150,
+        backoff: { initialMs: 10, maxMs: 50 },
+      });
+      clients.push(c);
+      const errors = [];
+      c.on('error', (e) => errors.push(e));
+      const started = Date.now();
+      const closed = next(c, 'close', () => true, 3000);
+      await c.connect();
+      const reopened = next(c, 'open', () => true, 3000);
+      const ev = await closed;
+      const took = Date.now() - started;
+      assert.deepEqual(ev, { code: 4000, reason: 'no traffic', willReconnect: true });
+      assert.ok(took >= 290, `closed after ${took} ms, before 150 ms of silence + 150 ms without pong`);
+      assert.equal(mute.events.filter((e) => e.frame.type === 'ping').length, 1, 'one probe, then the close');
+      assert.equal(errors.at(-1)?.code, 'stale');
+      await mute.until(() => mute.closes.some((x) => x.code === 4000 && x.reason === 'no traffic'), 2000, 'server sees 4000');
+      await reopened;
+      assert.equal(mute.connects.length, 2);
+      assert.notEqual(c._liveTimer, null, 'armed again on the new connection');
+      c.close();
+      assert.equal(c._liveTimer, null, 'close() clears it');
+    } finally {
+      await mute.close();
+    }
+  });
+
+  test('dead connection: a quiet but healthy connection is probed and kept', async () => {
+    const c = client({ staleAfterMs: 100, pongTimeoutMs: 50 }); // a probe every ~100 ms
+    const closes = [];
+    c.on('close', (e) => closes.push(e));
+    await c.connect();
+    assert.ok((await c.ping()) >= 0, 'probes do not confuse ping()');
+    await sleep(550);
+    assert.ok(framesOf(c.user, 'ping').length >= 3, `${framesOf(c.user, 'ping').length} pings`);
+    assert.ok((await c.ping()) >= 0);
+    assert.deepEqual(closes, []);
+    assert.equal(c.state, 'open');
+    assert.equal(srv.connects.filter((x) => x.user === c.user).length, 1);
+  });
+
+  test('dead connection: any incoming frame counts as traffic, so a busy connection is never probed', async () => {
+    const c = client({ staleAfterMs: 200 });
+    await c.connect();
+    for (let i = 0; i < 10; i++) {
+      srv.send({ user: c.user, title: `tick-${i}`, ttl: 0 });
+      await sleep(50);
+    }
+    assert.equal(framesOf(c.user, 'ping').length, 0);
+  });
+
+  test('dead connection: the silence allowed is 2 × heartbeat_ms + 5000 ms by default', async () => {
+    // The fake also pings at the WebSocket level every 100 ms, which the client's runtime
+    // answers without telling it: exactly what a browser does.
+    const mute = await startFakeServer({ heartbeatMs: 100, onFrame: () => true });
+    try {
+      const c = new KurirClient({ url: mute.wsUrl, token: fakeToken('hb', []), pongTimeoutMs: 100, backoff: { initialMs: 10 } });
+      clients.push(c);
+      const closed = next(c, 'close', () => true, 8000);
+      const welcome = await c.connect();
+      const opened = Date.now();
+      assert.equal(welcome.heartbeat_ms, 100);
+      await sleep(5200 - 300);
+      assert.equal(mute.events.filter((e) => e.frame.type === 'ping').length, 0, 'no probe before 5200 ms');
+      assert.equal((await closed).code, 4000);
+      const took = Date.now() - opened;
+      assert.equal(mute.events.filter((e) => e.frame.type === 'ping').length, 1);
+      assert.ok(took >= 5200 + 100 - 20 && took < 5200 + 100 + 700, `closed ${took} ms after welcome`);
+      c.close();
+    } finally {
+      await mute.close();
+    }
   });
 
   test('a pending ping rejects when the connection drops', async () => {
