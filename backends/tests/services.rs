@@ -12,6 +12,7 @@ use fred::prelude::{HashesInterface, KeysInterface, StreamsInterface};
 use futures::StreamExt;
 use kurir_backends::contract::{eventually, Factory};
 use kurir_backends::inbox::NewEntry;
+use kurir_backends::presence::{Beat, Lease};
 use kurir_backends::{
     BackendError, Backends, ConnId, ConnectOptions, NodeId, NotificationId, UserId,
 };
@@ -72,7 +73,7 @@ async fn starts_without_redis_and_calls_fail_fast() {
         "start took {:?}",
         started.elapsed()
     );
-    let (alice, gw) = (user("alice"), node("gw-1"));
+    let (alice, gw) = (user("alice"), Lease::new(node("gw-1")));
     fails_fast(
         "lookup",
         backends.presence.lookup(std::slice::from_ref(&alice)),
@@ -163,7 +164,7 @@ async fn redis_calls_recover_after_an_outage() {
     let mut opts = f.options();
     opts.redis_url = format!("redis://127.0.0.1:{}", proxy.port).into();
     let backends = Backends::connect(&opts).await.unwrap();
-    let (alice, gw) = (user("alice"), node("gw-1"));
+    let (alice, gw) = (user("alice"), Lease::new(node("gw-1")));
     backends
         .presence
         .beat(&gw, Duration::from_secs(60))
@@ -266,12 +267,14 @@ async fn redis_presence_keys_carry_their_ttls_and_dead_entries_are_pruned() {
     opts.presence_ttl = Duration::from_secs(300);
     let backends = Backends::connect(&opts).await.unwrap();
     let ns = f.namespace().clone();
-    let (alice, live, dying) = (user("alice"), node("gw-live"), node("gw-dying"));
-    backends
+    let alice = user("alice");
+    let (live, dying) = (Lease::new(node("gw-live")), Lease::new(node("gw-dying")));
+    let beat = backends
         .presence
         .beat(&live, Duration::from_secs(60))
         .await
         .unwrap();
+    assert_eq!(beat, Beat::Lapsed);
     backends
         .presence
         .beat(&dying, Duration::from_secs(1))
@@ -287,24 +290,39 @@ async fn redis_presence_keys_carry_their_ttls_and_dead_entries_are_pruned() {
         .add(&dying, &alice, ConnId(2))
         .await
         .unwrap();
-
+    // An older release's entry (no epoch): ignored, and never pruned.
+    let legacy = ConnId(3).to_string();
     let redis = f.redis();
+    let _: () = redis
+        .hset(ns.presence_key(&alice), (legacy.as_str(), "gw-live"))
+        .await
+        .unwrap();
+
     let entry_ttl: i64 = redis.pttl(ns.presence_key(&alice)).await.unwrap();
     assert!(
         (290_000..=300_000).contains(&entry_ttl),
         "entry TTL {entry_ttl}"
     );
-    let node_ttl: i64 = redis.pttl(ns.node_key(&live)).await.unwrap();
+    let node_ttl: i64 = redis.pttl(ns.node_key(&live.node)).await.unwrap();
     assert!(
         (50_000..=60_000).contains(&node_ttl),
         "liveness TTL {node_ttl}"
     );
+    let mark: String = redis.get(ns.node_key(&live.node)).await.unwrap();
+    assert_eq!(mark, live.epoch.to_string());
+    assert_eq!(mark.len(), 16);
     let fields: std::collections::HashMap<String, String> =
         redis.hgetall(ns.presence_key(&alice)).await.unwrap();
     assert_eq!(
-        fields.get(&ConnId(1).to_string()).map(String::as_str),
-        Some("gw-live")
+        fields.get(&ConnId(1).to_string()),
+        Some(&format!("gw-live/{}", live.epoch))
     );
+    let found = backends
+        .presence
+        .lookup(std::slice::from_ref(&alice))
+        .await
+        .unwrap();
+    assert_eq!(found[0].connections.len(), 2, "the legacy entry is ignored");
 
     // Once the dying node's mark is gone, a lookup prunes its entry from the hash.
     eventually(
@@ -316,8 +334,9 @@ async fn redis_presence_keys_carry_their_ttls_and_dead_entries_are_pruned() {
                 .lookup(std::slice::from_ref(&alice))
                 .await
                 .unwrap();
-            let fields: Vec<String> = redis.hkeys(ns.presence_key(&alice)).await.unwrap();
-            (fields == vec![ConnId(1).to_string()]).then_some(())
+            let mut fields: Vec<String> = redis.hkeys(ns.presence_key(&alice)).await.unwrap();
+            fields.sort();
+            (fields == vec![ConnId(1).to_string(), legacy.clone()]).then_some(())
         },
     )
     .await;

@@ -25,7 +25,7 @@ pub async fn run(state: &AppState, sessions: &TaskTracker) {
     if let Err(e) = state
         .backends
         .presence
-        .remove_node(&state.node, &entries)
+        .remove_node(&state.lease.get(), &entries)
         .await
     {
         warn!(error = %e, "presence removal failed; entries expire with the liveness TTL");

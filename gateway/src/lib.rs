@@ -102,6 +102,7 @@ impl Gateway {
         let (receipts, receipts_rx) = receipts::Receipts::channel(config.receipt_queue);
         let state = AppState {
             config: Arc::new(config),
+            lease: liveness::CurrentLease::new(node.clone()),
             node,
             backends,
             hub: hub::Hub::new(),
@@ -171,7 +172,8 @@ impl Gateway {
             stop.clone(),
             subscribed_tx,
         ));
-        background.spawn(liveness::run(state.clone(), stop.clone()));
+        let (first_beat_tx, first_beat) = tokio::sync::oneshot::channel();
+        background.spawn(liveness::run(state.clone(), stop.clone(), first_beat_tx));
         background.spawn(ws::heartbeat::run(
             state.hub.clone(),
             state.config.heartbeat(),
@@ -195,13 +197,19 @@ impl Gateway {
                     .await;
             });
         }
-        // Accept sockets once deliveries can reach them. With the bus down, accept after
-        // the probe timeout anyway: replay works, and /readyz says unready meanwhile.
-        if tokio::time::timeout(state.config.probe_timeout(), subscribed)
+        // Accept sockets once deliveries can reach them and this node's liveness mark
+        // is set (entries of a node without one may be pruned). With a backend down,
+        // accept after the probe timeout anyway: /readyz says unready meanwhile.
+        let ready = async {
+            let _ = tokio::join!(subscribed, first_beat);
+        };
+        if tokio::time::timeout(state.config.probe_timeout(), ready)
             .await
             .is_err()
         {
-            warn!("bus subscriptions not live yet; accepting connections anyway");
+            warn!(
+                "bus subscriptions or liveness mark not in place yet; accepting connections anyway"
+            );
         }
         info!(node = %state.node, addr = %listener.local_addr()?, "gateway listening");
 

@@ -10,11 +10,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use kurir_backends::UserId;
+use kurir_backends::presence::{Beat, Lease};
+use kurir_backends::{NodeId, UserId};
 use kurir_proto::internal::v1::{envelope::Kind, Envelope, Probe};
 use parking_lot::Mutex;
 use prost::Message;
 use serde::Serialize;
+use tokio::sync::oneshot;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -22,18 +24,44 @@ use tracing::{info, warn};
 use crate::state::AppState;
 use crate::telemetry;
 
-/// Presence writes in flight at once while re-registering after an outage.
+/// Presence writes in flight at once while re-registering after a lapse.
 const REREGISTER_CONCURRENCY: usize = 64;
 
-/// Write presence for every local connection again. `true` when all writes succeeded.
-async fn reregister(state: &AppState) -> bool {
+/// This node's current incarnation in the presence store. It changes when the node
+/// learns that its liveness mark lapsed: entries written before may have been pruned
+/// by lookups (or Redis restarted empty), so the node starts a new epoch and writes all
+/// its entries again under it, and nothing pruned under the old one can touch them.
+/// Cheap to clone.
+#[derive(Clone)]
+pub struct CurrentLease(Arc<Mutex<Lease>>);
+
+impl CurrentLease {
+    pub fn new(node: NodeId) -> Self {
+        Self(Arc::new(Mutex::new(Lease::new(node))))
+    }
+
+    pub fn get(&self) -> Lease {
+        self.0.lock().clone()
+    }
+
+    /// Start a new epoch; returns it.
+    fn rotate(&self) -> Lease {
+        let mut lease = self.0.lock();
+        *lease = Lease::new(lease.node.clone());
+        lease.clone()
+    }
+}
+
+/// Write presence for every local connection under `lease`. `true` when all writes
+/// succeeded.
+async fn reregister(state: &AppState, lease: &Lease) -> bool {
     use futures::StreamExt;
     let conns = state.hub.connections();
     let total = conns.len();
     let failed = futures::stream::iter(conns)
         .map(|c| {
-            let (presence, node) = (state.backends.presence.clone(), state.node.clone());
-            async move { presence.add(&node, &c.user, c.id).await.is_err() }
+            let presence = state.backends.presence.clone();
+            async move { presence.add(lease, &c.user, c.id).await.is_err() }
         })
         .buffer_unordered(REREGISTER_CONCURRENCY)
         .filter(|failed| std::future::ready(*failed))
@@ -41,9 +69,26 @@ async fn reregister(state: &AppState) -> bool {
         .await;
     info!(
         connections = total,
-        failed, "presence re-registered after an outage"
+        failed,
+        epoch = %lease.epoch,
+        "presence written again under a new epoch"
     );
     failed == 0
+}
+
+/// The liveness mark lapsed (or Redis lost it): new epoch, mark, every entry again,
+/// then every connection re-reads its inbox, since stored notifications sent while its
+/// presence did not count were routed nowhere. `true` when all of it was written.
+async fn recover(state: &AppState, ttl: std::time::Duration) -> bool {
+    let lease = state.lease.rotate();
+    if let Err(e) = state.backends.presence.beat(&lease, ttl).await {
+        warn!(error = %e, "liveness beat failed");
+        return false;
+    }
+    let written = reregister(state, &lease).await;
+    let n = state.hub.resync_all();
+    info!(connections = n, "liveness lapsed; resynchronising inboxes");
+    written
 }
 
 /// Shared readiness state. Cheap to clone.
@@ -122,8 +167,10 @@ impl Readiness {
     }
 }
 
-/// Beat, refresh presence and probe the bus until `stop`.
-pub async fn run(state: AppState, stop: CancellationToken) {
+/// Beat, refresh presence and probe the bus until `stop`. `first_beat` fires after the
+/// first beat that succeeded: connections accepted before it could be pruned as a dead
+/// node's by a lookup in between.
+pub async fn run(state: AppState, stop: CancellationToken, first_beat: oneshot::Sender<()>) {
     let cfg = state.config.clone();
     let started = Instant::now();
     let mut beat = tokio::time::interval(cfg.liveness_ttl() / 3);
@@ -134,21 +181,40 @@ pub async fn run(state: AppState, stop: CancellationToken) {
     }
     refresh.reset();
     let subject = state.backends.namespace.node_subject(&state.node);
-    let mut lapsed = false;
+    let mut first_beat = Some(first_beat);
+    // Until the first beat the mark is expected to be missing: that is not a lapse.
+    let mut marked = false;
+    // A recovery that could not write everything is tried again on the next beat.
+    let mut recovering = false;
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
             _ = beat.tick() => {
-                let ok = state.backends.presence.beat(&state.node, cfg.liveness_ttl()).await;
-                if let Err(e) = &ok {
-                    warn!(error = %e, "liveness beat failed");
-                    lapsed = true;
-                } else if lapsed {
-                    // Redis was unreachable for a while: it may have restarted empty, or
-                    // lookups may have pruned our entries as a dead node's. Write them again.
-                    lapsed = !reregister(&state).await;
+                let lease = state.lease.get();
+                let ok = match state.backends.presence.beat(&lease, cfg.liveness_ttl()).await {
+                    Err(e) => {
+                        warn!(error = %e, "liveness beat failed");
+                        false
+                    }
+                    Ok(Beat::Lapsed) if marked || recovering => {
+                        warn!(epoch = %lease.epoch, "liveness mark had lapsed");
+                        recovering = !recover(&state, cfg.liveness_ttl()).await;
+                        !recovering
+                    }
+                    Ok(_) => {
+                        if recovering {
+                            recovering = !recover(&state, cfg.liveness_ttl()).await;
+                        }
+                        !recovering
+                    }
+                };
+                if ok {
+                    marked = true;
+                    if let Some(tx) = first_beat.take() {
+                        let _ = tx.send(());
+                    }
                 }
-                state.readiness.set("presence", ok.is_ok());
+                state.readiness.set("presence", ok);
             }
             _ = probe.tick() => {
                 let seq = state.readiness.inner.probe_seq.fetch_add(1, Ordering::Relaxed) + 1;

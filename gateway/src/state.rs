@@ -7,7 +7,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::hub::Hub;
-use crate::liveness::Readiness;
+use crate::liveness::{CurrentLease, Readiness};
 use crate::receipts::Receipts;
 use crate::relay::Topics;
 use crate::telemetry;
@@ -17,6 +17,8 @@ use crate::ws::auth::Verifier;
 pub struct AppState {
     pub config: Arc<Config>,
     pub node: NodeId,
+    /// This incarnation of `node` in the presence store (changes after a lapse).
+    pub lease: CurrentLease,
     pub backends: Backends,
     pub hub: Hub,
     pub topics: Topics,

@@ -1,6 +1,8 @@
 //! Presence in one process (`--standalone`, fast tests), with the Redis store's
-//! semantics: per-user entries that expire as a whole after the entry TTL unless
-//! refreshed, and node liveness deadlines that decide which entries count.
+//! semantics: per-user entries (connection → node, epoch) that expire as a whole after
+//! the entry TTL unless refreshed, and node marks (epoch, liveness deadline) that decide
+//! which entries count. A lookup drops the entries it finds not counting; here that is
+//! one step under the shard lock, so no re-added entry can be lost to it.
 //!
 //! Deadlines are [`tokio::time::Instant`]s, so tests can drive them with
 //! `tokio::time::pause()` and `advance()`.
@@ -12,21 +14,27 @@ use async_trait::async_trait;
 use parking_lot::Mutex;
 use tokio::time::Instant;
 
-use super::{PresenceStore, UserPresence};
+use super::{Beat, Epoch, Lease, PresenceStore, UserPresence};
 use crate::error::BackendError;
 use crate::ids::{ConnId, NodeId, UserId};
 use crate::sharded::Sharded;
 
 pub struct MemoryPresence {
     entry_ttl: Duration,
-    /// Node → end of its liveness.
-    nodes: Mutex<HashMap<NodeId, Instant>>,
+    /// Node → the epoch its mark holds and the end of its liveness.
+    nodes: Mutex<HashMap<NodeId, Mark>>,
     users: Sharded<UserId, Entries>,
+}
+
+#[derive(Clone, Copy)]
+struct Mark {
+    epoch: Epoch,
+    until: Instant,
 }
 
 /// One user's connections; the whole set expires together, like the Redis hash.
 struct Entries {
-    conns: HashMap<ConnId, NodeId>,
+    conns: HashMap<ConnId, (NodeId, Epoch)>,
     expires: Instant,
 }
 
@@ -54,7 +62,7 @@ impl MemoryPresence {
 
 #[async_trait]
 impl PresenceStore for MemoryPresence {
-    async fn add(&self, node: &NodeId, user: &UserId, conn: ConnId) -> Result<(), BackendError> {
+    async fn add(&self, lease: &Lease, user: &UserId, conn: ConnId) -> Result<(), BackendError> {
         let now = Instant::now();
         {
             let mut users = self.users.shard(user);
@@ -65,7 +73,9 @@ impl PresenceStore for MemoryPresence {
             if entries.expired(now) {
                 entries.conns.clear();
             }
-            entries.conns.insert(conn, node.clone());
+            entries
+                .conns
+                .insert(conn, (lease.node.clone(), lease.epoch));
             entries.expires = now + self.entry_ttl;
         }
         self.sweep();
@@ -83,12 +93,18 @@ impl PresenceStore for MemoryPresence {
         Ok(())
     }
 
-    async fn beat(&self, node: &NodeId, ttl: Duration) -> Result<(), BackendError> {
+    async fn beat(&self, lease: &Lease, ttl: Duration) -> Result<Beat, BackendError> {
         let now = Instant::now();
         let mut nodes = self.nodes.lock();
-        nodes.retain(|_, until| *until > now);
-        nodes.insert(node.clone(), now + ttl);
-        Ok(())
+        nodes.retain(|_, mark| mark.until > now);
+        let mark = Mark {
+            epoch: lease.epoch,
+            until: now + ttl,
+        };
+        Ok(match nodes.insert(lease.node.clone(), mark) {
+            Some(previous) if previous.epoch == lease.epoch => Beat::Kept,
+            _ => Beat::Lapsed,
+        })
     }
 
     async fn refresh(&self, users: &[UserId]) -> Result<(), BackendError> {
@@ -108,10 +124,18 @@ impl PresenceStore for MemoryPresence {
 
     async fn remove_node(
         &self,
-        node: &NodeId,
+        lease: &Lease,
         entries: &[(UserId, ConnId)],
     ) -> Result<(), BackendError> {
-        self.nodes.lock().remove(node);
+        {
+            let mut nodes = self.nodes.lock();
+            if nodes
+                .get(&lease.node)
+                .is_some_and(|m| m.epoch == lease.epoch)
+            {
+                nodes.remove(&lease.node);
+            }
+        }
         for (user, conn) in entries {
             self.remove(user, *conn).await?;
         }
@@ -120,8 +144,12 @@ impl PresenceStore for MemoryPresence {
 
     async fn lookup(&self, users: &[UserId]) -> Result<Vec<UserPresence>, BackendError> {
         let now = Instant::now();
-        let alive: HashMap<NodeId, Instant> = self.nodes.lock().clone();
-        let is_alive = |node: &NodeId| alive.get(node).is_some_and(|until| *until > now);
+        let marks: HashMap<NodeId, Mark> = self.nodes.lock().clone();
+        let counts = |node: &NodeId, epoch: Epoch| {
+            marks
+                .get(node)
+                .is_some_and(|m| m.epoch == epoch && m.until > now)
+        };
         Ok(users
             .iter()
             .map(|user| {
@@ -131,9 +159,11 @@ impl PresenceStore for MemoryPresence {
                     if entries.expired(now) {
                         shard.remove(user);
                     } else {
-                        // Entries of dead nodes are pruned here, as the Redis store does.
-                        entries.conns.retain(|_, node| is_alive(node));
-                        connections.extend(entries.conns.iter().map(|(c, n)| (*c, n.clone())));
+                        // Entries not counting are pruned here, as the Redis store does.
+                        entries
+                            .conns
+                            .retain(|_, (node, epoch)| counts(node, *epoch));
+                        connections.extend(entries.conns.iter().map(|(c, (n, _))| (*c, n.clone())));
                         if entries.conns.is_empty() {
                             shard.remove(user);
                         }
@@ -153,9 +183,12 @@ impl PresenceStore for MemoryPresence {
 mod tests {
     use super::*;
 
-    fn ids() -> (NodeId, UserId) {
+    fn ids() -> (Lease, UserId) {
         (
-            NodeId::parse("gw-1").unwrap(),
+            Lease {
+                node: NodeId::parse("gw-1").unwrap(),
+                epoch: Epoch(1),
+            },
             UserId::parse("alice").unwrap(),
         )
     }
@@ -163,24 +196,31 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn liveness_ends_at_the_beat_ttl() {
         let store = MemoryPresence::new(Duration::from_secs(3600));
-        let (node, user) = ids();
-        store.beat(&node, Duration::from_secs(30)).await.unwrap();
-        store.add(&node, &user, ConnId(1)).await.unwrap();
+        let (lease, user) = ids();
+        let ttl = Duration::from_secs(30);
+        assert_eq!(store.beat(&lease, ttl).await.unwrap(), Beat::Lapsed);
+        store.add(&lease, &user, ConnId(1)).await.unwrap();
         tokio::time::advance(Duration::from_secs(29)).await;
         assert!(store.lookup(std::slice::from_ref(&user)).await.unwrap()[0].online());
-        tokio::time::advance(Duration::from_secs(2)).await;
+        assert_eq!(store.beat(&lease, ttl).await.unwrap(), Beat::Kept);
+        tokio::time::advance(Duration::from_secs(31)).await;
         assert!(!store.lookup(std::slice::from_ref(&user)).await.unwrap()[0].online());
-        // Pruned: a later beat does not bring the entry back.
-        store.beat(&node, Duration::from_secs(30)).await.unwrap();
-        assert!(!store.lookup(&[user]).await.unwrap()[0].online());
+        // Pruned: a later beat does not bring the entry back, and says so.
+        assert_eq!(store.beat(&lease, ttl).await.unwrap(), Beat::Lapsed);
+        assert!(!store.lookup(std::slice::from_ref(&user)).await.unwrap()[0].online());
+        // The node's answer to `Lapsed`: a new epoch, and its connections again.
+        let lease = Lease::new(lease.node);
+        store.beat(&lease, ttl).await.unwrap();
+        store.add(&lease, &user, ConnId(1)).await.unwrap();
+        assert!(store.lookup(&[user]).await.unwrap()[0].online());
     }
 
     #[tokio::test(start_paused = true)]
     async fn entries_expire_unless_refreshed() {
         let store = MemoryPresence::new(Duration::from_secs(60));
-        let (node, user) = ids();
-        store.beat(&node, Duration::from_secs(3600)).await.unwrap();
-        store.add(&node, &user, ConnId(1)).await.unwrap();
+        let (lease, user) = ids();
+        store.beat(&lease, Duration::from_secs(3600)).await.unwrap();
+        store.add(&lease, &user, ConnId(1)).await.unwrap();
         for _ in 0..5 {
             tokio::time::advance(Duration::from_secs(40)).await;
             store.refresh(std::slice::from_ref(&user)).await.unwrap();

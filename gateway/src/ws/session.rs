@@ -81,6 +81,7 @@ where
         handle,
         topics: Vec::new(),
         seen: None,
+        resume: cursor.clone().map(Box::new),
         last_heard: Instant::now(),
     };
     async move {
@@ -101,6 +102,9 @@ struct Session<S> {
     topics: Vec<Topic>,
     /// Stored notification ids sent on this connection; allocated on the first one.
     seen: Option<Box<SeenIds>>,
+    /// The cursor the client connected with: what it already has. A resync re-reads
+    /// the inbox from there.
+    resume: Option<Box<Cursor>>,
     last_heard: Instant,
 }
 
@@ -115,13 +119,7 @@ where
         let user = self.identity.user.clone();
         // Presence before the inbox read: a notification sent meanwhile is then either
         // in what we read or routed to us live (or both; `seen` drops the second copy).
-        if let Err(e) = self
-            .state
-            .backends
-            .presence
-            .add(&self.state.node, &user, self.handle.id)
-            .await
-        {
+        if let Err(e) = Box::pin(self.register_presence()).await {
             warn!(conn_id = %self.handle.id, user = %user, error = %e, "presence write failed");
             return CloseReason::Internal;
         }
@@ -152,7 +150,8 @@ where
                 return reason;
             }
             if mailbox.take_resync() {
-                if let Err(reason) = Box::pin(self.replay(None)).await {
+                let from = self.resume.as_deref().cloned();
+                if let Err(reason) = Box::pin(self.replay(from)).await {
                     return reason;
                 }
             }
@@ -282,6 +281,24 @@ where
             }
         }
         Ok(())
+    }
+
+    /// Write this connection's presence under the node's current epoch. Should the epoch
+    /// change meanwhile (the node's liveness lapsed), the re-registration of every
+    /// connection may have run before this write landed: write again under the new one.
+    async fn register_presence(&mut self) -> Result<(), kurir_backends::BackendError> {
+        let presence = &self.state.backends.presence;
+        let mut lease = self.state.lease.get();
+        loop {
+            presence
+                .add(&lease, &self.identity.user, self.handle.id)
+                .await?;
+            let now = self.state.lease.get();
+            if now.epoch == lease.epoch {
+                return Ok(());
+            }
+            lease = now;
+        }
     }
 
     /// Record a stored notification as sent here; `false` if it already was.
@@ -523,6 +540,7 @@ mod idle_footprint {
         let (receipts, _r) = crate::receipts::Receipts::channel(8);
         let state = std::sync::Arc::new(crate::state::AppState {
             config: std::sync::Arc::new(crate::Config::for_test(ns.clone(), "x")),
+            lease: crate::liveness::CurrentLease::new(node.clone()),
             node,
             backends: kurir_backends::Backends::memory(ns),
             hub: crate::hub::Hub::new(),

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use kurir_e2e::*;
 use kurir_proto::v1::{
     BroadcastRequest, DisconnectRequest, GetPresenceRequest, PublishRequest, SendRequest,
@@ -466,5 +466,65 @@ async fn presence_is_rewritten_after_redis_comes_back_empty() -> Result<()> {
     let mut api = api.clone();
     send(&mut api, &[&alice], "after the wipe", 0).await?;
     assert_eq!(a.next_notification(T).await?["title"], "after the wipe");
+    Ok(())
+}
+
+/// A node's liveness mark lapses while its sockets stay open (a stalled beat), and a
+/// lookup prunes its entries meanwhile: on its next beat the node writes its presence
+/// again under a new epoch, and the open connection gets, without reconnecting, a stored
+/// notification sent while it counted as offline.
+#[tokio::test]
+async fn a_lapsed_liveness_mark_heals_without_a_reconnect() -> Result<()> {
+    let cluster = Cluster::start(1).await?;
+    let gw = &cluster.gateways[0];
+    let alice = user("alice");
+    let mut a = Client::connect(&gw.ws_url(&token(&alice, &[], 60))).await?;
+    let mut api = cluster.dispatcher.client().await?;
+    assert_eq!(online(&api, &alice).await, Some(true));
+    let ns = &cluster.namespace;
+    let lapse = [
+        format!(
+            "DEL {}",
+            redis_quote(&format!("kurir:{ns}:node:{}", gw.node))
+        ),
+        format!(
+            "DEL {}",
+            redis_quote(&format!("kurir:{ns}:presence:{{{alice}}}"))
+        ),
+    ];
+    // The beat (every second here) may win the race with the send: lapse again until
+    // the send finds alice offline.
+    let mut during = None;
+    for attempt in 0..10 {
+        redis_cli_batch(&redis_url(), &lapse)?;
+        let reply = api
+            .send(SendRequest {
+                user_ids: vec![alice.clone()],
+                notification: Some(note(&format!("during the lapse {attempt}"))),
+                ttl_seconds: 600,
+                ..Default::default()
+            })
+            .await?
+            .into_inner();
+        if reply.online_users == 0 {
+            assert_eq!(reply.stored_users, 1);
+            during = Some(format!("during the lapse {attempt}"));
+            break;
+        }
+        // Delivered live: take it off the socket and try again.
+        a.next_notification(T).await?;
+    }
+    let during = during.context("the beat always came first")?;
+    assert_eq!(
+        a.next_notification(Duration::from_secs(10)).await?["title"],
+        during,
+        "replayed on the open connection after the node healed"
+    );
+    eventually(Duration::from_secs(5), "alice online again", || async {
+        (online(&api, &alice).await == Some(true)).then_some(())
+    })
+    .await?;
+    send(&mut api, &[&alice], "after the lapse", 0).await?;
+    assert_eq!(a.next_notification(T).await?["title"], "after the lapse");
     Ok(())
 }
