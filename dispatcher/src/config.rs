@@ -227,6 +227,14 @@ impl Config {
                 return Err(config_error(setting, "must be greater than 0"));
             }
         }
+        // A keyed Send holds its idempotency key pending for a fixed time: a call that
+        // may run longer could outlive the claim and let a retry send twice.
+        if self.request_timeout() + Duration::from_secs(1) >= crate::dispatch::PENDING_CLAIM_TTL {
+            return Err(config_error(
+                "KURIR_REQUEST_TIMEOUT_MS",
+                "must stay below 29000 (idempotency keys are held pending for 30 s)",
+            ));
+        }
         // The semaphores behind both limits cap permits at `usize::MAX >> 3`.
         if self.max_in_flight > 1 << 20 || self.max_watchers > 1 << 20 {
             return Err(config_error(

@@ -5,15 +5,32 @@
 //! that holds recipients. Topic publishes and broadcasts go to their one subject, live
 //! only. Receipts are followed through a bounded per-watcher buffer.
 //!
+//! # Idempotency keys
+//! A keyed `Send` claims its key *pending* for [`PENDING_CLAIM_TTL`] and *settles* it for
+//! [`IDEMPOTENCY_TTL`] at the point the notification is safe: once appended (stored) or
+//! once published (live). Only a settled key answers a retry with the first id, so a
+//! caller is never told that a send succeeded before it has. A retry that finds the key
+//! - settled: gets the first id and delivers nothing;
+//! - pending (the first call is still running, here or on another dispatcher): waits up
+//!   to [`IN_PROGRESS_WAIT`] for it to settle (→ the first id) or give the key up (→ the
+//!   retry goes through as a new send); still pending after that, it fails with
+//!   `ABORTED`, and the caller retries later.
+//!
 //! # Failure rules of `Send`
 //! - Before the inbox append succeeds, any backend failure fails the call (`UNAVAILABLE`
-//!   when transient), nothing is published, and the idempotency key is given up so a
-//!   retry can go through.
+//!   when transient), nothing is published, and the pending idempotency key is given up
+//!   so a retry can go through. A call cancelled before that (timeout, client gone) gives
+//!   it up in the background; a dispatcher that dies leaves it to expire after
+//!   [`PENDING_CLAIM_TTL`].
 //! - After a stored notification (`ttl_seconds > 0`) is appended, it is safe: gateways
-//!   replay inboxes on (re)connect. A failed lookup or publish is then logged and counted
-//!   (`kurir_dispatcher_route_failures_total`) and the call still succeeds.
+//!   replay inboxes on (re)connect, and its key is settled. A failed lookup or publish is
+//!   then logged and counted (`kurir_dispatcher_route_failures_total`) and the call
+//!   still succeeds.
 //! - A live notification (`ttl_seconds = 0`) exists only in flight: a failed lookup or
-//!   publish fails the call.
+//!   publish fails the call and gives its key up; a successful publish settles it.
+//! - A settle that fails is logged and the call still succeeds (the work is done): the
+//!   key then expires after [`PENDING_CLAIM_TTL`], and a retry after that sends again, a
+//!   duplicate rather than a loss.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -42,6 +59,18 @@ use crate::telemetry;
 
 /// How long an idempotency key keeps naming the first notification sent with it.
 pub const IDEMPOTENCY_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// How long a claim stays pending if its call neither settles nor gives it up (the
+/// dispatcher died mid-call). Longer than a call may run (`KURIR_REQUEST_TIMEOUT_MS`,
+/// 10 s by default), so a key is never freed under a call still running; a cancelled
+/// call gives its key up at once.
+pub const PENDING_CLAIM_TTL: Duration = Duration::from_secs(30);
+
+/// How long a `Send` whose key is pending under another call waits for that call to
+/// settle or give the key up, before failing with `ABORTED`.
+pub const IN_PROGRESS_WAIT: Duration = Duration::from_secs(1);
+/// How often it looks meanwhile.
+const IN_PROGRESS_POLL: Duration = Duration::from_millis(50);
 
 /// A validated `Send`.
 #[derive(Debug, Clone)]
@@ -130,14 +159,17 @@ impl Dispatch {
     ///
     /// # Errors
     /// `Backend` when the claim or the append fails, or, for a live notification, when
-    /// the lookup or a publish fails.
+    /// the lookup or a publish fails; `SendInProgress` when another call holds the
+    /// idempotency key pending for longer than [`IN_PROGRESS_WAIT`].
     pub async fn send(&self, cmd: SendCommand) -> Result<SendOutcome, DispatchError> {
         let id = NotificationId::generate();
         record_id(id);
         let claim = match &cmd.idempotency_key {
             None => None,
-            Some(key) => match self.backends.inbox.claim(key, id, IDEMPOTENCY_TTL).await? {
+            Some(key) => match self.claim(key, id).await? {
                 Claim::New => Some(ClaimGuard::new(self.backends.inbox.clone(), key, id)),
+                // `claim` waits these out.
+                Claim::InProgress(_) => return Err(DispatchError::SendInProgress),
                 Claim::Existing(first) => {
                     record_id(first);
                     debug!(%first, "idempotency key seen before; nothing delivered");
@@ -157,6 +189,34 @@ impl Dispatch {
             Err(e) => debug!(%id, error = %e, "send failed"),
         }
         result
+    }
+
+    /// Claim `key` for `id`. While another call holds it pending, wait for that call to
+    /// settle it (`Existing`) or give it up (`New`: now ours), for at most
+    /// [`IN_PROGRESS_WAIT`].
+    ///
+    /// # Errors
+    /// `Backend` when a claim fails; `SendInProgress` when the key is still pending.
+    async fn claim(&self, key: &str, id: NotificationId) -> Result<Claim, DispatchError> {
+        let deadline = tokio::time::Instant::now() + IN_PROGRESS_WAIT;
+        loop {
+            match self
+                .backends
+                .inbox
+                .claim(key, id, PENDING_CLAIM_TTL)
+                .await?
+            {
+                Claim::InProgress(first) => {
+                    if tokio::time::Instant::now() + IN_PROGRESS_POLL > deadline {
+                        debug!(%first, "idempotency key still in progress; giving up");
+                        return Err(DispatchError::SendInProgress);
+                    }
+                    debug!(%first, "idempotency key in progress; waiting for it");
+                    tokio::time::sleep(IN_PROGRESS_POLL).await;
+                }
+                settled_or_ours => return Ok(settled_or_ours),
+            }
+        }
     }
 
     async fn route(
@@ -210,7 +270,7 @@ impl Dispatch {
             self.stored.increment(users.len() as u64);
             // Stored: from here on the notification reaches its users whatever happens.
             if let Some(claim) = claim.take() {
-                claim.keep();
+                claim.settle().await;
             }
             appended
                 .into_iter()
@@ -256,7 +316,7 @@ impl Dispatch {
             return self.unrouted(id, "publish", e, claim, stored_users).await;
         }
         if let Some(claim) = claim {
-            claim.keep();
+            claim.settle().await;
         }
         Ok(SendOutcome {
             id,
@@ -514,14 +574,26 @@ fn forward_batch(
     true
 }
 
-/// An idempotency key this call claimed. Given up when the send fails before anything
-/// could reach a user, kept otherwise; if the call is cancelled before either (client
-/// gone, timeout), it is given up in the background.
+/// An idempotency key this call claimed, pending. Settled once the notification is
+/// safe, given up when the send fails before anything could reach a user. If the call is
+/// cancelled before either (client gone, timeout), the key is given up in the
+/// background; cancelled while settling, it is settled in the background.
 struct ClaimGuard {
     inbox: Arc<dyn Inbox>,
     key: String,
     id: NotificationId,
-    settled: bool,
+    phase: Phase,
+}
+
+/// Where a [`ClaimGuard`] is, for what its `Drop` still owes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Nothing reached a user yet: give the key up.
+    Pending,
+    /// The notification is safe: settle the key.
+    Safe,
+    /// Settled or given up.
+    Done,
 }
 
 impl ClaimGuard {
@@ -530,30 +602,55 @@ impl ClaimGuard {
             inbox,
             key: key.to_owned(),
             id,
-            settled: false,
+            phase: Phase::Pending,
         }
     }
 
-    fn keep(mut self) {
-        self.settled = true;
+    /// The notification is safe: make the key name it for [`IDEMPOTENCY_TTL`].
+    async fn settle(mut self) {
+        self.phase = Phase::Safe;
+        settle(self.inbox.as_ref(), &self.key, self.id).await;
+        self.phase = Phase::Done;
     }
 
+    /// The send failed before anything could reach a user: let a retry through.
     async fn release(mut self) {
-        self.settled = true;
         release(self.inbox.as_ref(), &self.key, self.id).await;
+        self.phase = Phase::Done;
     }
 }
 
 impl Drop for ClaimGuard {
     fn drop(&mut self) {
-        if self.settled {
+        let phase = self.phase;
+        if phase == Phase::Done {
             return;
         }
         let (inbox, key, id) = (self.inbox.clone(), std::mem::take(&mut self.key), self.id);
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            // Best effort: if this is lost too, the key expires after IDEMPOTENCY_TTL.
-            rt.spawn(async move { release(inbox.as_ref(), &key, id).await });
+            // Best effort: if this is lost too, the key expires after PENDING_CLAIM_TTL.
+            rt.spawn(async move {
+                match phase {
+                    Phase::Safe => settle(inbox.as_ref(), &key, id).await,
+                    _ => release(inbox.as_ref(), &key, id).await,
+                }
+            });
         }
+    }
+}
+
+async fn settle(inbox: &dyn Inbox, key: &str, id: NotificationId) {
+    match inbox.settle(key, id, IDEMPOTENCY_TTL).await {
+        Ok(true) => {}
+        Ok(false) => warn!(
+            %id,
+            "idempotency key no longer held for this send; a retry may send it again"
+        ),
+        Err(e) => warn!(
+            %id,
+            error = %e,
+            "idempotency key not settled; it expires soon and a retry may send again"
+        ),
     }
 }
 
@@ -581,7 +678,7 @@ mod tests {
     use async_trait::async_trait;
     use kurir_backends::bus::{Bus, MemoryBus};
     use kurir_backends::inbox::{Cursor, MemoryInbox, StoredEntry};
-    use kurir_backends::presence::{MemoryPresence, PresenceStore};
+    use kurir_backends::presence::{Lease, MemoryPresence, PresenceStore};
     use kurir_backends::{ConnId, Namespace};
     use tokio::sync::watch;
 
@@ -658,6 +755,14 @@ mod tests {
         ) -> Result<Claim, BackendError> {
             self.inner.claim(key, id, ttl).await
         }
+        async fn settle(
+            &self,
+            key: &str,
+            id: NotificationId,
+            ttl: Duration,
+        ) -> Result<bool, BackendError> {
+            self.inner.settle(key, id, ttl).await
+        }
         async fn release(&self, key: &str, id: NotificationId) -> Result<(), BackendError> {
             self.inner.release(key, id).await
         }
@@ -680,12 +785,15 @@ mod tests {
             down: AtomicBool::new(false),
         });
         let presence = Arc::new(MemoryPresence::new(Duration::from_secs(60)));
-        let node = NodeId::parse("gw-1").unwrap();
+        let lease = Lease::new(NodeId::parse("gw-1").unwrap());
         presence
-            .add(&node, &user("alice"), ConnId::generate())
+            .add(&lease, &user("alice"), ConnId::generate())
             .await
             .unwrap();
-        presence.beat(&node, Duration::from_secs(60)).await.unwrap();
+        presence
+            .beat(&lease, Duration::from_secs(60))
+            .await
+            .unwrap();
         let backends = Backends {
             namespace: Namespace::random_for_test(),
             bus: bus.clone(),
@@ -718,7 +826,94 @@ mod tests {
     /// Whether `key` is free again (claiming it with a fresh id wins).
     async fn key_is_free(f: &Fixture, key: &str) -> bool {
         let probe = NotificationId::generate();
-        f.inbox.claim(key, probe, IDEMPOTENCY_TTL).await.unwrap() == Claim::New
+        f.inbox.claim(key, probe, PENDING_CLAIM_TTL).await.unwrap() == Claim::New
+    }
+
+    #[test]
+    fn pending_claims_outlive_the_default_request_timeout() {
+        let timeout = Duration::from_millis(crate::config::DEFAULT_REQUEST_TIMEOUT_MS);
+        assert!(PENDING_CLAIM_TTL > timeout + IN_PROGRESS_WAIT);
+        assert!(IN_PROGRESS_WAIT < timeout);
+    }
+
+    #[tokio::test]
+    async fn a_send_settles_its_key() {
+        let f = fixture().await;
+        for (ttl, key) in [(60, "stored"), (0, "live")] {
+            let out = f.dispatch.send(cmd(ttl, Some(key))).await.unwrap();
+            let probe = NotificationId::generate();
+            assert_eq!(
+                f.inbox.claim(key, probe, PENDING_CLAIM_TTL).await.unwrap(),
+                Claim::Existing(out.id),
+                "{key}"
+            );
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_key_pending_past_the_wait_is_in_progress() {
+        let f = fixture().await;
+        let first = NotificationId::generate();
+        f.inbox.claim("k", first, PENDING_CLAIM_TTL).await.unwrap();
+        let err = f.dispatch.send(cmd(60, Some("k"))).await.unwrap_err();
+        assert!(matches!(err, DispatchError::SendInProgress), "{err:?}");
+        assert!(f
+            .inbox
+            .pending(&user("alice"), None, 10)
+            .await
+            .unwrap()
+            .is_empty());
+        assert_eq!(f.bus.published.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_retry_waits_for_the_first_send_to_settle_or_give_up() {
+        let f = fixture().await;
+        // Settled while the retry waits: the first id, nothing delivered.
+        let first = NotificationId::generate();
+        f.inbox.claim("a", first, PENDING_CLAIM_TTL).await.unwrap();
+        let retry = tokio::spawn({
+            let dispatch = f.dispatch.clone();
+            async move { dispatch.send(cmd(60, Some("a"))).await }
+        });
+        tokio::time::sleep(IN_PROGRESS_WAIT / 2).await;
+        assert!(f.inbox.settle("a", first, IDEMPOTENCY_TTL).await.unwrap());
+        let out = retry.await.unwrap().unwrap();
+        assert_eq!((out.id, out.stored_users), (first, 0));
+        assert_eq!(f.bus.published.load(Ordering::SeqCst), 0);
+
+        // Given up while the retry waits: the retry is a new send.
+        let first = NotificationId::generate();
+        f.inbox.claim("b", first, PENDING_CLAIM_TTL).await.unwrap();
+        let retry = tokio::spawn({
+            let dispatch = f.dispatch.clone();
+            async move { dispatch.send(cmd(60, Some("b"))).await }
+        });
+        tokio::time::sleep(IN_PROGRESS_WAIT / 2).await;
+        f.inbox.release("b", first).await.unwrap();
+        let out = retry.await.unwrap().unwrap();
+        assert_ne!(out.id, first);
+        assert_eq!(out.stored_users, 2);
+        let stored = f.inbox.pending(&user("alice"), None, 10).await.unwrap();
+        assert_eq!(stored.iter().map(|e| e.id).collect::<Vec<_>>(), [out.id]);
+    }
+
+    #[tokio::test]
+    async fn a_send_cancelled_while_settling_settles_in_the_background() {
+        let f = fixture().await;
+        let id = NotificationId::generate();
+        f.inbox.claim("k", id, PENDING_CLAIM_TTL).await.unwrap();
+        let mut claim = ClaimGuard::new(f.inbox.clone(), "k", id);
+        claim.phase = Phase::Safe;
+        drop(claim);
+        for _ in 0..100 {
+            tokio::task::yield_now().await;
+        }
+        let probe = NotificationId::generate();
+        assert_eq!(
+            f.inbox.claim("k", probe, PENDING_CLAIM_TTL).await.unwrap(),
+            Claim::Existing(id)
+        );
     }
 
     #[tokio::test]
@@ -775,7 +970,7 @@ mod tests {
         let id = NotificationId::generate();
         let claim = ClaimGuard::new(f.inbox.clone(), "k", id);
         assert_eq!(
-            f.inbox.claim("k", id, IDEMPOTENCY_TTL).await.unwrap(),
+            f.inbox.claim("k", id, PENDING_CLAIM_TTL).await.unwrap(),
             Claim::New
         );
         drop(claim);

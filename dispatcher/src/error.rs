@@ -24,6 +24,13 @@ pub enum DispatchError {
     #[error("too many receipt watchers")]
     TooManyWatchers,
 
+    /// Another `Send` with the same idempotency key is still running (its claim stayed
+    /// pending past [`IN_PROGRESS_WAIT`](crate::dispatch::IN_PROGRESS_WAIT)). Nothing was
+    /// stored or published by this call; retrying later either goes through or returns
+    /// the first call's id.
+    #[error("a Send with this idempotency key is still in progress")]
+    SendInProgress,
+
     /// The request did not finish within `KURIR_REQUEST_TIMEOUT_MS`.
     #[error("request timed out")]
     Timeout,

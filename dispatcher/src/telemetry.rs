@@ -39,10 +39,11 @@ pub const READINESS_CHECKS: [&str; 2] = ["bus", "presence"];
 
 /// Codes registered at zero for every method, so error-rate queries have data from
 /// start-up.
-const REGISTERED_CODES: [Code; 7] = [
+const REGISTERED_CODES: [Code; 8] = [
     Code::Ok,
     Code::InvalidArgument,
     Code::Unauthenticated,
+    Code::Aborted,
     Code::ResourceExhausted,
     Code::DeadlineExceeded,
     Code::Unavailable,

@@ -281,8 +281,9 @@ pub async fn append_to_many_users(f: &dyn Factory) {
     }
 }
 
-/// `claim`: the first caller for a key wins; later ones learn the winner's id; the
-/// winner claiming again (a retry) still holds it.
+/// `claim`: the first caller for a key wins; later ones learn the winner's id, as in
+/// progress while its claim is pending and as existing once settled; the winner claiming
+/// again (a retry) still holds it.
 pub async fn claim_first_wins(f: &dyn Factory) {
     let inbox = f.inbox(CAPACITY).await;
     let key = format!("order-{}", f.namespace());
@@ -290,10 +291,11 @@ pub async fn claim_first_wins(f: &dyn Factory) {
     assert_eq!(inbox.claim(&key, a, LONG).await.unwrap(), Claim::New);
     assert_eq!(
         inbox.claim(&key, b, LONG).await.unwrap(),
-        Claim::Existing(a)
+        Claim::InProgress(a)
     );
     // Claiming again with the holder's id is the holder retrying.
     assert_eq!(inbox.claim(&key, a, LONG).await.unwrap(), Claim::New);
+    assert!(inbox.settle(&key, a, LONG).await.unwrap());
     assert_eq!(
         inbox.claim(&key, b, LONG).await.unwrap(),
         Claim::Existing(a)
@@ -302,7 +304,46 @@ pub async fn claim_first_wins(f: &dyn Factory) {
     assert_eq!(inbox.claim("other", b, LONG).await.unwrap(), Claim::New);
 }
 
-/// `release` frees a key that still names the id, and only then.
+/// A claim is pending until settled: another id sees it `InProgress`, then `Existing`;
+/// another handle on the same store sees the same.
+pub async fn claim_is_pending_until_settled(f: &dyn Factory) {
+    let inbox = f.inbox(CAPACITY).await;
+    let other = f.inbox(CAPACITY).await;
+    let (a, b) = (NotificationId::generate(), NotificationId::generate());
+    assert_eq!(inbox.claim("k", a, LONG).await.unwrap(), Claim::New);
+    assert_eq!(
+        other.claim("k", b, LONG).await.unwrap(),
+        Claim::InProgress(a)
+    );
+    assert!(inbox.settle("k", a, LONG).await.unwrap());
+    assert_eq!(other.claim("k", b, LONG).await.unwrap(), Claim::Existing(a));
+    // Settling again (a retried settle) keeps it settled.
+    assert!(inbox.settle("k", a, LONG).await.unwrap());
+    assert_eq!(other.claim("k", b, LONG).await.unwrap(), Claim::Existing(a));
+}
+
+/// `settle` needs a claim of its id: on a free key or another id's claim it reports
+/// `false` and changes nothing.
+pub async fn settle_changes_only_a_claim_of_its_id(f: &dyn Factory) {
+    let inbox = f.inbox(CAPACITY).await;
+    let (a, b, c) = (
+        NotificationId::generate(),
+        NotificationId::generate(),
+        NotificationId::generate(),
+    );
+    assert!(!inbox.settle("k", a, LONG).await.unwrap());
+    assert_eq!(inbox.claim("k", a, LONG).await.unwrap(), Claim::New);
+    assert!(!inbox.settle("k", b, LONG).await.unwrap());
+    assert_eq!(
+        inbox.claim("k", c, LONG).await.unwrap(),
+        Claim::InProgress(a)
+    );
+    // `a` still holds it pending: it can still give it up.
+    inbox.release("k", a).await.unwrap();
+    assert_eq!(inbox.claim("k", c, LONG).await.unwrap(), Claim::New);
+}
+
+/// `release` frees a key that holds a pending claim of the id, and only then.
 pub async fn release_frees_only_the_holders_key(f: &dyn Factory) {
     let inbox = f.inbox(CAPACITY).await;
     let (a, b, c) = (
@@ -312,17 +353,68 @@ pub async fn release_frees_only_the_holders_key(f: &dyn Factory) {
     );
     assert_eq!(inbox.claim("k", a, LONG).await.unwrap(), Claim::New);
     inbox.release("k", b).await.unwrap();
-    assert_eq!(inbox.claim("k", c, LONG).await.unwrap(), Claim::Existing(a));
+    assert_eq!(
+        inbox.claim("k", c, LONG).await.unwrap(),
+        Claim::InProgress(a)
+    );
     inbox.release("k", a).await.unwrap();
     assert_eq!(inbox.claim("k", b, LONG).await.unwrap(), Claim::New);
     inbox.release("never-claimed", a).await.unwrap();
 }
 
-/// A claim lasts its TTL.
-pub async fn claims_expire_after_their_ttl(f: &dyn Factory) {
+/// `release` never frees a settled claim: what it names has reached its users.
+pub async fn release_frees_only_a_pending_claim(f: &dyn Factory) {
+    let inbox = f.inbox(CAPACITY).await;
+    let (a, b) = (NotificationId::generate(), NotificationId::generate());
+    assert_eq!(inbox.claim("k", a, LONG).await.unwrap(), Claim::New);
+    assert!(inbox.settle("k", a, LONG).await.unwrap());
+    inbox.release("k", a).await.unwrap();
+    assert_eq!(inbox.claim("k", b, LONG).await.unwrap(), Claim::Existing(a));
+}
+
+/// A pending claim lasts its pending TTL: a claimer that never settles or releases
+/// (it died) frees the key for another id.
+pub async fn a_pending_claim_expires_at_its_ttl(f: &dyn Factory) {
     let inbox = f.inbox(CAPACITY).await;
     let (a, b) = (NotificationId::generate(), NotificationId::generate());
     assert_eq!(inbox.claim("k", a, SHORT).await.unwrap(), Claim::New);
+    assert_eq!(
+        inbox.claim("k", b, SHORT).await.unwrap(),
+        Claim::InProgress(a)
+    );
+    let inbox2 = inbox.clone();
+    eventually(
+        "the pending claim to expire",
+        Duration::from_secs(5),
+        move || {
+            let inbox = inbox2.clone();
+            async move {
+                match inbox.claim("k", b, LONG).await.unwrap() {
+                    Claim::New => Some(()),
+                    Claim::InProgress(holder) => {
+                        assert_eq!(holder, a);
+                        None
+                    }
+                    other => panic!("a pending claim read as {other:?}"),
+                }
+            }
+        },
+    )
+    .await;
+    // Too late to settle: `b` holds the key now.
+    assert!(!inbox.settle("k", a, LONG).await.unwrap());
+    assert_eq!(
+        inbox.claim("k", a, LONG).await.unwrap(),
+        Claim::InProgress(b)
+    );
+}
+
+/// A settled claim lasts the TTL it was settled with.
+pub async fn claims_expire_after_their_ttl(f: &dyn Factory) {
+    let inbox = f.inbox(CAPACITY).await;
+    let (a, b) = (NotificationId::generate(), NotificationId::generate());
+    assert_eq!(inbox.claim("k", a, LONG).await.unwrap(), Claim::New);
+    assert!(inbox.settle("k", a, SHORT).await.unwrap());
     assert_eq!(
         inbox.claim("k", b, SHORT).await.unwrap(),
         Claim::Existing(a)
@@ -337,14 +429,34 @@ pub async fn claims_expire_after_their_ttl(f: &dyn Factory) {
                     assert_eq!(holder, a);
                     None
                 }
+                other => panic!("a settled claim read as {other:?}"),
             }
         }
     })
     .await;
 }
 
+/// Claiming again with the id that holds the key is `New`, pending or settled (a
+/// retried claim), and leaves the claim's phase as it was.
+pub async fn retried_claim_with_the_same_id_is_new(f: &dyn Factory) {
+    let inbox = f.inbox(CAPACITY).await;
+    let (a, b) = (NotificationId::generate(), NotificationId::generate());
+    assert_eq!(inbox.claim("k", a, LONG).await.unwrap(), Claim::New);
+    assert_eq!(inbox.claim("k", a, LONG).await.unwrap(), Claim::New);
+    assert_eq!(
+        inbox.claim("k", b, LONG).await.unwrap(),
+        Claim::InProgress(a)
+    );
+    assert!(inbox.settle("k", a, LONG).await.unwrap());
+    assert_eq!(inbox.claim("k", a, LONG).await.unwrap(), Claim::New);
+    // Still settled after the retried claim.
+    assert_eq!(inbox.claim("k", b, LONG).await.unwrap(), Claim::Existing(a));
+    inbox.release("k", a).await.unwrap();
+    assert_eq!(inbox.claim("k", b, LONG).await.unwrap(), Claim::Existing(a));
+}
+
 /// `claim` is atomic: of concurrent claims of one key, exactly one is `New` and the
-/// others see its id.
+/// others see its id, in progress.
 pub async fn concurrent_claims_have_one_winner(f: &dyn Factory) {
     let inbox = f.inbox(CAPACITY).await;
     let ids: Vec<NotificationId> = (0..32).map(|_| NotificationId::generate()).collect();
@@ -361,7 +473,8 @@ pub async fn concurrent_claims_have_one_winner(f: &dyn Factory) {
         let (id, claim) = t.await.unwrap();
         match claim {
             Claim::New => winners.push(id),
-            Claim::Existing(holder) => seen.push(holder),
+            Claim::InProgress(holder) => seen.push(holder),
+            Claim::Existing(holder) => panic!("nobody settled, yet {holder} is existing"),
         }
     }
     assert_eq!(winners.len(), 1, "exactly one claim wins");

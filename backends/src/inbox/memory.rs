@@ -1,7 +1,7 @@
 //! The inbox in one process (`--standalone`, fast tests), with the Redis store's
 //! semantics: per-user entries ordered by `<ms>-<seq>` cursors, capped at the capacity
 //! (oldest trimmed first), expired entries never returned, each inbox dropped as a whole
-//! after its longest TTL, idempotency claims that expire.
+//! after its longest TTL, idempotency claims that are pending, then settled, and expire.
 //!
 //! Cursors take their milliseconds from the wall clock, like Redis stream ids, and stay
 //! strictly increasing when it stalls or steps back. Inbox and claim lifetimes are
@@ -44,6 +44,8 @@ struct Entry {
 
 struct Held {
     id: NotificationId,
+    /// `false` while pending.
+    settled: bool,
     until: Instant,
 }
 
@@ -179,21 +181,23 @@ impl Inbox for MemoryInbox {
         &self,
         key: &str,
         id: NotificationId,
-        ttl: Duration,
+        pending_ttl: Duration,
     ) -> Result<Claim, BackendError> {
         let now = Instant::now();
         let key = key.to_owned();
         let claim = {
             let mut shard = self.claims.shard(&key);
             match shard.get(&key) {
-                Some(held) if held.until > now && held.id != id => Claim::Existing(held.id),
-                Some(held) if held.until > now => Claim::New,
+                Some(held) if held.until > now && held.id == id => Claim::New,
+                Some(held) if held.until > now && held.settled => Claim::Existing(held.id),
+                Some(held) if held.until > now => Claim::InProgress(held.id),
                 _ => {
                     shard.insert(
                         key,
                         Held {
                             id,
-                            until: now + ttl,
+                            settled: false,
+                            until: now + pending_ttl,
                         },
                     );
                     Claim::New
@@ -204,10 +208,33 @@ impl Inbox for MemoryInbox {
         Ok(claim)
     }
 
-    async fn release(&self, key: &str, id: NotificationId) -> Result<(), BackendError> {
+    async fn settle(
+        &self,
+        key: &str,
+        id: NotificationId,
+        ttl: Duration,
+    ) -> Result<bool, BackendError> {
+        let now = Instant::now();
         let key = key.to_owned();
         let mut shard = self.claims.shard(&key);
-        if shard.get(&key).is_some_and(|held| held.id == id) {
+        match shard.get_mut(&key) {
+            Some(held) if held.until > now && held.id == id => {
+                held.settled = true;
+                held.until = now + ttl;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    async fn release(&self, key: &str, id: NotificationId) -> Result<(), BackendError> {
+        let now = Instant::now();
+        let key = key.to_owned();
+        let mut shard = self.claims.shard(&key);
+        if shard
+            .get(&key)
+            .is_some_and(|held| held.id == id && !held.settled && held.until > now)
+        {
             shard.remove(&key);
         }
         Ok(())
@@ -249,13 +276,33 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn claims_expire() {
+    async fn claims_expire_pending_then_settled() {
         let inbox = MemoryInbox::new(10);
-        let (a, b) = (NotificationId::generate(), NotificationId::generate());
-        let ttl = Duration::from_secs(30);
-        assert_eq!(inbox.claim("k", a, ttl).await.unwrap(), Claim::New);
-        assert_eq!(inbox.claim("k", b, ttl).await.unwrap(), Claim::Existing(a));
+        let (a, b, c) = (
+            NotificationId::generate(),
+            NotificationId::generate(),
+            NotificationId::generate(),
+        );
+        let pending = Duration::from_secs(30);
+        let settled = Duration::from_secs(3600);
+        assert_eq!(inbox.claim("k", a, pending).await.unwrap(), Claim::New);
+        assert_eq!(
+            inbox.claim("k", b, pending).await.unwrap(),
+            Claim::InProgress(a)
+        );
         tokio::time::advance(Duration::from_secs(31)).await;
-        assert_eq!(inbox.claim("k", b, ttl).await.unwrap(), Claim::New);
+        assert_eq!(inbox.claim("k", b, pending).await.unwrap(), Claim::New);
+        // Settling extends the claim past its pending TTL.
+        assert!(inbox.settle("k", b, settled).await.unwrap());
+        tokio::time::advance(Duration::from_secs(60)).await;
+        assert_eq!(
+            inbox.claim("k", c, pending).await.unwrap(),
+            Claim::Existing(b)
+        );
+        tokio::time::advance(settled).await;
+        assert_eq!(inbox.claim("k", c, pending).await.unwrap(), Claim::New);
+        // A claim that expired cannot be settled any more.
+        tokio::time::advance(Duration::from_secs(31)).await;
+        assert!(!inbox.settle("k", c, settled).await.unwrap());
     }
 }

@@ -11,8 +11,14 @@
 //!   whose `expires_at` has passed is never returned.
 //! - `ack` removes an entry by notification id; acking twice or acking an unknown id is
 //!   not an error.
-//! - `claim` is atomic across dispatchers: the first caller for a key wins. Claiming
-//!   again with the id that holds the key is `New` (a retried claim).
+//! - Idempotency claims have two phases. `claim` is atomic across dispatchers: the first
+//!   caller for a free key wins and holds it *pending* for the short TTL it asked for;
+//!   `settle` makes its claim *settled* for the long TTL once the send is safe (stored or
+//!   published). Later callers with another id learn which phase the holder is in
+//!   (`InProgress` while pending, `Existing` once settled), so a retry is never told
+//!   that a send succeeded before it has. Claiming again with the id that holds the key,
+//!   pending or settled, is `New` (a retried claim). `release` frees only a pending
+//!   claim, never a settled one: what a settled key names has reached its users.
 
 use std::fmt;
 use std::time::Duration;
@@ -100,9 +106,14 @@ pub struct StoredEntry {
 /// Outcome of claiming an idempotency key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Claim {
-    /// The key was free and now names the given id.
+    /// The key was free and now holds a pending claim of the given id, or already held a
+    /// claim of that id, pending or settled (a retried claim).
     New,
-    /// The key already names this id.
+    /// A pending claim of this other id holds the key: its send is still running, and
+    /// may yet settle or give the key up.
+    InProgress(NotificationId),
+    /// A settled claim of this other id holds the key: that notification was stored or
+    /// published.
     Existing(NotificationId),
 }
 
@@ -130,14 +141,30 @@ pub trait Inbox: Send + Sync + 'static {
     /// Remove the entry of notification `id`; `true` when something was removed.
     async fn ack(&self, user: &UserId, id: NotificationId) -> Result<bool, BackendError>;
 
-    /// Reserve idempotency `key` for `id` for `ttl`, or learn which id holds it.
+    /// Hold idempotency `key` pending for `id`, for `pending_ttl` (which frees the key
+    /// if the claimer dies before settling or releasing it), or learn who holds it. A
+    /// retried claim leaves the holder's phase and TTL as they are.
     async fn claim(
         &self,
         key: &str,
         id: NotificationId,
-        ttl: Duration,
+        pending_ttl: Duration,
     ) -> Result<Claim, BackendError>;
 
-    /// Give `key` up if it still names `id` (the send that claimed it failed).
+    /// Turn the pending claim of `id` on `key` into a settled one that lasts `ttl`
+    /// (settling again renews it). `true` when the key now names `id` settled; `false`
+    /// when it held no claim of `id` (the pending one expired, and maybe another id holds
+    /// the key now): nothing changes then. The caller has done its work either way, so it
+    /// logs a `false` and carries on; a later retry may then send again (a duplicate,
+    /// never a loss).
+    async fn settle(
+        &self,
+        key: &str,
+        id: NotificationId,
+        ttl: Duration,
+    ) -> Result<bool, BackendError>;
+
+    /// Give `key` up if it holds a pending claim of `id` (the send that claimed it
+    /// failed); a settled claim, or another id's, stays.
     async fn release(&self, key: &str, id: NotificationId) -> Result<(), BackendError>;
 }

@@ -6,7 +6,9 @@
 //! - `kurir:<ns>:inbox-ids:{<user>}`: hash of notification id → stream entry id, so an
 //!   ack finds its entry without scanning. Kept at most twice the capacity (entries
 //!   trimmed from the stream leave stale fields until the next rebuild).
-//! - `kurir:<ns>:idem:<key>`: the notification id that claimed an idempotency key.
+//! - `kurir:<ns>:idem:<key>`: the claim of an idempotency key, `p:<id>` while pending
+//!   and the bare `<id>` once settled (so a key written before claims had phases reads
+//!   as settled). Each script touches only this one key, so it runs on any cluster node.
 //!
 //! Both per-user keys share a hash slot (`{user}`), so the scripts that touch them run
 //! on Redis Cluster; a batch of users is one pipeline, which fred routes per slot.
@@ -16,7 +18,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use fred::prelude::{Client, Expiration, KeysInterface, SetOptions, StreamsInterface, Value};
+use fred::prelude::{Client, StreamsInterface, Value};
 use tracing::warn;
 
 use super::{now_ms, Claim, Cursor, Inbox, NewEntry, StoredEntry};
@@ -76,11 +78,36 @@ redis.call('HDEL', KEYS[2], ARGV[1])
 return redis.call('XDEL', KEYS[1], sid)
 ";
 
-/// Delete an idempotency key only if it still names this id.
+/// What prefixes a pending claim's id; the Lua below spells it out too.
+const PENDING: &str = "p:";
+
+/// Hold a free idempotency key pending for this id; otherwise reply with what holds it.
+///
+/// KEYS: idempotency key. ARGV: id, pending TTL (ms).
+const CLAIM: &str = r"
+local held = redis.call('GET', KEYS[1])
+if held then return held end
+redis.call('SET', KEYS[1], 'p:' .. ARGV[1], 'PX', ARGV[2])
+return false
+";
+
+/// Make this id's claim settled (again) for the TTL; 0 when the key holds no claim of it.
+///
+/// KEYS: idempotency key. ARGV: id, TTL (ms).
+const SETTLE: &str = r"
+local held = redis.call('GET', KEYS[1])
+if held == 'p:' .. ARGV[1] or held == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0
+";
+
+/// Delete an idempotency key only if it holds a pending claim of this id.
 ///
 /// KEYS: idempotency key. ARGV: id.
 const RELEASE: &str = r"
-if redis.call('GET', KEYS[1]) == ARGV[1] then
+if redis.call('GET', KEYS[1]) == 'p:' .. ARGV[1] then
   return redis.call('DEL', KEYS[1])
 end
 return 0
@@ -92,6 +119,8 @@ pub struct RedisInbox {
     capacity: usize,
     append: Script,
     ack: Script,
+    claim: Script,
+    settle: Script,
     release: Script,
 }
 
@@ -104,6 +133,8 @@ impl RedisInbox {
             capacity: capacity.max(1),
             append: Script::new(APPEND),
             ack: Script::new(ACK),
+            claim: Script::new(CLAIM),
+            settle: Script::new(SETTLE),
             release: Script::new(RELEASE),
         }
     }
@@ -111,6 +142,42 @@ impl RedisInbox {
     fn keys(&self, user: &UserId) -> Vec<String> {
         vec![self.ns.inbox_key(user), self.ns.inbox_index_key(user)]
     }
+
+    /// One call of an idempotency script on `key`.
+    fn idem_call(&self, key: &str, id: NotificationId, ttl: Option<Duration>) -> ScriptCall {
+        let mut args = vec![Value::from(id.to_string())];
+        args.extend(ttl.map(|t| Value::Integer(millis(t))));
+        ScriptCall {
+            keys: vec![self.ns.idempotency_key(key)],
+            args,
+        }
+    }
+}
+
+/// A TTL in whole milliseconds, at least 1 (`PX 0` is an error).
+fn millis(ttl: Duration) -> i64 {
+    i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX).max(1)
+}
+
+/// What a claim script's reply says about `id`'s claim.
+fn claim_of(id: NotificationId, reply: &Value) -> Option<Claim> {
+    if matches!(reply, Value::Null) {
+        return Some(Claim::New);
+    }
+    let held = reply.as_str()?;
+    let (pending, holder) = match held.strip_prefix(PENDING) {
+        Some(rest) => (true, rest),
+        None => (false, &*held),
+    };
+    let holder = NotificationId::parse(holder).ok()?;
+    Some(if holder == id {
+        // Our own earlier claim: a retry, or a script fred re-sent after a lost reply.
+        Claim::New
+    } else if pending {
+        Claim::InProgress(holder)
+    } else {
+        Claim::Existing(holder)
+    })
 }
 
 /// The first stream id strictly after `cursor` (XRANGE's `(` needs Redis 6.2).
@@ -285,58 +352,40 @@ impl Inbox for RedisInbox {
         &self,
         key: &str,
         id: NotificationId,
-        ttl: Duration,
+        pending_ttl: Duration,
     ) -> Result<Claim, BackendError> {
-        let key = self.ns.idempotency_key(key);
-        let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX).max(1);
-        // The holder can expire between SET NX and GET; then try again.
-        for _ in 0..3 {
-            ready(&self.client, OP_IDEM)?;
-            let set: Option<String> = self
-                .client
-                .set(
-                    &key,
-                    id.to_string(),
-                    Some(Expiration::PX(ttl_ms)),
-                    Some(SetOptions::NX),
-                    false,
-                )
-                .await
-                .map_err(|e| failed(OP_IDEM, e))?;
-            if set.is_some() {
-                return Ok(Claim::New);
-            }
-            let holder: Option<String> = self
-                .client
-                .get(&key)
-                .await
-                .map_err(|e| failed(OP_IDEM, e))?;
-            if let Some(holder) = holder {
-                return match NotificationId::parse(&holder) {
-                    // Our own earlier SET, whose reply was lost and which fred retried.
-                    Ok(holder) if holder == id => Ok(Claim::New),
-                    Ok(holder) => Ok(Claim::Existing(holder)),
-                    Err(_) => Err(corrupt(
-                        OP_IDEM,
-                        format!("idempotency key holds {holder:?}"),
-                    )),
-                };
-            }
+        ready(&self.client, OP_IDEM)?;
+        let reply = self
+            .claim
+            .run(&self.client, self.idem_call(key, id, Some(pending_ttl)))
+            .await
+            .map_err(|e| failed(OP_IDEM, e))?;
+        claim_of(id, &reply)
+            .ok_or_else(|| corrupt(OP_IDEM, format!("idempotency key holds {reply:?}")))
+    }
+
+    async fn settle(
+        &self,
+        key: &str,
+        id: NotificationId,
+        ttl: Duration,
+    ) -> Result<bool, BackendError> {
+        ready(&self.client, OP_IDEM)?;
+        let reply = self
+            .settle
+            .run(&self.client, self.idem_call(key, id, Some(ttl)))
+            .await
+            .map_err(|e| failed(OP_IDEM, e))?;
+        match reply.as_i64() {
+            Some(n) => Ok(n > 0),
+            None => Err(corrupt(OP_IDEM, format!("settle replied {reply:?}"))),
         }
-        Err(BackendError::unavailable(
-            crate::redis_client::BACKEND,
-            "idempotency key keeps expiring under contention",
-        ))
     }
 
     async fn release(&self, key: &str, id: NotificationId) -> Result<(), BackendError> {
         ready(&self.client, OP_IDEM)?;
-        let call = ScriptCall {
-            keys: vec![self.ns.idempotency_key(key)],
-            args: vec![Value::from(id.to_string())],
-        };
         self.release
-            .run(&self.client, call)
+            .run(&self.client, self.idem_call(key, id, None))
             .await
             .map(drop)
             .map_err(|e| failed(OP_IDEM, e))
@@ -376,6 +425,21 @@ mod tests {
         assert_eq!(e.id, id);
         assert_eq!(e.expires_at, 99);
         assert_eq!(&e.payload[..], b"\x00\xff");
+    }
+
+    #[test]
+    fn claim_replies_name_the_phase_of_the_holder() {
+        let (me, other) = (NotificationId::generate(), NotificationId::generate());
+        assert_eq!(claim_of(me, &Value::Null), Some(Claim::New));
+        let pending = Value::from(format!("{PENDING}{other}"));
+        assert_eq!(claim_of(me, &pending), Some(Claim::InProgress(other)));
+        let settled = Value::from(other.to_string());
+        assert_eq!(claim_of(me, &settled), Some(Claim::Existing(other)));
+        for mine in [format!("{PENDING}{me}"), me.to_string()] {
+            assert_eq!(claim_of(me, &Value::from(mine)), Some(Claim::New));
+        }
+        assert_eq!(claim_of(me, &Value::from("p:not-an-id")), None);
+        assert_eq!(claim_of(me, &Value::Integer(1)), None);
     }
 
     #[test]

@@ -19,6 +19,9 @@ impl From<DispatchError> for Status {
             DispatchError::TooManyWatchers => {
                 Status::resource_exhausted("too many receipt watchers; retry later")
             }
+            DispatchError::SendInProgress => {
+                Status::aborted("idempotency_key: a Send with this key is still in progress; retry")
+            }
             DispatchError::Timeout => Status::deadline_exceeded("request timed out"),
             DispatchError::WatcherLagged => Status::resource_exhausted(
                 "receipt stream fell behind and was ended; read faster or filter, then reconnect",
@@ -52,6 +55,16 @@ mod tests {
     }
 
     #[test]
+    fn a_send_in_progress_is_aborted_and_says_retry() {
+        let s = Status::from(DispatchError::SendInProgress);
+        assert_eq!(s.code(), Code::Aborted);
+        assert_eq!(
+            s.message(),
+            "idempotency_key: a Send with this key is still in progress; retry"
+        );
+    }
+
+    #[test]
     fn transient_backend_errors_are_unavailable() {
         let e = BackendError::unavailable("redis", "connection refused to 10.0.0.7:6379");
         let s = Status::from(DispatchError::Backend(e));
@@ -81,6 +94,7 @@ mod tests {
             (DispatchError::Overloaded, Code::ResourceExhausted),
             (DispatchError::TooManyWatchers, Code::ResourceExhausted),
             (DispatchError::WatcherLagged, Code::ResourceExhausted),
+            (DispatchError::SendInProgress, Code::Aborted),
             (DispatchError::Timeout, Code::DeadlineExceeded),
             (DispatchError::ShuttingDown, Code::Unavailable),
         ];

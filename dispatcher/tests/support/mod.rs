@@ -4,12 +4,20 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
 
 use bytes::Bytes;
 use futures::StreamExt;
 use kurir_backends::bus::Subscription;
-use kurir_backends::{Backends, ConnId, ConnectOptions, Namespace, NodeId, UserId};
+use kurir_backends::inbox::{Claim, Cursor, Inbox, NewEntry, StoredEntry};
+use kurir_backends::presence::{Epoch, Lease};
+use kurir_backends::{
+    BackendError, Backends, ConnId, ConnectOptions, Namespace, NodeId, NotificationId, UserId,
+};
 use kurir_dispatcher::config::TEST_API_KEY;
 use kurir_dispatcher::{telemetry, Config, Dispatcher, ServeError};
 use kurir_proto::internal::v1::{envelope::Kind, Envelope};
@@ -182,15 +190,20 @@ pub fn node(id: &str) -> NodeId {
 
 /// Register one live connection of `user` on `node` (and mark the node alive).
 pub async fn connect_user(backends: &Backends, node: &NodeId, user: &UserId) -> ConnId {
+    // One incarnation per node id for the whole test, so every user connected counts.
+    let lease = Lease {
+        node: node.clone(),
+        epoch: Epoch(0),
+    };
     let conn = ConnId::generate();
     backends
         .presence
-        .add(node, user, conn)
+        .add(&lease, user, conn)
         .await
         .expect("presence add");
     backends
         .presence
-        .beat(node, Duration::from_secs(60))
+        .beat(&lease, Duration::from_secs(60))
         .await
         .expect("presence beat");
     conn
@@ -273,5 +286,108 @@ where
         }
         assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// An inbox whose first `append` is held until the test opens the gate, then fails or
+/// goes through as the test says; later appends pass at once. Counts claims, so a test
+/// can tell when a retry is waiting on an idempotency key. Everything else goes to the
+/// wrapped inbox.
+pub struct GatedInbox {
+    inner: Arc<dyn Inbox>,
+    first: Mutex<Option<(oneshot::Sender<()>, oneshot::Receiver<bool>)>>,
+    claims: AtomicUsize,
+}
+
+/// The test's side of a [`GatedInbox`].
+pub struct Gate {
+    /// Fires once the first append is held.
+    pub entered: oneshot::Receiver<()>,
+    /// `true`: let the held append through; `false` (or dropped): fail it.
+    pub open: oneshot::Sender<bool>,
+    pub inbox: Arc<GatedInbox>,
+}
+
+impl GatedInbox {
+    /// `backends` with their inbox behind a gate.
+    pub fn wrap(backends: Backends) -> (Backends, Gate) {
+        let (entered_tx, entered) = oneshot::channel();
+        let (open, open_rx) = oneshot::channel();
+        let inbox = Arc::new(Self {
+            inner: backends.inbox.clone(),
+            first: Mutex::new(Some((entered_tx, open_rx))),
+            claims: AtomicUsize::new(0),
+        });
+        let gated = Backends {
+            inbox: inbox.clone(),
+            ..backends
+        };
+        (
+            gated,
+            Gate {
+                entered,
+                open,
+                inbox,
+            },
+        )
+    }
+
+    /// Claims made so far.
+    pub fn claims(&self) -> usize {
+        self.claims.load(Ordering::SeqCst)
+    }
+}
+
+#[async_trait]
+impl Inbox for GatedInbox {
+    async fn append(
+        &self,
+        users: &[UserId],
+        entry: &NewEntry,
+    ) -> Result<Vec<Cursor>, BackendError> {
+        let held = self.first.lock().expect("gate lock").take();
+        if let Some((entered, open)) = held {
+            let _ = entered.send(());
+            if !open.await.unwrap_or(false) {
+                return Err(BackendError::unavailable("redis", "gate shut by the test"));
+            }
+        }
+        self.inner.append(users, entry).await
+    }
+
+    async fn pending(
+        &self,
+        user: &UserId,
+        after: Option<&Cursor>,
+        limit: usize,
+    ) -> Result<Vec<StoredEntry>, BackendError> {
+        self.inner.pending(user, after, limit).await
+    }
+
+    async fn ack(&self, user: &UserId, id: NotificationId) -> Result<bool, BackendError> {
+        self.inner.ack(user, id).await
+    }
+
+    async fn claim(
+        &self,
+        key: &str,
+        id: NotificationId,
+        pending_ttl: Duration,
+    ) -> Result<Claim, BackendError> {
+        self.claims.fetch_add(1, Ordering::SeqCst);
+        self.inner.claim(key, id, pending_ttl).await
+    }
+
+    async fn settle(
+        &self,
+        key: &str,
+        id: NotificationId,
+        ttl: Duration,
+    ) -> Result<bool, BackendError> {
+        self.inner.settle(key, id, ttl).await
+    }
+
+    async fn release(&self, key: &str, id: NotificationId) -> Result<(), BackendError> {
+        self.inner.release(key, id).await
     }
 }
