@@ -32,42 +32,91 @@ pub const TOPIC_LINGER: Duration = Duration::from_secs(5);
 /// Topic commands queued before subscribers wait (back-pressure on `subscribe` frames).
 const TOPIC_COMMANDS: usize = 1024;
 
-/// Run the node and broadcast subscriptions and the reconnect watcher until `stop`.
-/// `subscribed` fires once the node and broadcast subscriptions are live.
+/// Least time between two inbox resynchronisations: a burst of losses costs one.
+const RESYNC_SPACING: Duration = Duration::from_secs(1);
+
+/// Run the node and broadcast subscriptions and the loss watcher until `stop`.
+/// `subscribed` fires once the node and broadcast subscriptions are first live. A
+/// subscription that ends is taken again, and whatever it may have missed is recovered
+/// as after any loss: every connection re-reads its inbox.
 pub async fn run(
     state: AppState,
     topics_rx: mpsc::Receiver<TopicCommand>,
     stop: CancellationToken,
     subscribed: oneshot::Sender<()>,
 ) {
-    let ns = &state.backends.namespace;
-    let node_sub = subscribe_forever(&state, ns.node_subject(&state.node), &stop).await;
-    let broadcast_sub = subscribe_forever(&state, ns.broadcast_subject(), &stop).await;
-    let (Some(node_sub), Some(broadcast_sub)) = (node_sub, broadcast_sub) else {
-        return;
-    };
-    info!(node = %state.node, "relay subscribed");
-    let _ = subscribed.send(());
     let topics = tokio::spawn(run_topics(state.clone(), topics_rx, stop.clone()));
-    let mut reconnected = state.backends.bus.reconnected();
-    let node = relay_node(state.clone(), node_sub);
-    let broadcast = relay_fanout(state.hub.clone(), broadcast_sub, None);
-    tokio::pin!(node, broadcast);
-    loop {
-        tokio::select! {
-            () = stop.cancelled() => break,
-            () = &mut node => { warn!("node subscription ended"); break; }
-            () = &mut broadcast => { warn!("broadcast subscription ended"); break; }
-            changed = reconnected.changed() => {
-                if changed.is_err() { break; }
-                // Messages published during the outage are gone from the bus but not
-                // from inboxes: every connection re-reads its inbox.
-                let n = state.hub.resync_all();
-                info!(connections = n, "bus reconnected; resynchronising inboxes");
+    let mut losses = state.backends.bus.reconnected();
+    let mut subscribed = Some(subscribed);
+    'subscribe: loop {
+        let ns = &state.backends.namespace;
+        let node_sub = subscribe_forever(&state, ns.node_subject(&state.node), &stop).await;
+        let broadcast_sub = subscribe_forever(&state, ns.broadcast_subject(), &stop).await;
+        let (Some(node_sub), Some(broadcast_sub)) = (node_sub, broadcast_sub) else {
+            break;
+        };
+        info!(node = %state.node, "relay subscribed");
+        match subscribed.take() {
+            Some(first) => {
+                let _ = first.send(());
+            }
+            None => resync(&state, "bus subscriptions taken again").await,
+        }
+        // Their own tasks: resynchronising (a flush, then a signal to every session)
+        // must never hold up deliveries.
+        let mut node = tokio::spawn(relay_node(state.clone(), node_sub));
+        let mut broadcast = tokio::spawn(relay_fanout(state.hub.clone(), broadcast_sub, None));
+        let mut resync_at: Option<tokio::time::Instant> = None;
+        let mut last_resync: Option<tokio::time::Instant> = None;
+        loop {
+            let at = resync_at.unwrap_or_else(tokio::time::Instant::now);
+            tokio::select! {
+                () = stop.cancelled() => {
+                    node.abort();
+                    broadcast.abort();
+                    break 'subscribe;
+                }
+                _ = &mut node => {
+                    warn!("node subscription ended; subscribing again");
+                    broadcast.abort();
+                    continue 'subscribe;
+                }
+                _ = &mut broadcast => {
+                    warn!("broadcast subscription ended; subscribing again");
+                    node.abort();
+                    continue 'subscribe;
+                }
+                changed = losses.changed() => {
+                    if changed.is_err() {
+                        node.abort();
+                        broadcast.abort();
+                        break 'subscribe;
+                    }
+                    // A burst of losses costs one pass, at most one per RESYNC_SPACING.
+                    let earliest = last_resync.map_or_else(tokio::time::Instant::now, |t| t + RESYNC_SPACING);
+                    resync_at.get_or_insert(earliest);
+                }
+                () = tokio::time::sleep_until(at), if resync_at.is_some() => {
+                    resync_at = None;
+                    last_resync = Some(tokio::time::Instant::now());
+                    resync(&state, "bus messages may have been lost").await;
+                }
             }
         }
     }
     topics.abort();
+}
+
+/// Messages published while the bus could not deliver them are gone from the bus but not
+/// from the inboxes: make every connection re-read its inbox. First a flush, so that the
+/// server has processed this node's subscriptions (re-sent after a reconnect): whatever
+/// is appended after the inboxes are read then reaches the node live.
+async fn resync(state: &AppState, why: &str) {
+    if let Err(e) = state.backends.bus.flush().await {
+        debug!(error = %e, "bus flush before resynchronising failed");
+    }
+    let n = state.hub.resync_all();
+    info!(connections = n, why, "resynchronising inboxes");
 }
 
 async fn subscribe_forever(

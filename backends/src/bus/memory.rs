@@ -24,14 +24,14 @@ use crate::telemetry;
 
 pub struct MemoryBus {
     shared: Arc<Shared>,
-    /// Never changes: an in-process bus does not reconnect. Kept so that receivers wait
-    /// forever instead of seeing the channel closed.
-    reconnected: watch::Sender<u64>,
 }
 
 struct Shared {
     /// Messages a subscription buffers before it loses new ones.
     capacity: usize,
+    /// Counts the times a subscription lost messages (an in-process bus never
+    /// reconnects). Kept open so that receivers wait instead of seeing it closed.
+    losses: watch::Sender<u64>,
     subjects: Mutex<HashMap<String, Vec<Subscriber>>>,
     next_id: AtomicU64,
 }
@@ -47,10 +47,10 @@ impl MemoryBus {
         Self {
             shared: Arc::new(Shared {
                 capacity: capacity.max(1),
+                losses: watch::Sender::new(0),
                 subjects: Mutex::new(HashMap::new()),
                 next_id: AtomicU64::new(0),
             }),
-            reconnected: watch::Sender::new(0),
         }
     }
 
@@ -71,6 +71,7 @@ impl Bus for MemoryBus {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
                 telemetry::backend_error("memory", "slow_consumer");
+                self.shared.losses.send_modify(|n| *n += 1);
                 true
             }
             // Dropped without its guard having run yet.
@@ -108,7 +109,7 @@ impl Bus for MemoryBus {
     }
 
     fn reconnected(&self) -> watch::Receiver<u64> {
-        self.reconnected.subscribe()
+        self.shared.losses.subscribe()
     }
 
     fn is_connected(&self) -> bool {
@@ -169,9 +170,11 @@ mod tests {
     async fn a_full_queue_loses_new_messages_only() {
         let bus = MemoryBus::new(2);
         let mut sub = bus.subscribe("s".into()).await.unwrap();
+        let losses = bus.reconnected();
         for i in 0..5u8 {
             bus.publish("s".into(), Bytes::from(vec![i])).await.unwrap();
         }
+        assert_eq!(*losses.borrow(), 3, "each lost message is signalled");
         assert_eq!(sub.next().await.unwrap(), Bytes::from(vec![0]));
         assert_eq!(sub.next().await.unwrap(), Bytes::from(vec![1]));
         bus.publish("s".into(), Bytes::from(vec![9])).await.unwrap();

@@ -8,7 +8,8 @@
 //!   client (the implementation re-subscribes), but messages published during the outage
 //!   may be lost. [`Bus::reconnected`] tells subscribers when to resynchronise.
 //! - A subscriber that falls behind loses messages rather than growing memory; losses are
-//!   counted (`kurir_backend_errors_total{backend,op="slow_consumer"}`).
+//!   counted (`kurir_backend_errors_total{backend,op="slow_consumer"}`) and signalled
+//!   through [`Bus::reconnected`] too.
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -38,8 +39,9 @@ pub trait Bus: Send + Sync + 'static {
     /// Wait until everything published so far has been handed to the server.
     async fn flush(&self) -> Result<(), BackendError>;
 
-    /// A counter that increases each time the connection is re-established after an
-    /// outage (not on the first connect).
+    /// A counter that increases each time messages may have been lost: the connection
+    /// was re-established after an outage (not on the first connect), or a subscription
+    /// fell behind and dropped messages. Subscribers resynchronise when it changes.
     fn reconnected(&self) -> watch::Receiver<u64>;
 
     /// Whether the client currently believes it is connected.

@@ -3,7 +3,8 @@
 //!
 //! The client connects in the background and reconnects forever; async-nats
 //! re-subscribes every live [`Subscription`] after a reconnect, and
-//! [`Bus::reconnected`] counts those reconnects so subscribers can resynchronise.
+//! [`Bus::reconnected`] counts those reconnects, and slow-consumer drops, so subscribers
+//! can resynchronise.
 //! While disconnected, `publish` fails with `Unavailable` at once instead of queueing:
 //! a dispatcher must answer `UNAVAILABLE`, not pile messages up for later.
 
@@ -56,7 +57,11 @@ impl Events {
                 self.attempt.send_replace(Some(true));
             }
             Event::Disconnected | Event::Closed => warn!(%event, "nats connection lost"),
-            Event::SlowConsumer(_) => telemetry::backend_error(BACKEND, "slow_consumer"),
+            Event::SlowConsumer(_) => {
+                // Messages were dropped: subscribers must resynchronise as after an outage.
+                telemetry::backend_error(BACKEND, "slow_consumer");
+                self.reconnected.send_modify(|n| *n += 1);
+            }
             Event::LameDuckMode | Event::Draining => info!(%event, "nats"),
             Event::ClientError(_) => {
                 // Among others, every failed connection attempt.
