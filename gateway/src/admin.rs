@@ -11,6 +11,7 @@ use serde::Deserialize;
 
 use crate::liveness::Readiness;
 use crate::state::AppState;
+use crate::telemetry;
 
 /// `/healthz` and `/readyz`, for any router.
 pub fn health_routes<S: Clone + Send + Sync + 'static>(readiness: Readiness) -> Router<S> {
@@ -38,6 +39,7 @@ pub fn metrics_router(handle: PrometheusHandle, readiness: Readiness) -> Router 
         .route(
             "/metrics",
             get(move || {
+                telemetry::process_collector().collect();
                 let body = handle.render();
                 async move { body }
             }),

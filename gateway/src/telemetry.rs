@@ -95,6 +95,14 @@ pub fn describe() {
     // Registering the handle makes the (empty) histogram render from start-up.
     let _ = metrics::histogram!(DELIVERY_LATENCY);
     kurir_backends::telemetry::describe();
+    process_collector().describe();
+}
+
+/// `process_resident_memory_bytes`, `process_cpu_seconds_total`, `process_open_fds`, …,
+/// refreshed on each scrape.
+pub fn process_collector() -> &'static metrics_process::Collector {
+    static COLLECTOR: std::sync::OnceLock<metrics_process::Collector> = std::sync::OnceLock::new();
+    COLLECTOR.get_or_init(metrics_process::Collector::default)
 }
 
 /// Handles of the series written for every delivery, resolved once: a by-name lookup
