@@ -76,6 +76,9 @@ impl LocalCluster {
             .to_path_buf();
         let _ = bin("kurir-dispatcher");
         let port = |p: u16| p.to_string();
+        // All ports from one block: separate picks could hand out the same port twice.
+        let gw = gateways as u16;
+        let base = free_ports(3 + 2 * gw);
         let env = vec![
             ("KURIR_LOCAL_STATE", state.display().to_string()),
             ("KURIR_BIN_DIR", bins.display().to_string()),
@@ -84,14 +87,11 @@ impl LocalCluster {
             ("KURIR_NATS_URL", nats_url()),
             ("KURIR_DRAIN_SECONDS", DRAIN.as_secs().to_string()),
             ("KURIR_READY_TIMEOUT", "30".to_string()),
-            ("KURIR_LB_PORT", port(free_ports(1))),
-            ("KURIR_GATEWAY_PORT_BASE", port(free_ports(gateways as u16))),
-            (
-                "KURIR_GATEWAY_METRICS_PORT_BASE",
-                port(free_ports(gateways as u16)),
-            ),
-            ("KURIR_DISPATCHER_GRPC_PORT", port(free_ports(1))),
-            ("KURIR_DISPATCHER_METRICS_PORT", port(free_ports(1))),
+            ("KURIR_LB_PORT", port(base)),
+            ("KURIR_DISPATCHER_GRPC_PORT", port(base + 1)),
+            ("KURIR_DISPATCHER_METRICS_PORT", port(base + 2)),
+            ("KURIR_GATEWAY_PORT_BASE", port(base + 3)),
+            ("KURIR_GATEWAY_METRICS_PORT_BASE", port(base + 3 + gw)),
             ("KURIR_JWT_SECRET", String::new()),
             ("KURIR_API_KEYS", String::new()),
         ]
