@@ -32,7 +32,7 @@
 //!   key then expires after [`PENDING_CLAIM_TTL`], and a retry after that sends again, a
 //!   duplicate rather than a loss.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -41,10 +41,8 @@ use futures::StreamExt;
 use kurir_backends::bus::Subscription;
 use kurir_backends::inbox::{Claim, Inbox, NewEntry};
 use kurir_backends::presence::UserPresence;
-use kurir_backends::{BackendError, Backends, NodeId, NotificationId, Topic, UserId};
-use kurir_proto::internal::v1::{
-    envelope::Kind, Delivery, Disconnect, Envelope, ReceiptBatch, Recipient,
-};
+use kurir_backends::{BackendError, Backends, NotificationId, Topic, UserId};
+use kurir_proto::internal::v1::{envelope::Kind, Delivery, Disconnect, Envelope, ReceiptBatch};
 use kurir_proto::v1::{Notification, Receipt};
 use metrics::{counter, gauge, Counter};
 use prost::Message;
@@ -55,6 +53,8 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
 use crate::error::DispatchError;
+use crate::reroute::{Reroute, Unrouted};
+use crate::route::Router;
 use crate::telemetry;
 
 /// How long an idempotency key keeps naming the first notification sent with it.
@@ -125,8 +125,9 @@ pub type ReceiptStream = ReceiverStream<Result<Receipt, DispatchError>>;
 #[derive(Clone)]
 pub struct Dispatch {
     backends: Backends,
+    router: Router,
+    reroute: Reroute,
     watchers: Arc<Watchers>,
-    published: Counter,
     stored: Counter,
 }
 
@@ -142,15 +143,18 @@ struct Watchers {
 
 impl Dispatch {
     pub fn new(backends: Backends, max_watchers: usize, watch_buffer: usize) -> Self {
+        let stop = CancellationToken::new();
+        let router = Router::new(backends.clone());
         Self {
+            reroute: Reroute::new(router.clone(), stop.clone()),
+            router,
             backends,
             watchers: Arc::new(Watchers {
                 slots: Arc::new(Semaphore::new(max_watchers)),
                 buffer: watch_buffer,
-                stop: CancellationToken::new(),
+                stop,
                 tracker: TaskTracker::new(),
             }),
-            published: counter!(telemetry::PUBLISHED),
             stored: counter!(telemetry::STORED),
         }
     }
@@ -281,40 +285,25 @@ impl Dispatch {
         };
         let stored_users = if stored { users.len() as u32 } else { 0 };
 
-        let presence = match self.lookup(&users).await {
-            Ok(p) => p,
-            Err(e) => return self.unrouted(id, "lookup", e, claim, stored_users).await,
-        };
-        let mut online_users = 0;
-        let mut by_node: BTreeMap<NodeId, Vec<Recipient>> = BTreeMap::new();
-        for (user, cursor) in presence.iter().zip(cursors) {
-            if !user.online() {
-                continue;
-            }
-            online_users += 1;
-            for node in user.nodes() {
-                by_node.entry(node).or_default().push(Recipient {
-                    user_id: user.user.as_str().to_owned(),
-                    cursor: cursor.clone(),
+        let online_users = match self.router.route(delivery, &users, &cursors).await {
+            Ok(online) => online,
+            Err(e) if stored => {
+                counter!(telemetry::ROUTE_FAILURES, "stage" => e.stage).increment(1);
+                warn!(%id, stage = e.stage, error = %e.error, "stored notification not routed live; routing it again in the background");
+                self.reroute.later(Unrouted {
+                    delivery: e.delivery,
+                    users,
+                    cursors,
                 });
+                0
             }
-        }
-
-        // One envelope per node; only the recipients differ between them.
-        let mut envelope = Envelope {
-            kind: Some(Kind::Delivery(delivery)),
+            Err(e) => {
+                if let Some(claim) = claim {
+                    claim.release().await;
+                }
+                return Err(e.error.into());
+            }
         };
-        let mut messages = Vec::with_capacity(by_node.len());
-        for (node, recipients) in by_node {
-            if let Some(Kind::Delivery(d)) = &mut envelope.kind {
-                d.recipients = recipients;
-            }
-            let subject = self.backends.namespace.node_subject(&node);
-            messages.push((subject, Bytes::from(envelope.encode_to_vec())));
-        }
-        if let Err(e) = self.publish_all(messages).await {
-            return self.unrouted(id, "publish", e, claim, stored_users).await;
-        }
         if let Some(claim) = claim {
             claim.settle().await;
         }
@@ -323,64 +312,6 @@ impl Dispatch {
             online_users,
             stored_users,
         })
-    }
-
-    /// A lookup or publish failed after the point where nothing could have been lost
-    /// (stored) or before anything was delivered (live).
-    async fn unrouted(
-        &self,
-        id: NotificationId,
-        stage: &'static str,
-        err: BackendError,
-        claim: Option<ClaimGuard>,
-        stored_users: u32,
-    ) -> Result<SendOutcome, DispatchError> {
-        if stored_users > 0 {
-            counter!(telemetry::ROUTE_FAILURES, "stage" => stage).increment(1);
-            warn!(%id, stage, error = %err, "stored notification not routed live; left for replay");
-            return Ok(SendOutcome {
-                id,
-                online_users: 0,
-                stored_users,
-            });
-        }
-        if let Some(claim) = claim {
-            claim.release().await;
-        }
-        Err(err.into())
-    }
-
-    /// The presence of `users`, in their order.
-    async fn lookup(&self, users: &[UserId]) -> Result<Vec<UserPresence>, BackendError> {
-        let presence = self.backends.presence.lookup(users).await?;
-        if presence.len() != users.len() {
-            return Err(BackendError::corrupt(
-                "presence",
-                format!(
-                    "lookup returned {} entries for {} users",
-                    presence.len(),
-                    users.len()
-                ),
-            ));
-        }
-        Ok(presence)
-    }
-
-    /// Publish every message concurrently; the first error if any failed.
-    async fn publish_all(&self, messages: Vec<(String, Bytes)>) -> Result<(), BackendError> {
-        let bus = &self.backends.bus;
-        let results =
-            futures::future::join_all(messages.into_iter().map(|(s, p)| bus.publish(s, p))).await;
-        let mut first_error = None;
-        for result in results {
-            match result {
-                Ok(()) => self.published.increment(1),
-                Err(e) => {
-                    first_error.get_or_insert(e);
-                }
-            }
-        }
-        first_error.map_or(Ok(()), Err)
     }
 
     /// Deliver to every live connection subscribed to `topic`.
@@ -426,7 +357,8 @@ impl Dispatch {
                 recipients: Vec::new(),
             })),
         };
-        self.publish_all(vec![(subject, Bytes::from(envelope.encode_to_vec()))])
+        self.router
+            .publish_all(vec![(subject, Bytes::from(envelope.encode_to_vec()))])
             .await?;
         debug!(%id, topic, "published");
         Ok(id)
@@ -437,7 +369,7 @@ impl Dispatch {
     /// # Errors
     /// `Backend` when the presence store fails.
     pub async fn presence(&self, users: &[UserId]) -> Result<Vec<UserPresence>, DispatchError> {
-        Ok(self.lookup(users).await?)
+        Ok(self.router.lookup(users).await?)
     }
 
     /// Close every connection of a user: one envelope to each node holding one. Returns
@@ -446,7 +378,7 @@ impl Dispatch {
     /// # Errors
     /// `Backend` when the lookup or a publish fails.
     pub async fn disconnect(&self, cmd: DisconnectCommand) -> Result<u32, DispatchError> {
-        let presence = self.lookup(std::slice::from_ref(&cmd.user)).await?;
+        let presence = self.router.lookup(std::slice::from_ref(&cmd.user)).await?;
         let Some(user) = presence.into_iter().next() else {
             return Ok(0);
         };
@@ -464,7 +396,7 @@ impl Dispatch {
             .iter()
             .map(|node| (self.backends.namespace.node_subject(node), payload.clone()))
             .collect();
-        self.publish_all(messages).await?;
+        self.router.publish_all(messages).await?;
         Ok(user.connections.len() as u32)
     }
 
@@ -785,7 +717,7 @@ mod tests {
             down: AtomicBool::new(false),
         });
         let presence = Arc::new(MemoryPresence::new(Duration::from_secs(60)));
-        let lease = Lease::new(NodeId::parse("gw-1").unwrap());
+        let lease = Lease::new(kurir_backends::NodeId::parse("gw-1").unwrap());
         presence
             .add(&lease, &user("alice"), ConnId::generate())
             .await
@@ -937,6 +869,24 @@ mod tests {
         // The key keeps naming the stored notification.
         let again = f.dispatch.send(cmd(60, Some("k"))).await.unwrap();
         assert_eq!(again.id, out.id);
+    }
+
+    #[tokio::test]
+    async fn a_stored_send_that_could_not_be_routed_is_routed_once_the_bus_is_back() {
+        let f = fixture().await;
+        f.bus.down.store(true, Ordering::SeqCst);
+        let out = f.dispatch.send(cmd(60, None)).await.unwrap();
+        assert_eq!(out.online_users, 0);
+        assert_eq!(f.bus.published.load(Ordering::SeqCst), 0);
+        // The reroute task keeps trying, with backoff, and gets through once it can.
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        f.bus.down.store(false, Ordering::SeqCst);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while f.bus.published.load(Ordering::SeqCst) == 0 {
+            assert!(tokio::time::Instant::now() < deadline, "never routed again");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(f.bus.published.load(Ordering::SeqCst), 1, "one envelope, for gw-1");
     }
 
     #[tokio::test]

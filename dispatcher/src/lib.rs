@@ -2,8 +2,9 @@
 //!
 //! The data path, in order: [`api`] (① the gRPC edge: [`api::auth`] checks the API key,
 //! [`api::validate`] turns requests into domain values, [`api::status`] turns errors into
-//! `Status`) → [`dispatch`] (② idempotency → id → inbox → presence lookup → group by node
-//! → one publish per node). Around it: [`admin`] (`/metrics`, `/healthz`, `/readyz`),
+//! `Status`) → [`dispatch`] (② idempotency → id → inbox → [`route`]: presence lookup →
+//! group by node → one publish per node; [`reroute`] tries again, in the background,
+//! what a stored `Send` could not route). Around it: [`admin`] (`/metrics`, `/healthz`, `/readyz`),
 //! [`config`], [`error`], [`telemetry`], and [`client`] (the `send`, `presence` and
 //! `receipts` subcommands).
 //!
@@ -16,6 +17,8 @@ pub mod client;
 pub mod config;
 pub mod dispatch;
 pub mod error;
+pub mod reroute;
+pub mod route;
 pub mod standalone;
 pub mod telemetry;
 

@@ -20,9 +20,13 @@ pub const REQUEST_DURATION: &str = "kurir_dispatcher_request_duration_seconds";
 pub const PUBLISHED: &str = "kurir_dispatcher_published_total";
 /// Inbox entries written, one per recipient of a stored notification.
 pub const STORED: &str = "kurir_dispatcher_stored_total";
-/// `{stage}`: stored notifications that could not be routed live (lookup or publish
-/// failed); they wait in the inboxes and are replayed when gateways resync.
+/// `{stage}`: stored notifications their Send could not route live (lookup or publish
+/// failed); they are in the inboxes and go to the reroute task.
 pub const ROUTE_FAILURES: &str = "kurir_dispatcher_route_failures_total";
+/// `{outcome}`: what became of stored notifications handed to the reroute task.
+pub const REROUTES: &str = "kurir_dispatcher_reroutes_total";
+/// Outcomes of [`REROUTES`].
+pub const REROUTE_OUTCOMES: [&str; 4] = ["routed", "expired", "given_up", "dropped"];
 /// `{reason}`: calls refused for a missing or invalid API key.
 pub const AUTH_FAILURES: &str = "kurir_dispatcher_auth_failures_total";
 /// Open WatchReceipts streams.
@@ -92,7 +96,11 @@ pub fn describe() {
     describe_counter!(STORED, "Inbox entries written, one per recipient");
     describe_counter!(
         ROUTE_FAILURES,
-        "Stored notifications not routed live (left for replay), by stage"
+        "Stored notifications not routed live by their Send, by stage"
+    );
+    describe_counter!(
+        REROUTES,
+        "Stored notifications routed again in the background, by outcome"
     );
     describe_counter!(
         AUTH_FAILURES,
@@ -118,6 +126,9 @@ pub fn describe() {
     counter!(WATCHERS_LAGGED).absolute(0);
     for stage in ROUTE_STAGES {
         counter!(ROUTE_FAILURES, "stage" => stage).absolute(0);
+    }
+    for outcome in REROUTE_OUTCOMES {
+        counter!(REROUTES, "outcome" => outcome).absolute(0);
     }
     for reason in AuthFailure::LABELS {
         counter!(AUTH_FAILURES, "reason" => reason).absolute(0);
