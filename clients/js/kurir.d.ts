@@ -157,7 +157,7 @@ export interface KurirNotification {
 export interface KurirCloseEvent {
   code: number;
   reason: string;
-  /** False after close(), 1008 and 4001. */
+  /** False after close(), 1008 and 4001 (but 1008 "token expired" with a token provider reconnects). */
   willReconnect: boolean;
 }
 

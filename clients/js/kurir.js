@@ -29,7 +29,11 @@ export const CloseCode = Object.freeze({
   NO_TRAFFIC: 4000,
 });
 
-/** Codes after which the client stops for good: the server does not want us back. */
+/** The reason of a 1008 close when the session's token expired. */
+const TOKEN_EXPIRED = 'token expired';
+
+/** Codes after which the client stops for good: the server does not want us back
+ * (except 1008 "token expired" with a token provider: it reconnects with a fresh token). */
 const STOP_CODES = new Set([CloseCode.POLICY, CloseCode.DISCONNECTED]);
 /** Codes that mean "come back now, elsewhere": draining gateway, slow consumer. */
 const SOON_CODES = new Set([CloseCode.SERVICE_RESTART, CloseCode.TRY_AGAIN_LATER]);
@@ -482,7 +486,10 @@ export class KurirClient {
     this._openedAt = 0;
 
     if (this._state === 'closed') return;
-    const stop = STOP_CODES.has(code);
+    // 1008 "token expired": a session lives no longer than its token. With a token
+    // provider, reconnect at once with a fresh one; a fixed token would only be refused.
+    const expired = code === CloseCode.POLICY && reason === TOKEN_EXPIRED && !!this._getToken;
+    const stop = STOP_CODES.has(code) && !expired;
     this._emit('close', { code, reason, willReconnect: !stop });
     if (stop) {
       this._stop(new Error(`closed by server: ${code}${reason ? ` ${reason}` : ''}`));
@@ -492,7 +499,7 @@ export class KurirClient {
     // move away from (drain 1012, slow consumer 1013), restarts the ladder: the next
     // delay is in [0, initialMs]. The server spreads its drain closes; our jitter
     // spreads the reconnects.
-    if (stable || (wasOpen && SOON_CODES.has(code))) this._attempt = 0;
+    if (stable || expired || (wasOpen && SOON_CODES.has(code))) this._attempt = 0;
     this._scheduleReconnect();
   }
 

@@ -142,9 +142,14 @@ impl Readiness {
         self.publish_gauge();
     }
 
-    /// The relay saw probe `seq` on the node subject.
-    pub fn probe_returned(&self, _seq: u64) {
-        *self.inner.probe_back.lock() = Some(Instant::now());
+    /// The relay saw probe `seq` on the node subject. Only one of the last two probes
+    /// sent counts: a probe held up for longer (a queue draining after an outage) says
+    /// nothing about the subscription now.
+    pub fn probe_returned(&self, seq: u64) {
+        let latest = self.inner.probe_seq.load(Ordering::Acquire);
+        if seq + 1 >= latest && seq <= latest {
+            *self.inner.probe_back.lock() = Some(Instant::now());
+        }
     }
 
     fn set(&self, check: &'static str, ok: bool) {
@@ -217,7 +222,7 @@ pub async fn run(state: AppState, stop: CancellationToken, first_beat: oneshot::
                 state.readiness.set("presence", ok);
             }
             _ = probe.tick() => {
-                let seq = state.readiness.inner.probe_seq.fetch_add(1, Ordering::Relaxed) + 1;
+                let seq = state.readiness.inner.probe_seq.fetch_add(1, Ordering::AcqRel) + 1;
                 let env = Envelope { kind: Some(Kind::Probe(Probe { seq })) };
                 let _ = state.backends.bus.publish(subject.clone(), Bytes::from(env.encode_to_vec())).await;
                 let back = *state.readiness.inner.probe_back.lock();

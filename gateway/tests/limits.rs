@@ -153,6 +153,50 @@ async fn a_reading_client_stays_connected_past_the_idle_timeout() {
     }
 }
 
+#[tokio::test]
+async fn a_session_ends_with_1008_when_its_token_expires() {
+    let mut c = config();
+    c.heartbeat_ms = 100;
+    c.idle_timeout_ms = 5_000;
+    let addr = start(c).await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    // Valid for one to two seconds (exp is in whole seconds).
+    let t = jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &json!({"sub": "alice", "exp": now + 2}),
+        &EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap();
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws?token={t}"))
+        .await
+        .unwrap();
+    let started = tokio::time::Instant::now();
+    let close = loop {
+        match tokio::time::timeout(Duration::from_secs(5), ws.next()).await {
+            Ok(Some(Ok(Message::Close(f)))) => break f,
+            Ok(Some(Ok(_))) => continue,
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    };
+    let close = close.expect("a close code");
+    assert_eq!(u16::from(close.code), 1008);
+    assert_eq!(close.reason.as_str(), "token expired");
+    // Not before the token expired, and within a heartbeat or so after.
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
 async fn public_key_gateway(public: &str) -> std::net::SocketAddr {
     let mut c = config();
     c.jwt_secret = None;

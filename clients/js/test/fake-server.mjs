@@ -264,9 +264,9 @@ export async function startFakeServer(opts = {}) {
       downUntil = Date.now() + downMs;
       for (const s of [...sessions]) s.conn.close(code, 'server restart');
     },
-    disconnect(user, code = 4001) {
+    disconnect(user, code = 4001, reason = 'disconnected by backend') {
       let n = 0;
-      for (const s of [...sessions]) if (s.user === user) { s.conn.close(code, 'disconnected by backend'); n++; }
+      for (const s of [...sessions]) if (s.user === user) { s.conn.close(code, reason); n++; }
       return n;
     },
     /** Resolves once `pred()` is truthy (polls every 10 ms) or rejects after `ms`. */

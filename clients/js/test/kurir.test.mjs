@@ -281,6 +281,32 @@ describe('KurirClient against a fake gateway', { skip: HAVE_WS ? false : NO_WS }
     });
   }
 
+  test('1008 "token expired" with a token provider reconnects at once with a fresh token', async () => {
+    let tokenCalls = 0;
+    const user = newUser();
+    const c = client({ user, getToken: async () => { tokenCalls++; return fakeToken(user, ['demo']); } });
+    await c.connect();
+    c._attempt = 8; // a high ladder must not delay this reconnect
+    const closed = next(c, 'close');
+    const reopened = next(c, 'open');
+    srv.disconnect(user, CloseCode.POLICY, 'token expired');
+    const ev = await closed;
+    assert.deepEqual({ code: ev.code, willReconnect: ev.willReconnect }, { code: 1008, willReconnect: true });
+    assert.ok(c.nextRetryMs <= 20, `delay ${c.nextRetryMs} ms is within initialMs`);
+    await reopened;
+    assert.equal(tokenCalls, 2, 'a fresh token for the new session');
+  });
+
+  test('1008 "token expired" with a fixed token stops', async () => {
+    const user = newUser();
+    const c = client({ user, getToken: undefined, token: fakeToken(user, ['demo']) });
+    await c.connect();
+    const closed = next(c, 'close');
+    srv.disconnect(user, CloseCode.POLICY, 'token expired');
+    assert.equal((await closed).willReconnect, false);
+    assert.equal(c.state, 'closed');
+  });
+
   test('close() stops with 1000 and no reconnect; connect() again works', async () => {
     const c = client();
     await c.connect();

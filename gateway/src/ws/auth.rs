@@ -21,6 +21,11 @@ pub struct Identity {
 }
 
 impl Identity {
+    /// Whether the token's `exp` has passed.
+    pub fn expired(&self) -> bool {
+        self.expires_at != 0 && now_secs() >= self.expires_at
+    }
+
     pub fn may_subscribe(&self, topic: &Topic) -> bool {
         self.topics.iter().any(|p| topic.allowed_by(p))
     }

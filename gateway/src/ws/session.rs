@@ -39,6 +39,10 @@ use std::task::Poll;
 /// Frames written per vectored write at most (coalescing under load).
 const WRITE_BATCH: usize = 64;
 
+/// The close reason (code 1008) of a session whose token expired: clients that can get
+/// a fresh token reconnect with it, others stop.
+pub const TOKEN_EXPIRED: &str = "token expired";
+
 /// How long a closing socket waits for the client's side of the close.
 const CLOSE_LINGER: Duration = Duration::from_secs(1);
 
@@ -158,6 +162,10 @@ where
             if mailbox.take_heartbeat() {
                 if self.last_heard.elapsed() > self.state.config.idle_timeout() {
                     return CloseReason::Idle;
+                }
+                // A session lives no longer than its token (checked once per heartbeat).
+                if self.identity.expired() {
+                    return CloseReason::Policy(TOKEN_EXPIRED);
                 }
                 if Box::pin(self.send(ping_frame())).await.is_err() {
                     return CloseReason::Client;
