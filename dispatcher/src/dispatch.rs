@@ -886,7 +886,11 @@ mod tests {
             assert!(tokio::time::Instant::now() < deadline, "never routed again");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        assert_eq!(f.bus.published.load(Ordering::SeqCst), 1, "one envelope, for gw-1");
+        assert_eq!(
+            f.bus.published.load(Ordering::SeqCst),
+            1,
+            "one envelope, for gw-1"
+        );
     }
 
     #[tokio::test]

@@ -940,6 +940,45 @@ async fn redis_unreachable_is_unavailable_within_seconds() {
     assert!(body.contains("presence"), "{body}");
 }
 
+/// The value of one series in a Prometheus text body.
+fn series(metrics: &str, name: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// A Send that fails because Redis is down is counted against Redis, under the operation
+/// that failed. The inbox and idempotency series are touched by nothing else here (the
+/// readiness probe only looks up presence), so each must have grown by that call alone.
+#[tokio::test]
+async fn failed_backend_calls_are_counted() {
+    let backends = real_with(&format!("redis://127.0.0.1:{}", closed_port())).await;
+    let h = Harness::start(backends).await;
+    let mut api = h.client(Some(KEY)).await;
+    for (op, req) in [
+        ("inbox", send_req(&["alice"], 3600)),
+        (
+            "idempotency",
+            SendRequest {
+                idempotency_key: "order-47-shipped".into(),
+                ..send_req(&["alice"], 3600)
+            },
+        ),
+    ] {
+        let name = format!(r#"kurir_backend_errors_total{{backend="redis",op="{op}"}}"#);
+        let before = series(&h.admin_get("/metrics").await.1, &name)
+            .unwrap_or_else(|| panic!("{name} not exported from start-up"));
+        let err = api.send(req).await.unwrap_err();
+        assert_eq!(err.code(), Code::Unavailable, "{op}: {err:?}");
+        let after = series(&h.admin_get("/metrics").await.1, &name).expect("still exported");
+        assert!(
+            after >= before + 1.0,
+            "{name}: {before} before, {after} after"
+        );
+    }
+}
+
 #[tokio::test]
 async fn bad_configuration_exits_64_with_one_line() {
     let run = |args: &[&str], keys: Option<&str>| {

@@ -224,9 +224,15 @@ impl GatewayProc {
         .await
     }
 
-    /// Current value of a metric series, e.g. `kurir_gateway_deliveries_total`.
+    /// Current value of a metric series, e.g. `kurir_gateway_deliveries_total`; an error
+    /// when the gateway does not export it (see [`metric`]).
     pub async fn metric(&self, series: &str) -> Result<f64> {
         metric(self.metrics, series).await
+    }
+
+    /// Current value of a metric series, `None` when the gateway does not export it.
+    pub async fn series(&self, series: &str) -> Result<Option<f64>> {
+        series_value(self.metrics, series).await
     }
 
     pub fn ws_url(&self, token: &str) -> String {
@@ -234,10 +240,22 @@ impl GatewayProc {
     }
 }
 
-/// Read one series from a `/metrics` endpoint (0 when absent).
+/// Read one series from a `/metrics` endpoint; an error when it is absent. Every series
+/// Kurir names is registered at start-up (counters at zero), so a missing one is a bug
+/// or a typo in the test, never a zero.
 pub async fn metric(addr: SocketAddr, series: &str) -> Result<f64> {
-    let (_, body) = http_get(addr, "/metrics").await?;
-    Ok(parse_metrics(&body).get(series).copied().unwrap_or(0.0))
+    series_value(addr, series)
+        .await?
+        .ok_or_else(|| anyhow!("{addr}/metrics does not export {series}"))
+}
+
+/// Read one series from a `/metrics` endpoint; `None` when it is absent.
+pub async fn series_value(addr: SocketAddr, series: &str) -> Result<Option<f64>> {
+    let (status, body) = http_get(addr, "/metrics").await?;
+    if status != 200 {
+        bail!("{addr}/metrics answered {status}");
+    }
+    Ok(parse_metrics(&body).get(series).copied())
 }
 
 pub fn parse_metrics(body: &str) -> HashMap<String, f64> {
@@ -298,6 +316,11 @@ impl DispatcherProc {
 
     pub async fn client(&self) -> Result<Api> {
         api_client(self.grpc, Some(API_KEY)).await
+    }
+
+    /// Current value of a metric series; an error when the dispatcher does not export it.
+    pub async fn metric(&self, series: &str) -> Result<f64> {
+        metric(self.metrics, series).await
     }
 }
 

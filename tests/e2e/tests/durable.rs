@@ -2,7 +2,8 @@
 //! consumers, and the chaos runs (gateway SIGKILL, NATS restart, Redis restart).
 
 use std::collections::HashSet;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Result;
@@ -81,10 +82,28 @@ async fn expired_notifications_are_never_delivered() -> Result<()> {
     let cluster = Cluster::start(1).await?;
     let alice = user("alice");
     let mut api = cluster.dispatcher.client().await?;
-    send(&mut api, &[&alice], "short-lived", 2).await?;
+    // Oldest first, so a replay that ignored expiry would show the short-lived one first.
+    let short = send(&mut api, &[&alice], "short-lived", 2).await?;
+    let long = send(&mut api, &[&alice], "long-lived", 600).await?;
+    assert_eq!((short.stored_users, long.stored_users), (1, 1));
+    // What is under test is time passing: 2 s past the short TTL, not a wait for a state.
     tokio::time::sleep(Duration::from_secs(4)).await;
+    // The long-lived entry keeps the stream alive and the expired one is still in it, so
+    // only the per-entry expiry can keep it from being replayed.
+    let key = format!("kurir:{}:inbox:{{{alice}}}", cluster.namespace);
+    assert_eq!(
+        redis_cli(&redis_url(), &["XLEN", &key])?,
+        "2",
+        "both entries still stored"
+    );
     let mut c = Client::connect(&cluster.gateways[0].ws_url(&token(&alice, &[], 60))).await?;
+    let n = c.next_notification(T).await?;
+    assert_eq!(
+        (n["id"].as_str(), n["title"].as_str()),
+        (Some(long.id.as_str()), Some("long-lived"))
+    );
     c.expect_silence(Duration::from_secs(1)).await?;
+    cleanup_namespace(&redis_url(), &cluster.namespace);
     Ok(())
 }
 
@@ -138,40 +157,98 @@ async fn sequential_sends_arrive_in_order_live_and_replayed() -> Result<()> {
     Ok(())
 }
 
+/// Wait until the dispatcher runs `n` receipt watchers: each subscribed to the receipts
+/// subject before its forwarding task (the gauge) started, on the connection the
+/// dispatcher later publishes the deliveries on, so the bus has the subscription before
+/// any receipt of them exists.
+async fn watchers_open(d: &DispatcherProc, n: f64) -> Result<()> {
+    eventually(T, &format!("{n} receipt watchers open"), || async {
+        (d.metric("kurir_dispatcher_receipt_watchers").await.ok()? >= n).then_some(())
+    })
+    .await
+}
+
+/// The next `n` receipts of a watch stream: (id, user, status).
+async fn receipts<S>(stream: &mut S, n: usize) -> Result<Vec<(String, String, i32)>>
+where
+    S: futures::Stream<Item = Result<kurir_proto::v1::Receipt, tonic::Status>> + Unpin,
+{
+    let mut seen = Vec::new();
+    while seen.len() < n {
+        let rc = tokio::time::timeout(T, stream.next())
+            .await
+            .map_err(|_| anyhow::anyhow!("{} of {n} receipts within {T:?}: {seen:?}", seen.len()))?
+            .expect("stream open")?;
+        seen.push((rc.id, rc.user_id, rc.status));
+    }
+    Ok(seen)
+}
+
 #[tokio::test]
 async fn watch_receipts_sees_delivered_and_acked_filtered() -> Result<()> {
     let cluster = Cluster::start(1).await?;
-    let (alice, bob) = (user("alice"), user("bob"));
+    let (alice, bob, carol) = (user("alice"), user("bob"), user("carol"));
     let gw = &cluster.gateways[0];
     let mut a = Client::connect(&gw.ws_url(&token(&alice, &[], 60))).await?;
     let mut b = Client::connect(&gw.ws_url(&token(&bob, &[], 60))).await?;
     let mut api = cluster.dispatcher.client().await?;
-    let mut stream = api
+    let (delivered, acked) = (ReceiptStatus::Delivered as i32, ReceiptStatus::Acked as i32);
+
+    // Filtered by user: alice's receipts, none of bob's for the same notification.
+    let mut by_user = api
         .watch_receipts(WatchReceiptsRequest {
             user_ids: vec![alice.clone()],
             notification_ids: vec![],
         })
         .await?
         .into_inner();
-    tokio::time::sleep(Duration::from_millis(300)).await; // the watch subscribes
+    watchers_open(&cluster.dispatcher, 1.0).await?;
     let r = send(&mut api, &[&alice, &bob], "tracked", 600).await?;
+    let n = b.next_notification(T).await?;
+    b.ack(n["id"].as_str().unwrap()).await?;
     let n = a.next_notification(T).await?;
-    b.next_notification(T).await?;
     a.ack(n["id"].as_str().unwrap()).await?;
-
-    let mut seen = Vec::new();
-    while seen.len() < 2 {
-        let rc = tokio::time::timeout(T, stream.next())
-            .await?
-            .expect("stream open")?;
-        assert_eq!(rc.user_id, alice, "filtered to alice");
-        assert_eq!(rc.id, r.id);
-        seen.push(rc.status);
-    }
     assert_eq!(
-        seen,
-        [ReceiptStatus::Delivered as i32, ReceiptStatus::Acked as i32]
+        receipts(&mut by_user, 2).await?,
+        [
+            (r.id.clone(), alice.clone(), delivered),
+            (r.id.clone(), alice.clone(), acked)
+        ],
+        "filtered to alice"
     );
+
+    // Filtered by notification id: two stored for carol while she is offline, a watcher
+    // of the first only. Carol acks the other one first, so everything of it is
+    // published before the ACKED the watcher waits for.
+    let first = send(&mut api, &[&carol], "first", 600).await?;
+    let other = send(&mut api, &[&carol], "other", 600).await?;
+    let mut by_id = api
+        .watch_receipts(WatchReceiptsRequest {
+            user_ids: vec![],
+            notification_ids: vec![first.id.clone()],
+        })
+        .await?
+        .into_inner();
+    watchers_open(&cluster.dispatcher, 2.0).await?;
+    let mut c = Client::connect(&gw.ws_url(&token(&carol, &[], 60))).await?;
+    let got = replayed(&mut c, 2).await?;
+    assert_eq!(got[0]["id"], first.id.as_str());
+    assert_eq!(got[1]["id"], other.id.as_str());
+    c.ack(&other.id).await?;
+    c.ack(&first.id).await?;
+    assert_eq!(
+        receipts(&mut by_id, 2).await?,
+        [
+            (first.id.clone(), carol.clone(), delivered),
+            (first.id.clone(), carol.clone(), acked)
+        ],
+        "filtered to {}, not {}",
+        first.id,
+        other.id
+    );
+    if let Ok(Some(extra)) = tokio::time::timeout(QUIET, by_id.next()).await {
+        anyhow::bail!("unexpected receipt {extra:?}");
+    }
     Ok(())
 }
 
@@ -262,11 +339,69 @@ const USERS: usize = 100;
 const SENDS: usize = 2000;
 /// One send every 2 ms: 2,000 sends over ~4 s plus gRPC time.
 const SEND_EVERY: Duration = Duration::from_millis(2);
+/// The fault hits once this many sends went out, and is repaired at [`REPAIR_AT`].
+const FAULT_AT: usize = 700;
+const REPAIR_AT: usize = 1000;
 
 enum Fault {
     KillGateway,
     RestartNats(OwnNats),
     RestartRedis(OwnRedis),
+}
+
+/// What the send loop saw.
+#[derive(Default)]
+struct Sent {
+    /// (user, id) of every send answered OK.
+    ok: Vec<(String, String)>,
+    /// Sends answered UNAVAILABLE (allowed only while Redis is down).
+    unavailable: usize,
+}
+
+/// Stored sends round-robin over `users` at a steady rate, `progress` counting those
+/// started. Runs in its own task, so a fault being injected or repaired never holds it up.
+async fn send_steadily(
+    mut api: Api,
+    users: Vec<String>,
+    progress: Arc<AtomicUsize>,
+    may_fail: bool,
+) -> Result<Sent> {
+    let mut sent = Sent::default();
+    let mut tick = tokio::time::interval(SEND_EVERY);
+    for i in 0..SENDS {
+        tick.tick().await;
+        progress.store(i, Ordering::SeqCst);
+        let u = &users[i % USERS];
+        match send(&mut api, &[u], &format!("c{i}"), 3600).await {
+            Ok(r) => sent.ok.push((u.clone(), r.id)),
+            Err(e) => {
+                let code = e.downcast_ref::<tonic::Status>().map(|s| s.code());
+                anyhow::ensure!(code == Some(tonic::Code::Unavailable), "send {i}: {e}");
+                anyhow::ensure!(may_fail, "send {i} failed: {e}");
+                sent.unavailable += 1;
+            }
+        }
+    }
+    progress.store(SENDS, Ordering::SeqCst);
+    Ok(sent)
+}
+
+/// Wait until the send loop reached send `i` (it never waits for us); its error if it
+/// failed before.
+async fn reached(
+    progress: &AtomicUsize,
+    i: usize,
+    sender: &mut tokio::task::JoinHandle<Result<Sent>>,
+) -> Result<()> {
+    eventually(Duration::from_secs(60), &format!("send {i}"), || async {
+        (progress.load(Ordering::SeqCst) >= i || sender.is_finished()).then_some(())
+    })
+    .await?;
+    if progress.load(Ordering::SeqCst) < i {
+        sender.await??;
+        anyhow::bail!("the send loop ended before send {i}");
+    }
+    Ok(())
 }
 
 async fn chaos(mut fault: Fault) -> Result<()> {
@@ -284,48 +419,47 @@ async fn chaos(mut fault: Fault) -> Result<()> {
         &users,
         &addrs(&[&cluster.gateways[0], &cluster.gateways[1]]),
     );
-    let mut api = cluster.dispatcher.client().await?;
-    tokio::time::sleep(Duration::from_secs(1)).await; // the fleet connects
+    let api = cluster.dispatcher.client().await?;
+    eventually(Duration::from_secs(20), "the fleet connected", || async {
+        (fleet.connected().len() == USERS).then_some(())
+    })
+    .await?;
 
-    let mut expected = Vec::new();
-    let mut unavailable = 0;
-    let mut tick = tokio::time::interval(SEND_EVERY);
-    for i in 0..SENDS {
-        tick.tick().await;
-        match (i, &mut fault) {
-            (700, Fault::KillGateway) => cluster.gateways[0].proc.kill(),
-            (1000, Fault::KillGateway) => {
-                let node = cluster.gateways[0].node.clone();
-                let g = cluster.start_gateway(&node, &nats, &redis).await?;
-                cluster.gateways[0] = g;
-                fleet.set_gateways(&addrs(&[&cluster.gateways[0], &cluster.gateways[1]]));
-            }
-            (700, Fault::RestartNats(n)) => n.stop(),
-            (1000, Fault::RestartNats(n)) => n.restart().await?,
-            (700, Fault::RestartRedis(r)) => r.kill(),
-            (1000, Fault::RestartRedis(r)) => r.restart().await?,
-            _ => {}
-        }
-        let u = &users[i % USERS];
-        match send(&mut api, &[u], &format!("c{i}"), 3600).await {
-            Ok(r) => expected.push((u.clone(), r.id)),
-            Err(e) => {
-                let code = e.downcast_ref::<tonic::Status>().map(|s| s.code());
-                assert_eq!(code, Some(tonic::Code::Unavailable), "send {i}: {e}");
-                assert!(
-                    matches!(fault, Fault::RestartRedis(_)),
-                    "send {i} failed: {e}"
-                );
-                unavailable += 1;
-            }
-        }
+    let progress = Arc::new(AtomicUsize::new(0));
+    let redis_fault = matches!(fault, Fault::RestartRedis(_));
+    let mut sender = tokio::spawn(send_steadily(
+        api,
+        users.clone(),
+        progress.clone(),
+        redis_fault,
+    ));
+    // The fault schedule, keyed on the send index; stopping and restarting (the new
+    // gateway has to become ready) take as long as they take while the sends go on.
+    reached(&progress, FAULT_AT, &mut sender).await?;
+    match &mut fault {
+        Fault::KillGateway => cluster.gateways[0].proc.kill(),
+        Fault::RestartNats(n) => n.stop(),
+        Fault::RestartRedis(r) => r.kill(),
     }
-    if matches!(fault, Fault::RestartRedis(_)) {
+    reached(&progress, REPAIR_AT, &mut sender).await?;
+    match &mut fault {
+        Fault::KillGateway => {
+            let node = cluster.gateways[0].node.clone();
+            let g = cluster.start_gateway(&node, &nats, &redis).await?;
+            cluster.gateways[0] = g;
+            fleet.set_gateways(&addrs(&[&cluster.gateways[0], &cluster.gateways[1]]));
+        }
+        Fault::RestartNats(n) => n.restart().await?,
+        Fault::RestartRedis(r) => r.restart().await?,
+    }
+    let sent = sender.await??;
+    if redis_fault {
         assert!(
-            unavailable > 0,
+            sent.unavailable > 0,
             "Send kept answering OK while Redis was down"
         );
     }
+    let expected = sent.ok;
     eventually(
         Duration::from_secs(60),
         "every (user, id) received",
@@ -355,17 +489,19 @@ async fn chaos(mut fault: Fault) -> Result<()> {
     Ok(())
 }
 
-#[tokio::test]
+// Multi-threaded: process and redis-cli calls of the fault schedule block a worker for
+// a moment, and must not block the send loop with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn chaos_gateway_sigkill_mid_stream_loses_nothing() -> Result<()> {
     chaos(Fault::KillGateway).await
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn chaos_nats_restart_mid_stream_loses_nothing() -> Result<()> {
     chaos(Fault::RestartNats(OwnNats::start().await?)).await
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn chaos_redis_restart_mid_stream_loses_no_acknowledged_send() -> Result<()> {
     chaos(Fault::RestartRedis(OwnRedis::start().await?)).await
 }
