@@ -45,16 +45,26 @@ bench() {
 }
 
 # BIN_DIR: a private copy of the server binaries, so a rebuild mid-run cannot change them.
-K="--spawn-cluster${BIN_DIR:+ --bin-dir $BIN_DIR}"
+# Two cores are shared by every process here, so each server process gets less than one:
+# the main runs give Kurir's processes one worker thread each (KURIR_WORKER_THREADS=1, as
+# the Socket.IO servers have one event loop); the `-mt` runs keep the default (one per CPU).
+B="--spawn-cluster${BIN_DIR:+ --bin-dir $BIN_DIR}"
+K="$B --gateway-env KURIR_WORKER_THREADS=1 --dispatcher-env KURIR_WORKER_THREADS=1"
+bench floor            floor    --sockets 10000 --duration 5
 bench connect-1gw      connect  $K --gateways 1 --clients 15000 --workers 2 --hold 5
 bench connect-cluster  connect  $K --gateways 6 --clients 102000 --workers 7 --hold 5 --connect-concurrency 128 --timeout-ms 30000
 bench targeted-max     targeted $K --gateways 2 --clients 10000 --workers 1 --rate 0 --count 400000 --duration 15 --inflight 512 --channels 8
+bench targeted-max-mt  targeted $B --gateways 2 --clients 10000 --workers 1 --rate 0 --count 400000 --duration 15 --inflight 512 --channels 8
 bench targeted-10k     targeted $K --gateways 2 --clients 10000 --workers 1 --rate 10000 --count 150000 --duration 15 --inflight 1024 --channels 8
-bench targeted-2k      targeted $K --gateways 2 --clients 10000 --workers 1 --rate 2000 --count 30000 --duration 15 --inflight 256 --channels 4
+bench targeted-10k-mt  targeted $B --gateways 2 --clients 10000 --workers 1 --rate 10000 --count 150000 --duration 15 --inflight 1024 --channels 8
 bench targeted-5k      targeted $K --gateways 2 --clients 10000 --workers 1 --rate 5000 --count 75000 --duration 15 --inflight 512 --channels 8
+bench targeted-2k      targeted $K --gateways 2 --clients 10000 --workers 1 --rate 2000 --count 30000 --duration 15 --inflight 256 --channels 4
 bench fanout-topic     fanout   $K --gateways 2 --clients 20000 --workers 2 --mode topic --publishes 50 --rate 5 --duration 30
 bench fanout-broadcast fanout   $K --gateways 2 --clients 20000 --workers 2 --mode broadcast --publishes 50 --rate 5 --duration 30
-bench vs-sio-targeted  targeted $K --gateways 2 --clients 2000 --workers 0 --rate 2000 --count 30000 --duration 15 --compare-socketio
+bench fanout-topic-max     fanout $K --gateways 2 --clients 20000 --workers 2 --mode topic --publishes 200 --rate 0 --inflight 8 --duration 30
+bench fanout-broadcast-max fanout $K --gateways 2 --clients 20000 --workers 2 --mode broadcast --publishes 200 --rate 0 --inflight 8 --duration 30
+bench vs-sio-targeted  targeted $K --gateways 2 --clients 2000  --workers 0 --rate 2000 --count 30000 --duration 15 --compare-socketio
+bench vs-sio-targeted-5k targeted $K --gateways 2 --clients 10000 --workers 1 --rate 5000 --count 75000 --duration 15 --inflight 512 --channels 8 --compare-socketio
 bench vs-sio-connect   connect  $K --gateways 2 --clients 10000 --workers 1 --hold 5 --compare-socketio
 RUNS=1 bench churn     churn    $K --gateways 2 --clients 5000 --workers 1 --churners 500 --hold-ms 500 --rate 1000 --duration 15
 RUNS=1 bench batch     batch    $K --gateways 2 --clients 10000 --workers 1 --batch 1000 --rate 20 --count 300 --duration 15

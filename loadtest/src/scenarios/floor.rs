@@ -41,6 +41,9 @@ pub struct FloorArgs {
     /// Print one JSON object instead of the table.
     #[arg(long)]
     pub json: bool,
+    /// Accepted like every scenario's (so scripts can pass it); nothing here is random.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
 }
 
 /// One run's outcome.
