@@ -184,7 +184,8 @@ impl Config {
             _ => {}
         }
         match (self.api_keys.is_empty(), self.insecure_no_auth) {
-            (true, false) => {
+            // `--standalone` generates a development key when none is given.
+            (true, false) if !self.standalone => {
                 return Err(config_error(
                     "KURIR_API_KEYS",
                     "no API key configured; set KURIR_API_KEYS or pass --insecure-no-auth",

@@ -178,3 +178,27 @@ async fn shutdown_drains_with_1012_spread_over_the_window() {
         "drain overran its window"
     );
 }
+
+/// `GET /dev/token` exists in `--standalone` only; a normal gateway answers 404, and a
+/// plain GET of `/ws` (no upgrade) is refused with a JSON reason.
+#[tokio::test]
+async fn dev_tokens_only_in_standalone_and_plain_gets_of_ws_are_refused() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (addr, _stop) = start().await;
+    let get = |path: &'static str| async move {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        out
+    };
+    let dev = get("/dev/token?user=alice").await;
+    assert!(dev.starts_with("HTTP/1.1 404"), "{dev}");
+    let plain = get("/ws").await;
+    assert!(plain.starts_with("HTTP/1.1 400"), "{plain}");
+    assert!(plain.contains("not_websocket"), "{plain}");
+}

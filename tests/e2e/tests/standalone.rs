@@ -106,3 +106,65 @@ async fn demo_ticker_publishes_server_time_and_dev_tokens_work() -> Result<()> {
     );
     Ok(())
 }
+
+/// The README's quick start: `--standalone` with nothing configured prints a development
+/// API key and a ready-made token, and those work as printed.
+#[tokio::test]
+async fn the_printed_credentials_work() -> Result<()> {
+    use std::io::BufRead;
+    let (ws, grpc, metrics, closed) = (free_port(), free_port(), free_port(), free_port());
+    let mut child = std::process::Command::new(bin("kurir-dispatcher"))
+        .arg("--standalone")
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("KURIR_REDIS_URL", format!("redis://127.0.0.1:{closed}"))
+        .env("KURIR_NATS_URL", format!("nats://127.0.0.1:{closed}"))
+        .env("KURIR_LISTEN", format!("127.0.0.1:{ws}"))
+        .env("KURIR_GRPC_LISTEN", format!("127.0.0.1:{grpc}"))
+        .env("KURIR_METRICS_LISTEN", format!("127.0.0.1:{metrics}"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let stdout = child.stdout.take().expect("piped");
+    let _guard = Kill(child);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let (mut key, mut tok) = (None, None);
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let mut words = line.split_whitespace();
+            match (words.next(), words.next(), words.next()) {
+                (Some("API"), Some("key"), Some(k)) => key = Some(k.to_string()),
+                (Some("token"), Some(t), None) => tok = Some(t.to_string()),
+                _ => {}
+            }
+            if let (Some(k), Some(t)) = (&key, &tok) {
+                let _ = tx.send((k.clone(), t.clone()));
+                return;
+            }
+        }
+    });
+    let (key, tok) = rx
+        .recv_timeout(Duration::from_secs(20))
+        .map_err(|_| anyhow::anyhow!("no API key and token printed"))?;
+    let grpc: std::net::SocketAddr = format!("127.0.0.1:{grpc}").parse()?;
+    eventually(Duration::from_secs(10), "gRPC port", || async {
+        tokio::net::TcpStream::connect(grpc).await.ok().map(drop)
+    })
+    .await?;
+    let mut c = Client::connect(&format!("ws://127.0.0.1:{ws}/ws?token={tok}")).await?;
+    assert_eq!(c.welcome["user"], "alice", "the printed token is alice's");
+    let mut api = api_client(grpc, Some(&key)).await?;
+    send(&mut api, &["alice"], "Welcome aboard", 3600).await?;
+    assert_eq!(c.next_notification(T).await?["title"], "Welcome aboard");
+    Ok(())
+}
