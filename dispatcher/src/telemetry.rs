@@ -142,12 +142,9 @@ pub fn describe() {
     process_collector().describe();
 }
 
-/// `process_resident_memory_bytes`, `process_cpu_seconds_total`, `process_open_fds`, …,
-/// refreshed on each scrape.
-pub fn process_collector() -> &'static metrics_process::Collector {
-    static COLLECTOR: OnceLock<metrics_process::Collector> = OnceLock::new();
-    COLLECTOR.get_or_init(metrics_process::Collector::default)
-}
+/// `process_resident_memory_bytes`, `process_cpu_seconds_total`, … — the gateway's
+/// collector, so that `--standalone`, which embeds a gateway, has one.
+pub use kurir_gateway::telemetry::process_collector;
 
 /// A call refused by [`crate::api::auth`].
 pub fn auth_failure(failure: AuthFailure) {

@@ -85,11 +85,11 @@ where
         handle,
         topics: Vec::new(),
         seen: None,
-        resume: cursor.clone().map(Box::new),
+        resume: cursor.map(Box::new),
         last_heard: Instant::now(),
     };
     async move {
-        let reason = session.run(cursor).await;
+        let reason = session.run().await;
         debug!(reason = reason.label(), "session closed");
         Box::pin(session.finish(&reason)).await;
         metrics::gauge!(telemetry::CONNECTIONS).decrement(1.0);
@@ -106,8 +106,8 @@ struct Session<S> {
     topics: Vec<Topic>,
     /// Stored notification ids sent on this connection; allocated on the first one.
     seen: Option<Box<SeenIds>>,
-    /// The cursor the client connected with: what it already has. A resync re-reads
-    /// the inbox from there.
+    /// The cursor the client connected with: what it already has. The first replay and
+    /// every resync read the inbox from there.
     resume: Option<Box<Cursor>>,
     last_heard: Instant,
 }
@@ -119,7 +119,7 @@ impl<S> Session<S>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    async fn run(&mut self, cursor: Option<Cursor>) -> CloseReason {
+    async fn run(&mut self) -> CloseReason {
         let user = self.identity.user.clone();
         // Presence before the inbox read: a notification sent meanwhile is then either
         // in what we read or routed to us live (or both; `seen` drops the second copy).
@@ -140,7 +140,8 @@ where
         }
         // Replay and frame handling are boxed: their state lives on the heap only while
         // they run, so an idle connection's task stays small.
-        if let Err(reason) = Box::pin(self.replay(cursor)).await {
+        let from = self.resume.as_deref().cloned();
+        if let Err(reason) = Box::pin(self.replay(from)).await {
             return reason;
         }
         self.live().await
@@ -167,7 +168,7 @@ where
                 if self.identity.expired() {
                     return CloseReason::Policy(TOKEN_EXPIRED);
                 }
-                if Box::pin(self.send(ping_frame())).await.is_err() {
+                if Box::pin(self.send(wire::ping())).await.is_err() {
                     return CloseReason::Client;
                 }
             }
@@ -475,12 +476,6 @@ pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
-}
-
-/// A WebSocket ping (keepalive; browsers answer it by themselves).
-fn ping_frame() -> Bytes {
-    static PING: Bytes = Bytes::from_static(&[0x80 | wire::OP_PING, 0]);
-    PING.clone()
 }
 
 /// Stored notification ids this connection has been sent, newest `cap` kept. Allocates

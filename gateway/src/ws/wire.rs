@@ -192,6 +192,12 @@ pub fn frame(opcode: u8, payload: &[u8]) -> Bytes {
     out.freeze()
 }
 
+/// An empty ping (keepalive; browsers answer it by themselves). Static: no allocation.
+pub fn ping() -> Bytes {
+    static PING: Bytes = Bytes::from_static(&[0x80 | OP_PING, 0]);
+    PING.clone()
+}
+
 /// A close frame: the code, then a reason of at most 123 bytes.
 pub fn close(code: u16, reason: &str) -> Bytes {
     let reason = crate::ws::close::truncate(reason, MAX_CONTROL_PAYLOAD - 2);
