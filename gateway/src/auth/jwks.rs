@@ -188,8 +188,16 @@ impl Jwks {
         let outcome = fetch(client, &self.options.url).await;
         let next = match outcome {
             Ok((keys, max_age)) => {
-                let kids: Vec<&str> = keys.iter().filter_map(|k| k.kid.as_deref()).collect();
-                info!(keys = keys.len(), kids = ?kids, "JWKS loaded");
+                let kids = |ks: &[VerifyKey]| -> Vec<Option<String>> {
+                    ks.iter().map(|k| k.kid.clone()).collect()
+                };
+                let (new, old) = (kids(&keys), kids(&self.keys.read()));
+                if new == old {
+                    debug!(keys = keys.len(), "JWKS unchanged");
+                } else {
+                    // Which keys came and went: the trail of a rotation.
+                    info!(keys = keys.len(), kids = ?new, "JWKS loaded");
+                }
                 telemetry::jwks_refresh(true, keys.len());
                 *self.keys.write() = Arc::new(keys);
                 readiness.set_keys_loaded(true);
