@@ -25,7 +25,10 @@ export KURIR_DEV_STATE; KURIR_DEV_STATE="$(mktemp -d)"
 PORT="$(free_port)"; GRPC="$(free_port)"; CLOSED="$(free_port)"
 export KURIR_LISTEN="127.0.0.1:$PORT" KURIR_GRPC_LISTEN="127.0.0.1:$GRPC"
 export KURIR_METRICS_LISTEN="127.0.0.1:$(free_port)"
-export KURIR_API_KEYS="js-test-key" KURIR_JWT_SECRET="js-test-secret"
+# No JWT setting: standalone generates its secret and serves /dev/token, which the live
+# tests and the demo page take their tokens from.
+export KURIR_API_KEYS="js-test-key-0123456789abcdef-0123456789"
+unset KURIR_JWT_SECRET KURIR_JWT_PUBLIC_KEY_FILE KURIR_JWT_JWKS_URL
 # Standalone needs neither: prove it by pointing both at a closed port.
 export KURIR_REDIS_URL="redis://127.0.0.1:$CLOSED" KURIR_NATS_URL="nats://127.0.0.1:$CLOSED"
 cleanup() { scripts/dev-server.sh stop || true; rm -rf "$KURIR_DEV_STATE"; }
@@ -33,7 +36,7 @@ trap cleanup EXIT
 scripts/dev-server.sh start
 
 export KURIR_TEST_URL="http://127.0.0.1:$PORT" KURIR_REQUIRE_LIVE=1
-export KURIR_SEND_CMD="$KURIR_BIN_DIR/kurir-dispatcher send --endpoint http://127.0.0.1:$GRPC --api-key js-test-key --user '{user}' --title '{title}' --body '{body}' --ttl 60"
+export KURIR_SEND_CMD="$KURIR_BIN_DIR/kurir-dispatcher send --endpoint http://127.0.0.1:$GRPC --api-key $KURIR_API_KEYS --user '{user}' --title '{title}' --body '{body}' --ttl 60"
 export KURIR_RESTART_CMD="$REPO/scripts/dev-server.sh restart"
 export KURIR_SCREENSHOT="${KURIR_SCREENSHOT:-$KURIR_DEV_STATE/demo.png}"
 

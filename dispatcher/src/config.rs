@@ -27,7 +27,7 @@ pub const DEFAULT_READINESS_INTERVAL_MS: u64 = 2_000;
 pub const DEFAULT_SHUTDOWN_GRACE_MS: u64 = 10_000;
 
 /// The API key [`Config::for_test`] accepts.
-pub const TEST_API_KEY: &str = "kurir-test-key";
+pub const TEST_API_KEY: &str = "kurir-test-key-0123456789abcdef-0123456789";
 
 pub use kurir_backends::{Secret, ServerUrl};
 

@@ -995,12 +995,24 @@ async fn bad_configuration_exits_64_with_one_line() {
     };
     for (args, keys, expected) in [
         (&[][..], None, "KURIR_API_KEYS"),
-        (&["--grpc-listen", "nope"][..], Some("k"), "grpc-listen"),
-        (&["--namespace", "a.b"][..], Some("k"), "namespace"),
-        (&["--insecure-no-auth"][..], Some("k"), "--insecure-no-auth"),
+        (
+            &["--grpc-listen", "nope"][..],
+            Some("api-test-key-0123456789abcdef-0123456789"),
+            "grpc-listen",
+        ),
+        (
+            &["--namespace", "a.b"][..],
+            Some("api-test-key-0123456789abcdef-0123456789"),
+            "namespace",
+        ),
+        (
+            &["--insecure-no-auth"][..],
+            Some("api-test-key-0123456789abcdef-0123456789"),
+            "--insecure-no-auth",
+        ),
         (
             &["--max-in-flight", "0"][..],
-            Some("k"),
+            Some("api-test-key-0123456789abcdef-0123456789"),
             "KURIR_MAX_IN_FLIGHT",
         ),
     ] {

@@ -40,13 +40,43 @@ pub struct Config {
     #[arg(long, env = "KURIR_METRICS_LISTEN", default_value = "0.0.0.0:9100")]
     pub metrics_listen: SocketAddr,
 
-    /// HS256 secret for client tokens.
+    /// HS256 secret(s) for client tokens, comma-separated (several during a rotation),
+    /// each at least 32 bytes.
     #[arg(long, env = "KURIR_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<Secret>,
 
-    /// PEM public key for RS256 or ES256 client tokens.
+    /// PEM file of one or more public keys (RSA → RS256, P-256 → ES256, Ed25519 →
+    /// EdDSA); several during a rotation.
     #[arg(long, env = "KURIR_JWT_PUBLIC_KEY_FILE")]
     pub jwt_public_key_file: Option<PathBuf>,
+
+    /// JWKS URL of an identity provider (`https://`; `http://` only on loopback): keys
+    /// chosen by `kid`, cached and refreshed in the background.
+    #[arg(long, env = "KURIR_JWT_JWKS_URL")]
+    pub jwt_jwks_url: Option<String>,
+
+    /// Seconds between background JWKS refreshes (sooner when the response's
+    /// `Cache-Control: max-age` says so).
+    #[arg(long, env = "KURIR_JWT_JWKS_REFRESH_SECONDS", default_value_t = 300)]
+    pub jwt_jwks_refresh_seconds: u64,
+
+    /// Fewest seconds between two JWKS fetches triggered by tokens naming an unknown
+    /// `kid` (and between retries after a failed fetch).
+    #[arg(long, env = "KURIR_JWT_JWKS_MIN_REFRESH_SECONDS", default_value_t = 10)]
+    pub jwt_jwks_min_refresh_seconds: u64,
+
+    /// Required `iss` of client tokens (unset: not checked).
+    #[arg(long, env = "KURIR_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+
+    /// Required `aud` of client tokens, a string or one entry of an array (unset: not
+    /// checked).
+    #[arg(long, env = "KURIR_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+
+    /// Clock skew tolerated on `exp` and `nbf`, in seconds.
+    #[arg(long, env = "KURIR_JWT_LEEWAY_SECONDS", default_value_t = 30)]
+    pub jwt_leeway_seconds: u64,
 
     /// Browser Origins allowed to connect, comma-separated; empty allows any.
     #[arg(
@@ -154,6 +184,11 @@ impl Config {
         c.metrics_listen = "127.0.0.1:0".parse().expect("loopback");
         c.jwt_secret = Some(Secret::from(jwt_secret));
         c.jwt_public_key_file = None;
+        c.jwt_jwks_url = None;
+        c.jwt_issuer = None;
+        c.jwt_audience = None;
+        // Timing tests see a token end exactly at its `exp`.
+        c.jwt_leeway_seconds = 0;
         c.drain_seconds = 1;
         c.liveness_ttl_ms = 3_000;
         c.probe_interval_ms = 500;
@@ -166,14 +201,10 @@ impl Config {
     /// # Errors
     /// A one-line description of the first bad setting.
     pub fn validate(&self) -> Result<(), String> {
-        if self
-            .jwt_secret
-            .as_ref()
-            .is_none_or(|s| s.expose().is_empty())
-            && self.jwt_public_key_file.is_none()
-        {
-            return Err("set KURIR_JWT_SECRET or KURIR_JWT_PUBLIC_KEY_FILE: refusing to accept unauthenticated clients".into());
+        if !self.has_jwt_keys() {
+            return Err("set KURIR_JWT_SECRET, KURIR_JWT_PUBLIC_KEY_FILE or KURIR_JWT_JWKS_URL: refusing to accept unauthenticated clients".into());
         }
+        crate::auth::check_settings(self).map_err(|e| e.to_string())?;
         if self.outbound_queue == 0
             || self.max_connections == 0
             || self.replay_page == 0
@@ -202,6 +233,15 @@ impl Config {
             return Err("KURIR_LOG_FORMAT must be text or json".into());
         }
         Ok(())
+    }
+
+    /// Whether any JWT key setting is given (secret, public key file or JWKS URL).
+    pub fn has_jwt_keys(&self) -> bool {
+        self.jwt_secret
+            .as_ref()
+            .is_some_and(|s| !s.expose().trim().is_empty())
+            || self.jwt_public_key_file.is_some()
+            || self.jwt_jwks_url.as_deref().is_some_and(|u| !u.is_empty())
     }
 
     pub fn heartbeat(&self) -> Duration {
@@ -234,9 +274,11 @@ impl Config {
 mod tests {
     use super::*;
 
+    const TEST_SECRET: &str = "config-test-secret-0123456789abcdef";
+
     #[test]
     fn refuses_to_start_without_jwt_settings() {
-        let mut c = Config::for_test(Namespace::random_for_test(), "s");
+        let mut c = Config::for_test(Namespace::random_for_test(), TEST_SECRET);
         assert!(c.validate().is_ok());
         c.jwt_secret = None;
         assert!(c.validate().unwrap_err().contains("KURIR_JWT_SECRET"));
@@ -244,7 +286,10 @@ mod tests {
 
     #[test]
     fn secrets_and_credentials_stay_out_of_debug() {
-        let mut c = Config::for_test(Namespace::random_for_test(), "hunter2");
+        let mut c = Config::for_test(
+            Namespace::random_for_test(),
+            "hunter2-hunter2-hunter2-hunter2-hunter2",
+        );
         c.redis_url = "redis://:hunter3@redis:6379".into();
         let printed = format!("{c:?}");
         assert!(

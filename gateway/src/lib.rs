@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod auth;
 pub mod config;
 pub mod drain;
 pub mod hub;
@@ -31,9 +32,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
+use auth::Verifier;
 pub use config::Config;
 use state::AppState;
-use ws::auth::Verifier;
 
 /// Why a gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -82,12 +83,11 @@ impl Gateway {
         metrics: Option<PrometheusHandle>,
     ) -> Result<Self, StartError> {
         config.validate().map_err(StartError::Config)?;
-        let verifier = match (&config.jwt_public_key_file, &config.jwt_secret) {
-            (Some(path), _) => Verifier::from_public_key_file(path).map_err(StartError::Config)?,
-            (None, Some(secret)) => Verifier::hs256(secret.expose().as_bytes()),
-            (None, None) => unreachable!("validate() requires one"),
-        };
         telemetry::describe();
+        let readiness = liveness::Readiness::default();
+        let verifier = Verifier::from_config(&config, &readiness)
+            .await
+            .map_err(|e| StartError::Config(e.to_string()))?;
         let node = config.node_id.clone().unwrap_or_else(NodeId::generate);
         let backlog = config.accept_backlog;
         let bind = |addr: SocketAddr| async move {
@@ -110,7 +110,7 @@ impl Gateway {
             receipts,
             metrics: telemetry::Hot::resolve(),
             verifier: Arc::new(verifier),
-            readiness: liveness::Readiness::default(),
+            readiness,
             tracker: TaskTracker::new(),
         };
         Ok(Self {

@@ -105,6 +105,8 @@ struct Inner {
     probe_seq: AtomicU64,
     /// When a probe last came back.
     probe_back: Mutex<Option<Instant>>,
+    /// Set while a JWKS is configured but no key was ever loaded from it.
+    keys_missing: AtomicBool,
 }
 
 #[derive(Debug, Serialize)]
@@ -113,6 +115,7 @@ pub struct Report {
     pub draining: bool,
     pub bus: bool,
     pub presence: bool,
+    pub keys: bool,
 }
 
 impl Readiness {
@@ -121,6 +124,14 @@ impl Readiness {
         !i.draining.load(Ordering::Acquire)
             && i.bus_ok.load(Ordering::Acquire)
             && i.presence_ok.load(Ordering::Acquire)
+            && !i.keys_missing.load(Ordering::Acquire)
+    }
+
+    /// Whether client tokens can be verified (false only before a configured JWKS was
+    /// first loaded).
+    pub fn set_keys_loaded(&self, loaded: bool) {
+        self.inner.keys_missing.store(!loaded, Ordering::Release);
+        self.publish_gauge();
     }
 
     pub fn report(&self) -> Report {
@@ -130,6 +141,7 @@ impl Readiness {
             draining: i.draining.load(Ordering::Acquire),
             bus: i.bus_ok.load(Ordering::Acquire),
             presence: i.presence_ok.load(Ordering::Acquire),
+            keys: !i.keys_missing.load(Ordering::Acquire),
         }
     }
 

@@ -5,13 +5,13 @@ use std::sync::Arc;
 use kurir_backends::{Backends, NodeId};
 use tokio_util::task::TaskTracker;
 
+use crate::auth::Verifier;
 use crate::config::Config;
 use crate::hub::Hub;
 use crate::liveness::{CurrentLease, Readiness};
 use crate::receipts::Receipts;
 use crate::relay::Topics;
 use crate::telemetry;
-use crate::ws::auth::Verifier;
 
 #[derive(Clone)]
 pub struct AppState {

@@ -21,6 +21,8 @@ pub const READINESS_FAILURES: &str = "kurir_gateway_readiness_failures_total";
 pub const TOPIC_SUBSCRIPTIONS: &str = "kurir_gateway_topic_subscriptions";
 pub const DELIVERY_LATENCY: &str = "kurir_delivery_latency_seconds";
 pub const BUS_MESSAGES: &str = "kurir_gateway_bus_messages_total";
+pub const JWKS_REFRESHES: &str = "kurir_gateway_jwks_refreshes_total";
+pub const JWKS_KEYS: &str = "kurir_gateway_jwks_keys";
 
 pub const BUS_KINDS: [&str; 5] = ["delivery", "disconnect", "probe", "topic", "broadcast"];
 
@@ -92,6 +94,15 @@ pub fn describe() {
     for c in READINESS_CHECKS {
         counter!(READINESS_FAILURES, "check" => c).absolute(0);
     }
+    describe_counter!(
+        JWKS_REFRESHES,
+        "JWKS fetches, by outcome (ok, failed: the keys held are kept)"
+    );
+    describe_gauge!(JWKS_KEYS, "Signing keys held from the JWKS");
+    for o in ["ok", "failed"] {
+        counter!(JWKS_REFRESHES, "outcome" => o).absolute(0);
+    }
+    gauge!(JWKS_KEYS).set(0.0);
     // Registering the handle makes the (empty) histogram render from start-up.
     let _ = metrics::histogram!(DELIVERY_LATENCY);
     kurir_backends::telemetry::describe();
@@ -152,4 +163,11 @@ pub fn init_tracing(format: &str) {
     } else {
         builder.try_init()
     };
+}
+
+/// A JWKS fetch ended; `keys` are the keys held after it.
+pub fn jwks_refresh(ok: bool, keys: usize) {
+    counter!(JWKS_REFRESHES, "outcome" => if ok { "ok" } else { "failed" }).increment(1);
+    #[allow(clippy::cast_precision_loss)]
+    gauge!(JWKS_KEYS).set(keys as f64);
 }

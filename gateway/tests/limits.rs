@@ -12,7 +12,7 @@ use serde_json::json;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
-const SECRET: &str = "limits-secret";
+const SECRET: &str = "limits-test-secret-0123456789abcdef";
 
 async fn start(config: Config) -> std::net::SocketAddr {
     let backends = Backends::memory(config.namespace.clone());

@@ -9,7 +9,7 @@ use kurir_gateway::{Config, Gateway};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
-const SECRET: &str = "test-secret";
+const SECRET: &str = "ws-test-secret-0123456789abcdef0123";
 
 async fn start() -> (std::net::SocketAddr, tokio::sync::oneshot::Sender<()>) {
     let ns = Namespace::random_for_test();

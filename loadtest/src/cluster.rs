@@ -169,8 +169,8 @@ pub struct SpawnOptions {
 /// Start 1 dispatcher + N gateways in a random namespace.
 pub async fn spawn_kurir(opts: &SpawnOptions) -> Result<Targets> {
     let namespace = format!("lt-{:016x}", rand::random::<u64>());
-    let api_key = format!("lt-key-{:016x}", rand::random::<u64>());
-    let jwt_secret = format!("lt-secret-{:016x}", rand::random::<u64>());
+    let api_key = format!("lt-key-{:032x}", rand::random::<u128>());
+    let jwt_secret = format!("lt-secret-{:032x}", rand::random::<u128>());
     // One log directory per run: later runs never overwrite an earlier run's logs.
     let log_dir = opts.log_dir.join(&namespace);
     let mut t = Targets {

@@ -9,7 +9,8 @@
 //! protocol on top, `close` the close codes.
 
 pub mod accept;
-pub mod auth;
+/// The token checks every transport shares, under their former path.
+pub use crate::auth;
 pub mod close;
 pub mod frame;
 pub mod handshake;
@@ -82,7 +83,11 @@ pub async fn upgrade(
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(|t| t.trim().to_owned())
     });
-    let identity = match state.verifier.verify(token.as_deref().unwrap_or_default()) {
+    let identity = match state
+        .verifier
+        .verify_fresh(token.as_deref().unwrap_or_default())
+        .await
+    {
         Ok(id) => id,
         Err(e) => {
             telemetry::auth_failure(e.label());

@@ -21,8 +21,8 @@ use tokio_tungstenite::tungstenite::Message;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
-pub const JWT_SECRET: &str = "e2e-secret";
-pub const API_KEY: &str = "e2e-api-key";
+pub const JWT_SECRET: &str = "e2e-jwt-secret-0123456789abcdef-0123456789";
+pub const API_KEY: &str = "e2e-api-key-0123456789abcdef-0123456789";
 
 pub fn redis_url() -> String {
     std::env::var("KURIR_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())

@@ -324,8 +324,9 @@ async fn readiness_follows_the_bus_and_subscriptions_come_back() -> Result<()> {
 async fn bad_tokens_are_refused_before_the_upgrade() -> Result<()> {
     let cluster = Cluster::start(1).await?;
     let gw = &cluster.gateways[0];
-    let bad_sig = token_with_secret("alice", &[], 60, "wrong");
-    let expired = token("alice", &[], -10);
+    let bad_sig = token_with_secret("alice", &[], 60, "wrong-secret-0123456789abcdef-0123");
+    // Past the gateway's default 30 s leeway.
+    let expired = token("alice", &[], -120);
     let none = {
         use base64::Engine as _;
         let b64 = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
