@@ -154,8 +154,8 @@ pub(super) async fn admit(
     let Some(key) = &cmd.idempotency_key else {
         return Ok(Admission::Send(None));
     };
-    let key = IdempotencyKey::new(scope.as_str(), key)
-        .map_err(|e| DispatchError::invalid("idempotency_key", e.reason))?;
+    // Every `Scope` constructor makes a valid one; a failure here is a bug, not the caller's.
+    let key = IdempotencyKey::new(scope.as_str(), key).map_err(|_| DispatchError::Unscoped)?;
     let by = Claimant {
         id,
         fingerprint: fingerprint(cmd),
