@@ -8,6 +8,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use crate::ids::{InvalidId, NodeId, Topic, UserId};
+use crate::inbox::IdempotencyKey;
 
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct Namespace(Arc<str>);
@@ -72,9 +73,10 @@ impl Namespace {
         format!("kurir:{}:inbox-ids:{{{}}}", self.0, user)
     }
 
-    /// `kurir:<ns>:idem:<key>`: first notification id sent under an idempotency key.
-    pub fn idempotency_key(&self, key: &str) -> String {
-        format!("kurir:{}:idem:{}", self.0, key)
+    /// `kurir:<ns>:idem:<scope>:<key>`: the claim of an idempotency key, per caller
+    /// scope (the scope has no `:`, so two scopes never share a name).
+    pub fn idempotency_key(&self, key: &IdempotencyKey) -> String {
+        format!("kurir:{}:idem:{}:{}", self.0, key.scope(), key.key())
     }
 
     /// Pattern matching every Redis key of this namespace (for test clean-up).
@@ -114,7 +116,12 @@ mod tests {
         assert_eq!(ns.presence_key(&u), "kurir:acme:presence:{alice}");
         assert_eq!(ns.node_key(&n), "kurir:acme:node:gw-1");
         assert_eq!(ns.inbox_key(&u), "kurir:acme:inbox:{alice}");
-        assert_eq!(ns.idempotency_key("k"), "kurir:acme:idem:k");
+        assert_eq!(
+            ns.idempotency_key(&IdempotencyKey::new("0123456789abcdef", "k").unwrap()),
+            "kurir:acme:idem:0123456789abcdef:k"
+        );
+        assert!(IdempotencyKey::new("a:b", "k").is_err());
+        assert!(IdempotencyKey::new("", "k").is_err());
         assert!(Namespace::parse("a.b").is_err());
         assert!(Namespace::parse("a:b").is_err());
     }

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use fred::prelude::{HashesInterface, KeysInterface, StreamsInterface};
 use futures::StreamExt;
 use kurir_backends::contract::{eventually, Factory};
-use kurir_backends::inbox::NewEntry;
+use kurir_backends::inbox::{Claimant, Fingerprint, IdempotencyKey, NewEntry};
 use kurir_backends::presence::{Beat, Lease};
 use kurir_backends::{
     BackendError, Backends, ConnId, ConnectOptions, NodeId, NotificationId, UserId,
@@ -97,9 +97,14 @@ async fn starts_without_redis_and_calls_fail_fast() {
     .await;
     fails_fast(
         "claim",
-        backends
-            .inbox
-            .claim("k", NotificationId::generate(), Duration::from_secs(5)),
+        backends.inbox.claim(
+            &IdempotencyKey::new("scope", "k").unwrap(),
+            Claimant {
+                id: NotificationId::generate(),
+                fingerprint: Fingerprint([0; 16]),
+            },
+            Duration::from_secs(5),
+        ),
     )
     .await;
     // The bus is unaffected.

@@ -26,8 +26,24 @@ pub const DEFAULT_READINESS_INTERVAL_MS: u64 = 2_000;
 /// Default of `KURIR_SHUTDOWN_GRACE_MS`.
 pub const DEFAULT_SHUTDOWN_GRACE_MS: u64 = 10_000;
 
+/// Default of `KURIR_GRPC_MAX_CONCURRENT_STREAMS`.
+pub const DEFAULT_GRPC_MAX_CONCURRENT_STREAMS: u32 = 256;
+/// Default of `KURIR_GRPC_KEEPALIVE_MS`.
+pub const DEFAULT_GRPC_KEEPALIVE_MS: u64 = 30_000;
+/// Default of `KURIR_GRPC_KEEPALIVE_TIMEOUT_MS`.
+pub const DEFAULT_GRPC_KEEPALIVE_TIMEOUT_MS: u64 = 10_000;
+/// Default of `KURIR_GRPC_TCP_KEEPALIVE_MS`.
+pub const DEFAULT_GRPC_TCP_KEEPALIVE_MS: u64 = 60_000;
+/// Default of `KURIR_GRPC_MAX_MESSAGE_BYTES`: 4 MiB, three times the largest valid `Send`
+/// ([`crate::api::validate::MAX_SEND_REQUEST_BYTES`]).
+pub const DEFAULT_GRPC_MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+/// Default of `KURIR_GRPC_MAX_CONNECTION_AGE_GRACE_MS`.
+pub const DEFAULT_GRPC_MAX_CONNECTION_AGE_GRACE_MS: u64 = 60_000;
+/// Shortest API key accepted: 32 bytes, as for HS256 secrets.
+pub const MIN_API_KEY_BYTES: usize = 32;
+
 /// The API key [`Config::for_test`] accepts.
-pub const TEST_API_KEY: &str = "kurir-test-key-0123456789abcdef-0123456789";
+pub const TEST_API_KEY: &str = "test-api-key-0123456789abcdef0123456789";
 
 pub use kurir_backends::{Secret, ServerUrl};
 
@@ -74,7 +90,8 @@ pub struct Config {
     #[arg(long, env = "KURIR_METRICS_LISTEN", default_value = "0.0.0.0:9101")]
     pub metrics_listen: SocketAddr,
 
-    /// API keys accepted as `authorization: Bearer <key>` gRPC metadata, comma-separated.
+    /// API keys accepted as `authorization: Bearer <key>` gRPC metadata, comma-separated;
+    /// each at least 32 bytes of visible ASCII (e.g. `openssl rand -hex 32`).
     #[arg(
         long,
         env = "KURIR_API_KEYS",
@@ -83,7 +100,8 @@ pub struct Config {
     )]
     pub api_keys: Vec<Secret>,
 
-    /// Accept calls without an API key. Refused together with KURIR_API_KEYS; without
+    /// Accept calls without an API key (they share one idempotency scope). Refused
+    /// together with KURIR_API_KEYS; without
     /// either the dispatcher does not start.
     #[arg(long, env = "KURIR_INSECURE_NO_AUTH")]
     pub insecure_no_auth: bool,
@@ -122,6 +140,50 @@ pub struct Config {
     /// On SIGTERM, how long in-flight calls may take to finish before the process exits.
     #[arg(long, env = "KURIR_SHUTDOWN_GRACE_MS", default_value_t = DEFAULT_SHUTDOWN_GRACE_MS)]
     pub shutdown_grace_ms: u64,
+
+    /// Concurrent calls (HTTP/2 streams) one gRPC connection may have open; a client
+    /// opening more waits for one to end. Bounds what one connection can hold.
+    #[arg(long, env = "KURIR_GRPC_MAX_CONCURRENT_STREAMS", default_value_t = DEFAULT_GRPC_MAX_CONCURRENT_STREAMS)]
+    pub grpc_max_concurrent_streams: u32,
+
+    /// How long a gRPC connection may stay silent before the server pings it (HTTP/2
+    /// PING); 0 = never. Finds peers that vanished without closing.
+    #[arg(long, env = "KURIR_GRPC_KEEPALIVE_MS", default_value_t = DEFAULT_GRPC_KEEPALIVE_MS)]
+    pub grpc_keepalive_ms: u64,
+
+    /// How long a keepalive ping may go unanswered before the connection is closed.
+    #[arg(long, env = "KURIR_GRPC_KEEPALIVE_TIMEOUT_MS", default_value_t = DEFAULT_GRPC_KEEPALIVE_TIMEOUT_MS)]
+    pub grpc_keepalive_timeout_ms: u64,
+
+    /// TCP keepalive idle time on accepted gRPC connections; 0 = off.
+    #[arg(long, env = "KURIR_GRPC_TCP_KEEPALIVE_MS", default_value_t = DEFAULT_GRPC_TCP_KEEPALIVE_MS)]
+    pub grpc_tcp_keepalive_ms: u64,
+
+    /// Largest request message decoded; larger ones fail with OUT_OF_RANGE before they
+    /// are buffered. At least the largest valid Send (10000 user ids of 128 bytes).
+    #[arg(long, env = "KURIR_GRPC_MAX_MESSAGE_BYTES", default_value_t = DEFAULT_GRPC_MAX_MESSAGE_BYTES)]
+    pub grpc_max_message_bytes: usize,
+
+    /// Age after which a gRPC connection is asked to go away (GOAWAY), so clients
+    /// spread over new replicas; 0 = never. Calls in flight may finish within the grace.
+    #[arg(long, env = "KURIR_GRPC_MAX_CONNECTION_AGE_MS", default_value_t = 0)]
+    pub grpc_max_connection_age_ms: u64,
+
+    /// After KURIR_GRPC_MAX_CONNECTION_AGE_MS, how long calls still open (e.g. a
+    /// WatchReceipts stream) may take before the connection is closed.
+    #[arg(long, env = "KURIR_GRPC_MAX_CONNECTION_AGE_GRACE_MS", default_value_t = DEFAULT_GRPC_MAX_CONNECTION_AGE_GRACE_MS)]
+    pub grpc_max_connection_age_grace_ms: u64,
+
+    /// Serve gRPC reflection (`grpcurl` without the .proto files); `false` leaves the
+    /// reflection service unregistered. Health is served either way.
+    #[arg(
+        long,
+        env = "KURIR_GRPC_REFLECTION",
+        default_value_t = true,
+        action = clap::ArgAction::Set,
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub grpc_reflection: bool,
 
     /// Log format on stderr; `RUST_LOG` filters (default `info`).
     #[arg(long, env = "KURIR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
@@ -214,6 +276,23 @@ impl Config {
                 ));
             }
         }
+        // Checked apart so the message can say which key, by position, never by value.
+        if let Some((i, key)) = self
+            .api_keys
+            .iter()
+            .enumerate()
+            .find(|(_, k)| k.expose().len() < MIN_API_KEY_BYTES)
+        {
+            return Err(config_error(
+                "KURIR_API_KEYS",
+                format!(
+                    "key {} is {} bytes; keys must be at least {MIN_API_KEY_BYTES} bytes \
+                     (e.g. `openssl rand -hex 32`)",
+                    i + 1,
+                    key.expose().len()
+                ),
+            ));
+        }
         let positive = [
             ("KURIR_INBOX_CAPACITY", self.inbox_capacity as u64),
             ("KURIR_MAX_IN_FLIGHT", self.max_in_flight as u64),
@@ -222,6 +301,10 @@ impl Config {
             ("KURIR_MAX_WATCHERS", self.max_watchers as u64),
             ("KURIR_WATCH_BUFFER", self.watch_buffer as u64),
             ("KURIR_READINESS_INTERVAL_MS", self.readiness_interval_ms),
+            (
+                "KURIR_GRPC_MAX_CONCURRENT_STREAMS",
+                u64::from(self.grpc_max_concurrent_streams),
+            ),
         ];
         for (setting, value) in positive {
             if value == 0 {
@@ -241,6 +324,19 @@ impl Config {
             return Err(config_error(
                 "KURIR_MAX_IN_FLIGHT",
                 "limits must be at most 1048576",
+            ));
+        }
+        if self.grpc_keepalive_ms > 0 && self.grpc_keepalive_timeout_ms == 0 {
+            return Err(config_error(
+                "KURIR_GRPC_KEEPALIVE_TIMEOUT_MS",
+                "must be greater than 0 while KURIR_GRPC_KEEPALIVE_MS is set",
+            ));
+        }
+        let largest_send = crate::api::validate::MAX_SEND_REQUEST_BYTES;
+        if self.grpc_max_message_bytes < largest_send {
+            return Err(config_error(
+                "KURIR_GRPC_MAX_MESSAGE_BYTES",
+                format!("must be at least {largest_send}, the largest valid Send"),
             ));
         }
         if self.nats_url.as_str().trim().is_empty() {
@@ -271,6 +367,14 @@ impl Config {
             watch_buffer: DEFAULT_WATCH_BUFFER,
             readiness_interval_ms: DEFAULT_READINESS_INTERVAL_MS,
             shutdown_grace_ms: DEFAULT_SHUTDOWN_GRACE_MS,
+            grpc_max_concurrent_streams: DEFAULT_GRPC_MAX_CONCURRENT_STREAMS,
+            grpc_keepalive_ms: DEFAULT_GRPC_KEEPALIVE_MS,
+            grpc_keepalive_timeout_ms: DEFAULT_GRPC_KEEPALIVE_TIMEOUT_MS,
+            grpc_tcp_keepalive_ms: DEFAULT_GRPC_TCP_KEEPALIVE_MS,
+            grpc_max_message_bytes: DEFAULT_GRPC_MAX_MESSAGE_BYTES,
+            grpc_max_connection_age_ms: 0,
+            grpc_max_connection_age_grace_ms: DEFAULT_GRPC_MAX_CONNECTION_AGE_GRACE_MS,
+            grpc_reflection: true,
             log_format: LogFormat::Text,
             worker_threads: 0,
             standalone: false,
@@ -305,6 +409,31 @@ impl Config {
 
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_millis(self.shutdown_grace_ms)
+    }
+
+    /// `None` for 0 (off).
+    fn optional_ms(ms: u64) -> Option<Duration> {
+        (ms > 0).then(|| Duration::from_millis(ms))
+    }
+
+    pub fn grpc_keepalive(&self) -> Option<Duration> {
+        Self::optional_ms(self.grpc_keepalive_ms)
+    }
+
+    pub fn grpc_keepalive_timeout(&self) -> Duration {
+        Duration::from_millis(self.grpc_keepalive_timeout_ms)
+    }
+
+    pub fn grpc_tcp_keepalive(&self) -> Option<Duration> {
+        Self::optional_ms(self.grpc_tcp_keepalive_ms)
+    }
+
+    pub fn grpc_max_connection_age(&self) -> Option<Duration> {
+        Self::optional_ms(self.grpc_max_connection_age_ms)
+    }
+
+    pub fn grpc_max_connection_age_grace(&self) -> Duration {
+        Duration::from_millis(self.grpc_max_connection_age_grace_ms)
     }
 }
 
@@ -461,7 +590,7 @@ mod tests {
     #[test]
     fn secrets_do_not_leak_through_debug() {
         let mut config = Config::for_test(Namespace::parse("t").unwrap());
-        config.api_keys = vec![Secret::from("hunter2")];
+        config.api_keys = vec![Secret::from("hunter2-hunter2-hunter2-hunter2-hunter2")];
         let printed = format!("{config:?}");
         assert!(!printed.contains("hunter2"), "{printed}");
         assert!(printed.contains("***"));
@@ -482,7 +611,7 @@ mod tests {
         assert_eq!(err.setting, "KURIR_API_KEYS");
         config.insecure_no_auth = true;
         config.validate().unwrap();
-        config.api_keys = vec![Secret::from("k")];
+        config.api_keys = vec![Secret::from(TEST_API_KEY)];
         assert_eq!(config.validate().unwrap_err().setting, "--insecure-no-auth");
     }
 
@@ -493,12 +622,76 @@ mod tests {
         assert!(config.validate().is_err());
         config.api_keys = vec![Secret::from("a b")];
         assert!(config.validate().is_err());
-        config.api_keys = vec![Secret::from("ok")];
+        config.api_keys = vec![Secret::from(TEST_API_KEY)];
         config.max_in_flight = 0;
         assert_eq!(
             config.validate().unwrap_err().setting,
             "KURIR_MAX_IN_FLIGHT"
         );
+    }
+
+    #[test]
+    fn api_keys_shorter_than_32_bytes_are_refused_without_showing_them() {
+        let mut config = Config::for_test(Namespace::parse("t").unwrap());
+        let short = "s3cr3t-but-only-31-bytes-long!!";
+        assert_eq!(short.len(), 31);
+        config.api_keys = vec![Secret::from(TEST_API_KEY), Secret::from(short)];
+        let err = config.validate().unwrap_err();
+        assert_eq!(err.setting, "KURIR_API_KEYS");
+        let line = err.to_string();
+        assert!(line.contains("key 2 is 31 bytes"), "{line}");
+        assert!(line.contains("at least 32"), "{line}");
+        assert!(!line.contains(short), "{line}");
+        config.api_keys = vec![
+            Secret::from(TEST_API_KEY),
+            Secret::from(format!("{short}!")),
+        ];
+        config.validate().unwrap();
+        // Unauthenticated mode needs no key at all.
+        config.api_keys.clear();
+        config.insecure_no_auth = true;
+        config.validate().unwrap();
+    }
+
+    #[test]
+    fn grpc_limits_have_defaults_and_are_checked() {
+        let cli = parse(&[]).unwrap();
+        let c = cli.config;
+        assert_eq!(c.grpc_max_concurrent_streams, 256);
+        assert_eq!(c.grpc_keepalive(), Some(Duration::from_secs(30)));
+        assert_eq!(c.grpc_keepalive_timeout(), Duration::from_secs(10));
+        assert_eq!(c.grpc_tcp_keepalive(), Some(Duration::from_secs(60)));
+        assert_eq!(c.grpc_max_message_bytes, 4 * 1024 * 1024);
+        assert_eq!(c.grpc_max_connection_age(), None);
+        assert!(c.grpc_reflection);
+        let c = parse(&["--grpc-reflection", "false", "--grpc-keepalive-ms", "0"])
+            .unwrap()
+            .config;
+        assert!(!c.grpc_reflection);
+        assert_eq!(c.grpc_keepalive(), None);
+
+        let mut config = Config::for_test(Namespace::parse("t").unwrap());
+        config.grpc_max_concurrent_streams = 0;
+        assert_eq!(
+            config.validate().unwrap_err().setting,
+            "KURIR_GRPC_MAX_CONCURRENT_STREAMS"
+        );
+        let mut config = Config::for_test(Namespace::parse("t").unwrap());
+        config.grpc_keepalive_timeout_ms = 0;
+        assert_eq!(
+            config.validate().unwrap_err().setting,
+            "KURIR_GRPC_KEEPALIVE_TIMEOUT_MS"
+        );
+        config.grpc_keepalive_ms = 0;
+        config.validate().unwrap();
+        let mut config = Config::for_test(Namespace::parse("t").unwrap());
+        config.grpc_max_message_bytes = crate::api::validate::MAX_SEND_REQUEST_BYTES - 1;
+        assert_eq!(
+            config.validate().unwrap_err().setting,
+            "KURIR_GRPC_MAX_MESSAGE_BYTES"
+        );
+        config.grpc_max_message_bytes += 1;
+        config.validate().unwrap();
     }
 
     #[test]

@@ -6,15 +6,8 @@
 //! only. Receipts are followed through a bounded per-watcher buffer.
 //!
 //! # Idempotency keys
-//! A keyed `Send` claims its key *pending* for [`PENDING_CLAIM_TTL`] and *settles* it for
-//! [`IDEMPOTENCY_TTL`] at the point the notification is safe: once appended (stored) or
-//! once published (live). Only a settled key answers a retry with the first id, so a
-//! caller is never told that a send succeeded before it has. A retry that finds the key
-//! - settled: gets the first id and delivers nothing;
-//! - pending (the first call is still running, here or on another dispatcher): waits up
-//!   to [`IN_PROGRESS_WAIT`] for it to settle (→ the first id) or give the key up (→ the
-//!   retry goes through as a new send); still pending after that, it fails with
-//!   `ABORTED`, and the caller retries later.
+//! [`idempotency`] claims a keyed `Send`'s key, per caller scope and request
+//! fingerprint, before anything else happens; its module docs state the rules.
 //!
 //! # Failure rules of `Send`
 //! - Before the inbox append succeeds, any backend failure fails the call (`UNAVAILABLE`
@@ -32,14 +25,16 @@
 //!   key then expires after [`PENDING_CLAIM_TTL`], and a retry after that sends again, a
 //!   duplicate rather than a loss.
 
+pub mod idempotency;
+
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use futures::StreamExt;
 use kurir_backends::bus::Subscription;
-use kurir_backends::inbox::{Claim, Inbox, NewEntry};
+use kurir_backends::inbox::NewEntry;
 use kurir_backends::presence::UserPresence;
 use kurir_backends::{BackendError, Backends, NotificationId, Topic, UserId};
 use kurir_proto::internal::v1::{envelope::Kind, Delivery, Disconnect, Envelope, ReceiptBatch};
@@ -57,20 +52,8 @@ use crate::reroute::{Reroute, Unrouted};
 use crate::route::Router;
 use crate::telemetry;
 
-/// How long an idempotency key keeps naming the first notification sent with it.
-pub const IDEMPOTENCY_TTL: Duration = Duration::from_secs(24 * 3600);
-
-/// How long a claim stays pending if its call neither settles nor gives it up (the
-/// dispatcher died mid-call). Longer than a call may run (`KURIR_REQUEST_TIMEOUT_MS`,
-/// 10 s by default), so a key is never freed under a call still running; a cancelled
-/// call gives its key up at once.
-pub const PENDING_CLAIM_TTL: Duration = Duration::from_secs(30);
-
-/// How long a `Send` whose key is pending under another call waits for that call to
-/// settle or give the key up, before failing with `ABORTED`.
-pub const IN_PROGRESS_WAIT: Duration = Duration::from_secs(1);
-/// How often it looks meanwhile.
-const IN_PROGRESS_POLL: Duration = Duration::from_millis(50);
+use idempotency::{Admission, ClaimGuard};
+pub use idempotency::{Scope, IDEMPOTENCY_TTL, IN_PROGRESS_WAIT, PENDING_CLAIM_TTL};
 
 /// A validated `Send`.
 #[derive(Debug, Clone)]
@@ -160,30 +143,30 @@ impl Dispatch {
     }
 
     /// Notify users; see the module docs for the order of steps and the failure rules.
+    /// `scope` is the caller's: its idempotency keys are its own.
     ///
     /// # Errors
     /// `Backend` when the claim or the append fails, or, for a live notification, when
     /// the lookup or a publish fails; `SendInProgress` when another call holds the
-    /// idempotency key pending for longer than [`IN_PROGRESS_WAIT`].
-    pub async fn send(&self, cmd: SendCommand) -> Result<SendOutcome, DispatchError> {
+    /// idempotency key pending for longer than [`IN_PROGRESS_WAIT`];
+    /// `IdempotencyKeyReused` when the key was used for a different request.
+    pub async fn send(
+        &self,
+        cmd: SendCommand,
+        scope: &Scope,
+    ) -> Result<SendOutcome, DispatchError> {
         let id = NotificationId::generate();
         record_id(id);
-        let claim = match &cmd.idempotency_key {
-            None => None,
-            Some(key) => match self.claim(key, id).await? {
-                Claim::New => Some(ClaimGuard::new(self.backends.inbox.clone(), key, id)),
-                // `claim` waits these out.
-                Claim::InProgress(_) => return Err(DispatchError::SendInProgress),
-                Claim::Existing(first) => {
-                    record_id(first);
-                    debug!(%first, "idempotency key seen before; nothing delivered");
-                    return Ok(SendOutcome {
-                        id: first,
-                        online_users: 0,
-                        stored_users: 0,
-                    });
-                }
-            },
+        let claim = match idempotency::admit(&self.backends.inbox, scope, &cmd, id).await? {
+            Admission::Send(claim) => claim,
+            Admission::Repeat(first) => {
+                record_id(first);
+                return Ok(SendOutcome {
+                    id: first,
+                    online_users: 0,
+                    stored_users: 0,
+                });
+            }
         };
         let result = self
             .route(id, cmd.users, cmd.notification, cmd.ttl_seconds, claim)
@@ -193,34 +176,6 @@ impl Dispatch {
             Err(e) => debug!(%id, error = %e, "send failed"),
         }
         result
-    }
-
-    /// Claim `key` for `id`. While another call holds it pending, wait for that call to
-    /// settle it (`Existing`) or give it up (`New`: now ours), for at most
-    /// [`IN_PROGRESS_WAIT`].
-    ///
-    /// # Errors
-    /// `Backend` when a claim fails; `SendInProgress` when the key is still pending.
-    async fn claim(&self, key: &str, id: NotificationId) -> Result<Claim, DispatchError> {
-        let deadline = tokio::time::Instant::now() + IN_PROGRESS_WAIT;
-        loop {
-            match self
-                .backends
-                .inbox
-                .claim(key, id, PENDING_CLAIM_TTL)
-                .await?
-            {
-                Claim::InProgress(first) => {
-                    if tokio::time::Instant::now() + IN_PROGRESS_POLL > deadline {
-                        debug!(%first, "idempotency key still in progress; giving up");
-                        return Err(DispatchError::SendInProgress);
-                    }
-                    debug!(%first, "idempotency key in progress; waiting for it");
-                    tokio::time::sleep(IN_PROGRESS_POLL).await;
-                }
-                settled_or_ours => return Ok(settled_or_ours),
-            }
-        }
     }
 
     async fn route(
@@ -506,92 +461,6 @@ fn forward_batch(
     true
 }
 
-/// An idempotency key this call claimed, pending. Settled once the notification is
-/// safe, given up when the send fails before anything could reach a user. If the call is
-/// cancelled before either (client gone, timeout), the key is given up in the
-/// background; cancelled while settling, it is settled in the background.
-struct ClaimGuard {
-    inbox: Arc<dyn Inbox>,
-    key: String,
-    id: NotificationId,
-    phase: Phase,
-}
-
-/// Where a [`ClaimGuard`] is, for what its `Drop` still owes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
-    /// Nothing reached a user yet: give the key up.
-    Pending,
-    /// The notification is safe: settle the key.
-    Safe,
-    /// Settled or given up.
-    Done,
-}
-
-impl ClaimGuard {
-    fn new(inbox: Arc<dyn Inbox>, key: &str, id: NotificationId) -> Self {
-        Self {
-            inbox,
-            key: key.to_owned(),
-            id,
-            phase: Phase::Pending,
-        }
-    }
-
-    /// The notification is safe: make the key name it for [`IDEMPOTENCY_TTL`].
-    async fn settle(mut self) {
-        self.phase = Phase::Safe;
-        settle(self.inbox.as_ref(), &self.key, self.id).await;
-        self.phase = Phase::Done;
-    }
-
-    /// The send failed before anything could reach a user: let a retry through.
-    async fn release(mut self) {
-        release(self.inbox.as_ref(), &self.key, self.id).await;
-        self.phase = Phase::Done;
-    }
-}
-
-impl Drop for ClaimGuard {
-    fn drop(&mut self) {
-        let phase = self.phase;
-        if phase == Phase::Done {
-            return;
-        }
-        let (inbox, key, id) = (self.inbox.clone(), std::mem::take(&mut self.key), self.id);
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            // Best effort: if this is lost too, the key expires after PENDING_CLAIM_TTL.
-            rt.spawn(async move {
-                match phase {
-                    Phase::Safe => settle(inbox.as_ref(), &key, id).await,
-                    _ => release(inbox.as_ref(), &key, id).await,
-                }
-            });
-        }
-    }
-}
-
-async fn settle(inbox: &dyn Inbox, key: &str, id: NotificationId) {
-    match inbox.settle(key, id, IDEMPOTENCY_TTL).await {
-        Ok(true) => {}
-        Ok(false) => warn!(
-            %id,
-            "idempotency key no longer held for this send; a retry may send it again"
-        ),
-        Err(e) => warn!(
-            %id,
-            error = %e,
-            "idempotency key not settled; it expires soon and a retry may send again"
-        ),
-    }
-}
-
-async fn release(inbox: &dyn Inbox, key: &str, id: NotificationId) {
-    if let Err(e) = inbox.release(key, id).await {
-        warn!(%id, error = %e, "idempotency key not released; it expires on its own");
-    }
-}
-
 /// Name the notification in the current RPC span.
 fn record_id(id: NotificationId) {
     tracing::Span::current().record("id", tracing::field::display(id));
@@ -606,10 +475,14 @@ pub(crate) fn now_ms() -> i64 {
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::time::Duration;
 
     use async_trait::async_trait;
     use kurir_backends::bus::{Bus, MemoryBus};
-    use kurir_backends::inbox::{Cursor, MemoryInbox, StoredEntry};
+
+    use kurir_backends::inbox::{
+        Claim, Claimant, Cursor, IdempotencyKey, Inbox, MemoryInbox, StoredEntry,
+    };
     use kurir_backends::presence::{Lease, MemoryPresence, PresenceStore};
     use kurir_backends::{ConnId, Namespace};
     use tokio::sync::watch;
@@ -681,22 +554,22 @@ mod tests {
         }
         async fn claim(
             &self,
-            key: &str,
-            id: NotificationId,
+            key: &IdempotencyKey,
+            by: Claimant,
             ttl: Duration,
         ) -> Result<Claim, BackendError> {
-            self.inner.claim(key, id, ttl).await
+            self.inner.claim(key, by, ttl).await
         }
         async fn settle(
             &self,
-            key: &str,
-            id: NotificationId,
+            key: &IdempotencyKey,
+            by: Claimant,
             ttl: Duration,
         ) -> Result<bool, BackendError> {
-            self.inner.settle(key, id, ttl).await
+            self.inner.settle(key, by, ttl).await
         }
-        async fn release(&self, key: &str, id: NotificationId) -> Result<(), BackendError> {
-            self.inner.release(key, id).await
+        async fn release(&self, key: &IdempotencyKey, by: Claimant) -> Result<(), BackendError> {
+            self.inner.release(key, by).await
         }
     }
 
@@ -755,27 +628,49 @@ mod tests {
         }
     }
 
-    /// Whether `key` is free again (claiming it with a fresh id wins).
-    async fn key_is_free(f: &Fixture, key: &str) -> bool {
-        let probe = NotificationId::generate();
-        f.inbox.claim(key, probe, PENDING_CLAIM_TTL).await.unwrap() == Claim::New
+    /// The scope every test call comes from.
+    fn scope() -> Scope {
+        Scope::of_api_key(b"test-api-key-0123456789abcdef0123456789")
     }
 
-    #[test]
-    fn pending_claims_outlive_the_default_request_timeout() {
-        let timeout = Duration::from_millis(crate::config::DEFAULT_REQUEST_TIMEOUT_MS);
-        assert!(PENDING_CLAIM_TTL > timeout + IN_PROGRESS_WAIT);
-        assert!(IN_PROGRESS_WAIT < timeout);
+    /// `key` as stored for [`scope`].
+    fn idem(key: &str) -> IdempotencyKey {
+        IdempotencyKey::new(scope().as_str(), key).unwrap()
+    }
+
+    /// Another call of the same request as `c`, with its own id.
+    fn twin(c: &SendCommand) -> Claimant {
+        Claimant {
+            id: NotificationId::generate(),
+            fingerprint: idempotency::fingerprint(c),
+        }
+    }
+
+    /// Whether `key` is free again (claiming it with a fresh id wins).
+    async fn key_is_free(f: &Fixture, key: &str) -> bool {
+        let probe = twin(&cmd(0, Some(key)));
+        f.inbox
+            .claim(&idem(key), probe, PENDING_CLAIM_TTL)
+            .await
+            .unwrap()
+            == Claim::New
     }
 
     #[tokio::test]
     async fn a_send_settles_its_key() {
         let f = fixture().await;
         for (ttl, key) in [(60, "stored"), (0, "live")] {
-            let out = f.dispatch.send(cmd(ttl, Some(key))).await.unwrap();
-            let probe = NotificationId::generate();
+            let out = f
+                .dispatch
+                .send(cmd(ttl, Some(key)), &scope())
+                .await
+                .unwrap();
+            let probe = twin(&cmd(ttl, Some(key)));
             assert_eq!(
-                f.inbox.claim(key, probe, PENDING_CLAIM_TTL).await.unwrap(),
+                f.inbox
+                    .claim(&idem(key), probe, PENDING_CLAIM_TTL)
+                    .await
+                    .unwrap(),
                 Claim::Existing(out.id),
                 "{key}"
             );
@@ -785,9 +680,16 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_key_pending_past_the_wait_is_in_progress() {
         let f = fixture().await;
-        let first = NotificationId::generate();
-        f.inbox.claim("k", first, PENDING_CLAIM_TTL).await.unwrap();
-        let err = f.dispatch.send(cmd(60, Some("k"))).await.unwrap_err();
+        let first = twin(&cmd(60, Some("k")));
+        f.inbox
+            .claim(&idem("k"), first, PENDING_CLAIM_TTL)
+            .await
+            .unwrap();
+        let err = f
+            .dispatch
+            .send(cmd(60, Some("k")), &scope())
+            .await
+            .unwrap_err();
         assert!(matches!(err, DispatchError::SendInProgress), "{err:?}");
         assert!(f
             .inbox
@@ -802,50 +704,42 @@ mod tests {
     async fn a_retry_waits_for_the_first_send_to_settle_or_give_up() {
         let f = fixture().await;
         // Settled while the retry waits: the first id, nothing delivered.
-        let first = NotificationId::generate();
-        f.inbox.claim("a", first, PENDING_CLAIM_TTL).await.unwrap();
+        let first = twin(&cmd(60, Some("a")));
+        f.inbox
+            .claim(&idem("a"), first, PENDING_CLAIM_TTL)
+            .await
+            .unwrap();
         let retry = tokio::spawn({
             let dispatch = f.dispatch.clone();
-            async move { dispatch.send(cmd(60, Some("a"))).await }
+            async move { dispatch.send(cmd(60, Some("a")), &scope()).await }
         });
         tokio::time::sleep(IN_PROGRESS_WAIT / 2).await;
-        assert!(f.inbox.settle("a", first, IDEMPOTENCY_TTL).await.unwrap());
+        assert!(f
+            .inbox
+            .settle(&idem("a"), first, IDEMPOTENCY_TTL)
+            .await
+            .unwrap());
         let out = retry.await.unwrap().unwrap();
-        assert_eq!((out.id, out.stored_users), (first, 0));
+        assert_eq!((out.id, out.stored_users), (first.id, 0));
         assert_eq!(f.bus.published.load(Ordering::SeqCst), 0);
 
         // Given up while the retry waits: the retry is a new send.
-        let first = NotificationId::generate();
-        f.inbox.claim("b", first, PENDING_CLAIM_TTL).await.unwrap();
+        let first = twin(&cmd(60, Some("b")));
+        f.inbox
+            .claim(&idem("b"), first, PENDING_CLAIM_TTL)
+            .await
+            .unwrap();
         let retry = tokio::spawn({
             let dispatch = f.dispatch.clone();
-            async move { dispatch.send(cmd(60, Some("b"))).await }
+            async move { dispatch.send(cmd(60, Some("b")), &scope()).await }
         });
         tokio::time::sleep(IN_PROGRESS_WAIT / 2).await;
-        f.inbox.release("b", first).await.unwrap();
+        f.inbox.release(&idem("b"), first).await.unwrap();
         let out = retry.await.unwrap().unwrap();
-        assert_ne!(out.id, first);
+        assert_ne!(out.id, first.id);
         assert_eq!(out.stored_users, 2);
         let stored = f.inbox.pending(&user("alice"), None, 10).await.unwrap();
         assert_eq!(stored.iter().map(|e| e.id).collect::<Vec<_>>(), [out.id]);
-    }
-
-    #[tokio::test]
-    async fn a_send_cancelled_while_settling_settles_in_the_background() {
-        let f = fixture().await;
-        let id = NotificationId::generate();
-        f.inbox.claim("k", id, PENDING_CLAIM_TTL).await.unwrap();
-        let mut claim = ClaimGuard::new(f.inbox.clone(), "k", id);
-        claim.phase = Phase::Safe;
-        drop(claim);
-        for _ in 0..100 {
-            tokio::task::yield_now().await;
-        }
-        let probe = NotificationId::generate();
-        assert_eq!(
-            f.inbox.claim("k", probe, PENDING_CLAIM_TTL).await.unwrap(),
-            Claim::Existing(id)
-        );
     }
 
     #[tokio::test]
@@ -854,7 +748,7 @@ mod tests {
         f.bus.down.store(true, Ordering::SeqCst);
         let out = f
             .dispatch
-            .send(cmd(60, Some("k")))
+            .send(cmd(60, Some("k")), &scope())
             .await
             .expect("stored is enough");
         assert_eq!((out.online_users, out.stored_users), (0, 2));
@@ -867,7 +761,7 @@ mod tests {
             1
         );
         // The key keeps naming the stored notification.
-        let again = f.dispatch.send(cmd(60, Some("k"))).await.unwrap();
+        let again = f.dispatch.send(cmd(60, Some("k")), &scope()).await.unwrap();
         assert_eq!(again.id, out.id);
     }
 
@@ -875,7 +769,7 @@ mod tests {
     async fn a_stored_send_that_could_not_be_routed_is_routed_once_the_bus_is_back() {
         let f = fixture().await;
         f.bus.down.store(true, Ordering::SeqCst);
-        let out = f.dispatch.send(cmd(60, None)).await.unwrap();
+        let out = f.dispatch.send(cmd(60, None), &scope()).await.unwrap();
         assert_eq!(out.online_users, 0);
         assert_eq!(f.bus.published.load(Ordering::SeqCst), 0);
         // The reroute task keeps trying, with backoff, and gets through once it can.
@@ -897,7 +791,11 @@ mod tests {
     async fn a_live_send_fails_when_routing_fails_and_gives_its_key_up() {
         let f = fixture().await;
         f.bus.down.store(true, Ordering::SeqCst);
-        let err = f.dispatch.send(cmd(0, Some("k"))).await.unwrap_err();
+        let err = f
+            .dispatch
+            .send(cmd(0, Some("k")), &scope())
+            .await
+            .unwrap_err();
         assert!(
             matches!(&err, DispatchError::Backend(e) if e.is_transient()),
             "{err:?}"
@@ -909,7 +807,11 @@ mod tests {
     async fn a_failed_append_publishes_nothing_and_gives_the_key_up() {
         let f = fixture().await;
         f.inbox.down.store(true, Ordering::SeqCst);
-        let err = f.dispatch.send(cmd(60, Some("k"))).await.unwrap_err();
+        let err = f
+            .dispatch
+            .send(cmd(60, Some("k")), &scope())
+            .await
+            .unwrap_err();
         assert!(
             matches!(&err, DispatchError::Backend(e) if e.is_transient()),
             "{err:?}"
@@ -919,25 +821,54 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_cancelled_send_gives_its_key_up_in_the_background() {
+    async fn a_key_reused_for_another_request_is_refused_and_delivers_nothing() {
         let f = fixture().await;
-        let id = NotificationId::generate();
-        let claim = ClaimGuard::new(f.inbox.clone(), "k", id);
-        assert_eq!(
-            f.inbox.claim("k", id, PENDING_CLAIM_TTL).await.unwrap(),
-            Claim::New
-        );
-        drop(claim);
-        for _ in 0..100 {
-            tokio::task::yield_now().await;
+        let first = f.dispatch.send(cmd(60, Some("k")), &scope()).await.unwrap();
+        let published = f.bus.published.load(Ordering::SeqCst);
+        for other in [cmd(0, Some("k")), {
+            let mut c = cmd(60, Some("k"));
+            c.notification.title = "another".into();
+            c
+        }] {
+            let err = f.dispatch.send(other, &scope()).await.unwrap_err();
+            assert!(
+                matches!(err, DispatchError::IdempotencyKeyReused),
+                "{err:?}"
+            );
         }
-        assert!(key_is_free(&f, "k").await);
+        assert_eq!(f.bus.published.load(Ordering::SeqCst), published);
+        let stored = f.inbox.pending(&user("alice"), None, 10).await.unwrap();
+        assert_eq!(stored.iter().map(|e| e.id).collect::<Vec<_>>(), [first.id]);
+        // The same request still gets the first id.
+        let again = f.dispatch.send(cmd(60, Some("k")), &scope()).await.unwrap();
+        assert_eq!(again.id, first.id);
+    }
+
+    #[tokio::test]
+    async fn callers_with_other_scopes_do_not_share_keys() {
+        let f = fixture().await;
+        let other = Scope::of_api_key(b"test-api-key-other-0123456789abcdef0");
+        let mine = f.dispatch.send(cmd(60, Some("k")), &scope()).await.unwrap();
+        let theirs = f.dispatch.send(cmd(60, Some("k")), &other).await.unwrap();
+        assert_ne!(mine.id, theirs.id);
+        assert_eq!(
+            theirs.stored_users, 2,
+            "the second caller's send went through"
+        );
+        let mut different = cmd(60, Some("k"));
+        different.notification.title = "another".into();
+        let open = f
+            .dispatch
+            .send(different, &Scope::unauthenticated())
+            .await
+            .unwrap();
+        assert!(open.id != mine.id && open.id != theirs.id);
     }
 
     #[tokio::test]
     async fn a_live_send_publishes_once_per_node() {
         let f = fixture().await;
-        let out = f.dispatch.send(cmd(0, None)).await.unwrap();
+        let out = f.dispatch.send(cmd(0, None), &scope()).await.unwrap();
         assert_eq!((out.online_users, out.stored_users), (1, 0));
         assert_eq!(f.bus.published.load(Ordering::SeqCst), 1);
     }

@@ -31,6 +31,17 @@ pub enum DispatchError {
     #[error("a Send with this idempotency key is still in progress")]
     SendInProgress,
 
+    /// The idempotency key is held, in this caller's scope, for a request with another
+    /// fingerprint (recipients, notification or TTL differ). Nothing was stored or
+    /// published; the other request's id is not revealed.
+    #[error("idempotency key already used for a different request")]
+    IdempotencyKeyReused,
+
+    /// The auth layer let a call through without naming its caller's scope: a bug in
+    /// that layer. Refused rather than run in a scope shared with other callers.
+    #[error("authenticated call without a caller scope")]
+    Unscoped,
+
     /// The request did not finish within `KURIR_REQUEST_TIMEOUT_MS`.
     #[error("request timed out")]
     Timeout,

@@ -169,17 +169,26 @@ impl Dispatcher {
                 .register_encoded_file_descriptor_set(kurir_proto::FILE_DESCRIPTOR_SET)
                 .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         };
-        let reflection_v1 = reflection().build_v1()?;
-        let reflection_v1alpha = reflection().build_v1alpha()?;
+        // KURIR_GRPC_REFLECTION=false: not registered, so reflection calls are UNIMPLEMENTED.
+        let (reflection_v1, reflection_v1alpha) = if config.grpc_reflection {
+            (
+                Some(reflection().build_v1()?),
+                Some(reflection().build_v1alpha()?),
+            )
+        } else {
+            (None, None)
+        };
+        let dispatcher =
+            DispatcherServer::new(api).max_decoding_message_size(config.grpc_max_message_bytes);
 
         let stop_grpc = CancellationToken::new();
-        let server = Server::builder()
+        let server = grpc_server(&config)
             .add_service(health_service)
-            .add_service(reflection_v1)
-            .add_service(reflection_v1alpha)
-            .add_service(RequireApiKey::new(DispatcherServer::new(api), keys))
+            .add_optional_service(reflection_v1)
+            .add_optional_service(reflection_v1alpha)
+            .add_service(RequireApiKey::new(dispatcher, keys))
             .serve_with_incoming_shutdown(
-                TcpIncoming::from(grpc).with_nodelay(Some(true)),
+                grpc_incoming(grpc, &config),
                 stop_grpc.clone().cancelled_owned(),
             );
         let mut server = std::pin::pin!(server);
@@ -223,4 +232,30 @@ impl Dispatcher {
             _ => Ok(()),
         }
     }
+}
+
+/// The gRPC server with the connection limits of `config`: concurrent streams per
+/// connection, HTTP/2 keepalive, connection age. The request timeout and the in-flight
+/// limit are enforced per call by [`DispatcherApi`]; the message size limit by the
+/// service itself.
+pub fn grpc_server(config: &Config) -> Server {
+    let server = Server::builder()
+        .max_concurrent_streams(config.grpc_max_concurrent_streams)
+        .http2_keepalive_interval(config.grpc_keepalive())
+        .http2_keepalive_timeout(Some(config.grpc_keepalive_timeout()));
+    match config.grpc_max_connection_age() {
+        Some(age) => server
+            .max_connection_age(age)
+            .max_connection_age_grace(config.grpc_max_connection_age_grace()),
+        None => server,
+    }
+}
+
+/// Accepted gRPC connections: `TCP_NODELAY`, and TCP keepalive per
+/// `KURIR_GRPC_TCP_KEEPALIVE_MS` (the server's own TCP settings do not apply to an
+/// incoming stream).
+pub fn grpc_incoming(listener: TcpListener, config: &Config) -> TcpIncoming {
+    TcpIncoming::from(listener)
+        .with_nodelay(Some(true))
+        .with_keepalive(config.grpc_tcp_keepalive())
 }

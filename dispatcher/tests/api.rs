@@ -2,6 +2,7 @@
 //! tonic clients. Every case runs twice, over the in-memory seams (`memory::…`) and over
 //! real NATS and Redis in a random namespace (`real::…`).
 
+#[macro_use]
 mod support;
 
 use std::sync::Arc;
@@ -25,28 +26,6 @@ use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
 use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
 use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
 use tonic_reflection::pb::v1::ServerReflectionRequest;
-
-/// Stamp each case for both implementations of the seams.
-macro_rules! cases {
-    ($($name:ident),* $(,)?) => {
-        mod memory {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    super::$name(super::support::memory()).await;
-                }
-            )*
-        }
-        mod real {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    super::$name(super::support::real().await).await;
-                }
-            )*
-        }
-    };
-}
 
 cases!(
     missing_or_wrong_key_is_unauthenticated,
@@ -995,25 +974,24 @@ async fn bad_configuration_exits_64_with_one_line() {
     };
     for (args, keys, expected) in [
         (&[][..], None, "KURIR_API_KEYS"),
-        (
-            &["--grpc-listen", "nope"][..],
-            Some("api-test-key-0123456789abcdef-0123456789"),
-            "grpc-listen",
-        ),
-        (
-            &["--namespace", "a.b"][..],
-            Some("api-test-key-0123456789abcdef-0123456789"),
-            "namespace",
-        ),
-        (
-            &["--insecure-no-auth"][..],
-            Some("api-test-key-0123456789abcdef-0123456789"),
-            "--insecure-no-auth",
-        ),
+        (&["--grpc-listen", "nope"][..], Some(KEY), "grpc-listen"),
+        (&["--namespace", "a.b"][..], Some(KEY), "namespace"),
+        (&["--insecure-no-auth"][..], Some(KEY), "--insecure-no-auth"),
         (
             &["--max-in-flight", "0"][..],
-            Some("api-test-key-0123456789abcdef-0123456789"),
+            Some(KEY),
             "KURIR_MAX_IN_FLIGHT",
+        ),
+        // A key under 32 bytes, even beside a good one; the message never shows it.
+        (
+            &[][..],
+            Some("test-api-key-0123456789abcdef0123456789,short-key-31-bytes-0123456789ab"),
+            "KURIR_API_KEYS: key 2 is 31 bytes; keys must be at least 32 bytes",
+        ),
+        (
+            &["--grpc-max-message-bytes", "1000"][..],
+            Some(KEY),
+            "KURIR_GRPC_MAX_MESSAGE_BYTES",
         ),
     ] {
         let out = run(args, keys);
@@ -1021,5 +999,6 @@ async fn bad_configuration_exits_64_with_one_line() {
         assert_eq!(out.status.code(), Some(64), "{args:?}: {stderr}");
         assert_eq!(stderr.trim_end().lines().count(), 1, "{args:?}: {stderr}");
         assert!(stderr.contains(expected), "{args:?}: {stderr}");
+        assert!(!stderr.contains("short-key-31"), "{args:?}: {stderr}");
     }
 }

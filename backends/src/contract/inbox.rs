@@ -6,7 +6,9 @@ use bytes::Bytes;
 
 use super::{eventually, Factory};
 use crate::ids::{NotificationId, UserId};
-use crate::inbox::{now_ms, Claim, Cursor, Inbox, NewEntry, StoredEntry};
+use crate::inbox::{
+    now_ms, Claim, Claimant, Cursor, Fingerprint, IdempotencyKey, Inbox, NewEntry, StoredEntry,
+};
 
 /// A TTL no case outlives.
 const LONG: Duration = Duration::from_secs(120);
@@ -281,27 +283,43 @@ pub async fn append_to_many_users(f: &dyn Factory) {
     }
 }
 
+/// An idempotency key in the test scope.
+fn idem(key: &str) -> IdempotencyKey {
+    IdempotencyKey::new("contract", key).unwrap()
+}
+
+/// A claimant with a fresh id, for the same request as every other `claimant()`.
+fn claimant() -> Claimant {
+    Claimant {
+        id: NotificationId::generate(),
+        fingerprint: Fingerprint([1; 16]),
+    }
+}
+
 /// `claim`: the first caller for a key wins; later ones learn the winner's id, as in
 /// progress while its claim is pending and as existing once settled; the winner claiming
 /// again (a retry) still holds it.
 pub async fn claim_first_wins(f: &dyn Factory) {
     let inbox = f.inbox(CAPACITY).await;
-    let key = format!("order-{}", f.namespace());
-    let (a, b) = (NotificationId::generate(), NotificationId::generate());
+    let key = idem(&format!("order-{}", f.namespace()));
+    let (a, b) = (claimant(), claimant());
     assert_eq!(inbox.claim(&key, a, LONG).await.unwrap(), Claim::New);
     assert_eq!(
         inbox.claim(&key, b, LONG).await.unwrap(),
-        Claim::InProgress(a)
+        Claim::InProgress(a.id)
     );
     // Claiming again with the holder's id is the holder retrying.
     assert_eq!(inbox.claim(&key, a, LONG).await.unwrap(), Claim::New);
     assert!(inbox.settle(&key, a, LONG).await.unwrap());
     assert_eq!(
         inbox.claim(&key, b, LONG).await.unwrap(),
-        Claim::Existing(a)
+        Claim::Existing(a.id)
     );
     // Other keys are independent.
-    assert_eq!(inbox.claim("other", b, LONG).await.unwrap(), Claim::New);
+    assert_eq!(
+        inbox.claim(&idem("other"), b, LONG).await.unwrap(),
+        Claim::New
+    );
 }
 
 /// A claim is pending until settled: another id sees it `InProgress`, then `Existing`;
@@ -309,78 +327,79 @@ pub async fn claim_first_wins(f: &dyn Factory) {
 pub async fn claim_is_pending_until_settled(f: &dyn Factory) {
     let inbox = f.inbox(CAPACITY).await;
     let other = f.inbox(CAPACITY).await;
-    let (a, b) = (NotificationId::generate(), NotificationId::generate());
-    assert_eq!(inbox.claim("k", a, LONG).await.unwrap(), Claim::New);
+    let (a, b) = (claimant(), claimant());
+    assert_eq!(inbox.claim(&idem("k"), a, LONG).await.unwrap(), Claim::New);
     assert_eq!(
-        other.claim("k", b, LONG).await.unwrap(),
-        Claim::InProgress(a)
+        other.claim(&idem("k"), b, LONG).await.unwrap(),
+        Claim::InProgress(a.id)
     );
-    assert!(inbox.settle("k", a, LONG).await.unwrap());
-    assert_eq!(other.claim("k", b, LONG).await.unwrap(), Claim::Existing(a));
+    assert!(inbox.settle(&idem("k"), a, LONG).await.unwrap());
+    assert_eq!(
+        other.claim(&idem("k"), b, LONG).await.unwrap(),
+        Claim::Existing(a.id)
+    );
     // Settling again (a retried settle) keeps it settled.
-    assert!(inbox.settle("k", a, LONG).await.unwrap());
-    assert_eq!(other.claim("k", b, LONG).await.unwrap(), Claim::Existing(a));
+    assert!(inbox.settle(&idem("k"), a, LONG).await.unwrap());
+    assert_eq!(
+        other.claim(&idem("k"), b, LONG).await.unwrap(),
+        Claim::Existing(a.id)
+    );
 }
 
 /// `settle` needs a claim of its id: on a free key or another id's claim it reports
 /// `false` and changes nothing.
 pub async fn settle_changes_only_a_claim_of_its_id(f: &dyn Factory) {
     let inbox = f.inbox(CAPACITY).await;
-    let (a, b, c) = (
-        NotificationId::generate(),
-        NotificationId::generate(),
-        NotificationId::generate(),
-    );
-    assert!(!inbox.settle("k", a, LONG).await.unwrap());
-    assert_eq!(inbox.claim("k", a, LONG).await.unwrap(), Claim::New);
-    assert!(!inbox.settle("k", b, LONG).await.unwrap());
+    let (a, b, c) = (claimant(), claimant(), claimant());
+    assert!(!inbox.settle(&idem("k"), a, LONG).await.unwrap());
+    assert_eq!(inbox.claim(&idem("k"), a, LONG).await.unwrap(), Claim::New);
+    assert!(!inbox.settle(&idem("k"), b, LONG).await.unwrap());
     assert_eq!(
-        inbox.claim("k", c, LONG).await.unwrap(),
-        Claim::InProgress(a)
+        inbox.claim(&idem("k"), c, LONG).await.unwrap(),
+        Claim::InProgress(a.id)
     );
     // `a` still holds it pending: it can still give it up.
-    inbox.release("k", a).await.unwrap();
-    assert_eq!(inbox.claim("k", c, LONG).await.unwrap(), Claim::New);
+    inbox.release(&idem("k"), a).await.unwrap();
+    assert_eq!(inbox.claim(&idem("k"), c, LONG).await.unwrap(), Claim::New);
 }
 
 /// `release` frees a key that holds a pending claim of the id, and only then.
 pub async fn release_frees_only_the_holders_key(f: &dyn Factory) {
     let inbox = f.inbox(CAPACITY).await;
-    let (a, b, c) = (
-        NotificationId::generate(),
-        NotificationId::generate(),
-        NotificationId::generate(),
-    );
-    assert_eq!(inbox.claim("k", a, LONG).await.unwrap(), Claim::New);
-    inbox.release("k", b).await.unwrap();
+    let (a, b, c) = (claimant(), claimant(), claimant());
+    assert_eq!(inbox.claim(&idem("k"), a, LONG).await.unwrap(), Claim::New);
+    inbox.release(&idem("k"), b).await.unwrap();
     assert_eq!(
-        inbox.claim("k", c, LONG).await.unwrap(),
-        Claim::InProgress(a)
+        inbox.claim(&idem("k"), c, LONG).await.unwrap(),
+        Claim::InProgress(a.id)
     );
-    inbox.release("k", a).await.unwrap();
-    assert_eq!(inbox.claim("k", b, LONG).await.unwrap(), Claim::New);
-    inbox.release("never-claimed", a).await.unwrap();
+    inbox.release(&idem("k"), a).await.unwrap();
+    assert_eq!(inbox.claim(&idem("k"), b, LONG).await.unwrap(), Claim::New);
+    inbox.release(&idem("never-claimed"), a).await.unwrap();
 }
 
 /// `release` never frees a settled claim: what it names has reached its users.
 pub async fn release_frees_only_a_pending_claim(f: &dyn Factory) {
     let inbox = f.inbox(CAPACITY).await;
-    let (a, b) = (NotificationId::generate(), NotificationId::generate());
-    assert_eq!(inbox.claim("k", a, LONG).await.unwrap(), Claim::New);
-    assert!(inbox.settle("k", a, LONG).await.unwrap());
-    inbox.release("k", a).await.unwrap();
-    assert_eq!(inbox.claim("k", b, LONG).await.unwrap(), Claim::Existing(a));
+    let (a, b) = (claimant(), claimant());
+    assert_eq!(inbox.claim(&idem("k"), a, LONG).await.unwrap(), Claim::New);
+    assert!(inbox.settle(&idem("k"), a, LONG).await.unwrap());
+    inbox.release(&idem("k"), a).await.unwrap();
+    assert_eq!(
+        inbox.claim(&idem("k"), b, LONG).await.unwrap(),
+        Claim::Existing(a.id)
+    );
 }
 
 /// A pending claim lasts its pending TTL: a claimer that never settles or releases
 /// (it died) frees the key for another id.
 pub async fn a_pending_claim_expires_at_its_ttl(f: &dyn Factory) {
     let inbox = f.inbox(CAPACITY).await;
-    let (a, b) = (NotificationId::generate(), NotificationId::generate());
-    assert_eq!(inbox.claim("k", a, SHORT).await.unwrap(), Claim::New);
+    let (a, b) = (claimant(), claimant());
+    assert_eq!(inbox.claim(&idem("k"), a, SHORT).await.unwrap(), Claim::New);
     assert_eq!(
-        inbox.claim("k", b, SHORT).await.unwrap(),
-        Claim::InProgress(a)
+        inbox.claim(&idem("k"), b, SHORT).await.unwrap(),
+        Claim::InProgress(a.id)
     );
     let inbox2 = inbox.clone();
     eventually(
@@ -389,10 +408,10 @@ pub async fn a_pending_claim_expires_at_its_ttl(f: &dyn Factory) {
         move || {
             let inbox = inbox2.clone();
             async move {
-                match inbox.claim("k", b, LONG).await.unwrap() {
+                match inbox.claim(&idem("k"), b, LONG).await.unwrap() {
                     Claim::New => Some(()),
                     Claim::InProgress(holder) => {
-                        assert_eq!(holder, a);
+                        assert_eq!(holder, a.id);
                         None
                     }
                     other => panic!("a pending claim read as {other:?}"),
@@ -402,31 +421,31 @@ pub async fn a_pending_claim_expires_at_its_ttl(f: &dyn Factory) {
     )
     .await;
     // Too late to settle: `b` holds the key now.
-    assert!(!inbox.settle("k", a, LONG).await.unwrap());
+    assert!(!inbox.settle(&idem("k"), a, LONG).await.unwrap());
     assert_eq!(
-        inbox.claim("k", a, LONG).await.unwrap(),
-        Claim::InProgress(b)
+        inbox.claim(&idem("k"), a, LONG).await.unwrap(),
+        Claim::InProgress(b.id)
     );
 }
 
 /// A settled claim lasts the TTL it was settled with.
 pub async fn claims_expire_after_their_ttl(f: &dyn Factory) {
     let inbox = f.inbox(CAPACITY).await;
-    let (a, b) = (NotificationId::generate(), NotificationId::generate());
-    assert_eq!(inbox.claim("k", a, LONG).await.unwrap(), Claim::New);
-    assert!(inbox.settle("k", a, SHORT).await.unwrap());
+    let (a, b) = (claimant(), claimant());
+    assert_eq!(inbox.claim(&idem("k"), a, LONG).await.unwrap(), Claim::New);
+    assert!(inbox.settle(&idem("k"), a, SHORT).await.unwrap());
     assert_eq!(
-        inbox.claim("k", b, SHORT).await.unwrap(),
-        Claim::Existing(a)
+        inbox.claim(&idem("k"), b, SHORT).await.unwrap(),
+        Claim::Existing(a.id)
     );
     let inbox2 = inbox.clone();
     eventually("the claim to expire", Duration::from_secs(5), move || {
         let inbox = inbox2.clone();
         async move {
-            match inbox.claim("k", b, LONG).await.unwrap() {
+            match inbox.claim(&idem("k"), b, LONG).await.unwrap() {
                 Claim::New => Some(()),
                 Claim::Existing(holder) => {
-                    assert_eq!(holder, a);
+                    assert_eq!(holder, a.id);
                     None
                 }
                 other => panic!("a settled claim read as {other:?}"),
@@ -440,31 +459,37 @@ pub async fn claims_expire_after_their_ttl(f: &dyn Factory) {
 /// retried claim), and leaves the claim's phase as it was.
 pub async fn retried_claim_with_the_same_id_is_new(f: &dyn Factory) {
     let inbox = f.inbox(CAPACITY).await;
-    let (a, b) = (NotificationId::generate(), NotificationId::generate());
-    assert_eq!(inbox.claim("k", a, LONG).await.unwrap(), Claim::New);
-    assert_eq!(inbox.claim("k", a, LONG).await.unwrap(), Claim::New);
+    let (a, b) = (claimant(), claimant());
+    assert_eq!(inbox.claim(&idem("k"), a, LONG).await.unwrap(), Claim::New);
+    assert_eq!(inbox.claim(&idem("k"), a, LONG).await.unwrap(), Claim::New);
     assert_eq!(
-        inbox.claim("k", b, LONG).await.unwrap(),
-        Claim::InProgress(a)
+        inbox.claim(&idem("k"), b, LONG).await.unwrap(),
+        Claim::InProgress(a.id)
     );
-    assert!(inbox.settle("k", a, LONG).await.unwrap());
-    assert_eq!(inbox.claim("k", a, LONG).await.unwrap(), Claim::New);
+    assert!(inbox.settle(&idem("k"), a, LONG).await.unwrap());
+    assert_eq!(inbox.claim(&idem("k"), a, LONG).await.unwrap(), Claim::New);
     // Still settled after the retried claim.
-    assert_eq!(inbox.claim("k", b, LONG).await.unwrap(), Claim::Existing(a));
-    inbox.release("k", a).await.unwrap();
-    assert_eq!(inbox.claim("k", b, LONG).await.unwrap(), Claim::Existing(a));
+    assert_eq!(
+        inbox.claim(&idem("k"), b, LONG).await.unwrap(),
+        Claim::Existing(a.id)
+    );
+    inbox.release(&idem("k"), a).await.unwrap();
+    assert_eq!(
+        inbox.claim(&idem("k"), b, LONG).await.unwrap(),
+        Claim::Existing(a.id)
+    );
 }
 
 /// `claim` is atomic: of concurrent claims of one key, exactly one is `New` and the
 /// others see its id, in progress.
 pub async fn concurrent_claims_have_one_winner(f: &dyn Factory) {
     let inbox = f.inbox(CAPACITY).await;
-    let ids: Vec<NotificationId> = (0..32).map(|_| NotificationId::generate()).collect();
+    let ids: Vec<Claimant> = (0..32).map(|_| claimant()).collect();
     let tasks: Vec<_> = ids
         .iter()
         .map(|&id| {
             let inbox = inbox.clone();
-            tokio::spawn(async move { (id, inbox.claim("race", id, LONG).await.unwrap()) })
+            tokio::spawn(async move { (id, inbox.claim(&idem("race"), id, LONG).await.unwrap()) })
         })
         .collect();
     let mut winners = Vec::new();
@@ -472,14 +497,64 @@ pub async fn concurrent_claims_have_one_winner(f: &dyn Factory) {
     for t in tasks {
         let (id, claim) = t.await.unwrap();
         match claim {
-            Claim::New => winners.push(id),
+            Claim::New => winners.push(id.id),
             Claim::InProgress(holder) => seen.push(holder),
             Claim::Existing(holder) => panic!("nobody settled, yet {holder} is existing"),
+            Claim::OtherRequest => panic!("every claimant sent the same request"),
         }
     }
     assert_eq!(winners.len(), 1, "exactly one claim wins");
     assert!(
         seen.iter().all(|h| *h == winners[0]),
         "losers see the winner"
+    );
+}
+
+/// A key held for one request answers a claimant with another fingerprint
+/// `OtherRequest`, pending or settled, and never names the holder; release and settle
+/// by that claimant change nothing.
+pub async fn a_claim_for_another_request_is_refused(f: &dyn Factory) {
+    let inbox = f.inbox(CAPACITY).await;
+    let a = claimant();
+    let stranger = Claimant {
+        id: NotificationId::generate(),
+        fingerprint: Fingerprint([2; 16]),
+    };
+    assert_eq!(inbox.claim(&idem("k"), a, LONG).await.unwrap(), Claim::New);
+    assert_eq!(
+        inbox.claim(&idem("k"), stranger, LONG).await.unwrap(),
+        Claim::OtherRequest
+    );
+    inbox.release(&idem("k"), stranger).await.unwrap();
+    assert!(!inbox.settle(&idem("k"), stranger, LONG).await.unwrap());
+    assert!(inbox.settle(&idem("k"), a, LONG).await.unwrap());
+    assert_eq!(
+        inbox.claim(&idem("k"), stranger, LONG).await.unwrap(),
+        Claim::OtherRequest
+    );
+    // The same request still gets the first id.
+    assert_eq!(
+        inbox.claim(&idem("k"), claimant(), LONG).await.unwrap(),
+        Claim::Existing(a.id)
+    );
+}
+
+/// The same key in two scopes names two independent claims.
+pub async fn scopes_keep_keys_apart(f: &dyn Factory) {
+    let inbox = f.inbox(CAPACITY).await;
+    let mine = IdempotencyKey::new("scope-a", "order-1").unwrap();
+    let theirs = IdempotencyKey::new("scope-b", "order-1").unwrap();
+    let (a, b) = (claimant(), claimant());
+    assert_eq!(inbox.claim(&mine, a, LONG).await.unwrap(), Claim::New);
+    assert!(inbox.settle(&mine, a, LONG).await.unwrap());
+    assert_eq!(inbox.claim(&theirs, b, LONG).await.unwrap(), Claim::New);
+    assert!(inbox.settle(&theirs, b, LONG).await.unwrap());
+    assert_eq!(
+        inbox.claim(&mine, claimant(), LONG).await.unwrap(),
+        Claim::Existing(a.id)
+    );
+    assert_eq!(
+        inbox.claim(&theirs, claimant(), LONG).await.unwrap(),
+        Claim::Existing(b.id)
     );
 }

@@ -15,7 +15,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use tokio::time::Instant;
 
-use super::{now_ms, Claim, Cursor, Inbox, NewEntry, StoredEntry};
+use super::{now_ms, Claim, Claimant, Cursor, IdempotencyKey, Inbox, NewEntry, StoredEntry};
 use crate::error::BackendError;
 use crate::ids::{NotificationId, UserId};
 use crate::sharded::Sharded;
@@ -26,7 +26,7 @@ type Position = (u64, u64);
 pub struct MemoryInbox {
     capacity: usize,
     users: Sharded<UserId, UserInbox>,
-    claims: Sharded<String, Held>,
+    claims: Sharded<IdempotencyKey, Held>,
 }
 
 struct UserInbox {
@@ -43,7 +43,7 @@ struct Entry {
 }
 
 struct Held {
-    id: NotificationId,
+    by: Claimant,
     /// `false` while pending.
     settled: bool,
     until: Instant,
@@ -179,23 +179,25 @@ impl Inbox for MemoryInbox {
 
     async fn claim(
         &self,
-        key: &str,
-        id: NotificationId,
+        key: &IdempotencyKey,
+        by: Claimant,
         pending_ttl: Duration,
     ) -> Result<Claim, BackendError> {
         let now = Instant::now();
-        let key = key.to_owned();
         let claim = {
-            let mut shard = self.claims.shard(&key);
-            match shard.get(&key) {
-                Some(held) if held.until > now && held.id == id => Claim::New,
-                Some(held) if held.until > now && held.settled => Claim::Existing(held.id),
-                Some(held) if held.until > now => Claim::InProgress(held.id),
+            let mut shard = self.claims.shard(key);
+            match shard.get(key) {
+                Some(held) if held.until > now && held.by.id == by.id => Claim::New,
+                Some(held) if held.until > now && held.by.fingerprint != by.fingerprint => {
+                    Claim::OtherRequest
+                }
+                Some(held) if held.until > now && held.settled => Claim::Existing(held.by.id),
+                Some(held) if held.until > now => Claim::InProgress(held.by.id),
                 _ => {
                     shard.insert(
-                        key,
+                        key.clone(),
                         Held {
-                            id,
+                            by,
                             settled: false,
                             until: now + pending_ttl,
                         },
@@ -210,15 +212,14 @@ impl Inbox for MemoryInbox {
 
     async fn settle(
         &self,
-        key: &str,
-        id: NotificationId,
+        key: &IdempotencyKey,
+        by: Claimant,
         ttl: Duration,
     ) -> Result<bool, BackendError> {
         let now = Instant::now();
-        let key = key.to_owned();
-        let mut shard = self.claims.shard(&key);
-        match shard.get_mut(&key) {
-            Some(held) if held.until > now && held.id == id => {
+        let mut shard = self.claims.shard(key);
+        match shard.get_mut(key) {
+            Some(held) if held.until > now && held.by == by => {
                 held.settled = true;
                 held.until = now + ttl;
                 Ok(true)
@@ -227,15 +228,14 @@ impl Inbox for MemoryInbox {
         }
     }
 
-    async fn release(&self, key: &str, id: NotificationId) -> Result<(), BackendError> {
+    async fn release(&self, key: &IdempotencyKey, by: Claimant) -> Result<(), BackendError> {
         let now = Instant::now();
-        let key = key.to_owned();
-        let mut shard = self.claims.shard(&key);
+        let mut shard = self.claims.shard(key);
         if shard
-            .get(&key)
-            .is_some_and(|held| held.id == id && !held.settled && held.until > now)
+            .get(key)
+            .is_some_and(|held| held.by == by && !held.settled && held.until > now)
         {
-            shard.remove(&key);
+            shard.remove(key);
         }
         Ok(())
     }
@@ -275,34 +275,38 @@ mod tests {
         assert_eq!(inbox.users.len(), 0);
     }
 
+    fn claimant() -> Claimant {
+        Claimant {
+            id: NotificationId::generate(),
+            fingerprint: super::super::Fingerprint([7; 16]),
+        }
+    }
+
     #[tokio::test(start_paused = true)]
     async fn claims_expire_pending_then_settled() {
         let inbox = MemoryInbox::new(10);
-        let (a, b, c) = (
-            NotificationId::generate(),
-            NotificationId::generate(),
-            NotificationId::generate(),
-        );
+        let k = &IdempotencyKey::new("scope", "k").unwrap();
+        let (a, b, c) = (claimant(), claimant(), claimant());
         let pending = Duration::from_secs(30);
         let settled = Duration::from_secs(3600);
-        assert_eq!(inbox.claim("k", a, pending).await.unwrap(), Claim::New);
+        assert_eq!(inbox.claim(k, a, pending).await.unwrap(), Claim::New);
         assert_eq!(
-            inbox.claim("k", b, pending).await.unwrap(),
-            Claim::InProgress(a)
+            inbox.claim(k, b, pending).await.unwrap(),
+            Claim::InProgress(a.id)
         );
         tokio::time::advance(Duration::from_secs(31)).await;
-        assert_eq!(inbox.claim("k", b, pending).await.unwrap(), Claim::New);
+        assert_eq!(inbox.claim(k, b, pending).await.unwrap(), Claim::New);
         // Settling extends the claim past its pending TTL.
-        assert!(inbox.settle("k", b, settled).await.unwrap());
+        assert!(inbox.settle(k, b, settled).await.unwrap());
         tokio::time::advance(Duration::from_secs(60)).await;
         assert_eq!(
-            inbox.claim("k", c, pending).await.unwrap(),
-            Claim::Existing(b)
+            inbox.claim(k, c, pending).await.unwrap(),
+            Claim::Existing(b.id)
         );
         tokio::time::advance(settled).await;
-        assert_eq!(inbox.claim("k", c, pending).await.unwrap(), Claim::New);
+        assert_eq!(inbox.claim(k, c, pending).await.unwrap(), Claim::New);
         // A claim that expired cannot be settled any more.
         tokio::time::advance(Duration::from_secs(31)).await;
-        assert!(!inbox.settle("k", c, settled).await.unwrap());
+        assert!(!inbox.settle(k, c, settled).await.unwrap());
     }
 }

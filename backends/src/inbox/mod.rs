@@ -19,6 +19,12 @@
 //!   that a send succeeded before it has. Claiming again with the id that holds the key,
 //!   pending or settled, is `New` (a retried claim). `release` frees only a pending
 //!   claim, never a settled one: what a settled key names has reached its users.
+//! - A claim remembers the [`Fingerprint`] of the request it was made for. A later
+//!   caller whose fingerprint differs learns only that (`OtherRequest`), in either phase,
+//!   never the holder's id: reusing a key for a different request is a caller's bug,
+//!   and answering it with another request's id would hide a lost notification.
+//! - Keys are scoped ([`IdempotencyKey`]): the same key chosen by two callers (two API
+//!   keys) names two independent claims.
 
 use std::fmt;
 use std::time::Duration;
@@ -27,7 +33,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use crate::error::BackendError;
-use crate::ids::{NotificationId, UserId};
+use crate::ids::{InvalidId, NotificationId, UserId};
 
 pub mod memory;
 pub mod redis;
@@ -103,6 +109,84 @@ pub struct StoredEntry {
     pub payload: Bytes,
 }
 
+/// An idempotency key as stored: the caller's scope (a stable, non-secret name of its
+/// credential) and the key it chose. The same key in two scopes names two claims.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct IdempotencyKey {
+    scope: String,
+    key: String,
+}
+
+impl IdempotencyKey {
+    /// `scope`: 1..=64 characters of `[A-Za-z0-9_-]`, so it cannot run into the key in
+    /// the Redis key name. `key`: what the caller chose, validated at the edge.
+    ///
+    /// # Errors
+    /// A scope of another shape.
+    pub fn new(scope: &str, key: &str) -> Result<Self, InvalidId> {
+        let valid = !scope.is_empty()
+            && scope.len() <= 64
+            && scope
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !valid {
+            return Err(InvalidId {
+                reason: "scope must be 1 to 64 characters of letters, digits, '-' and '_'",
+            });
+        }
+        Ok(Self {
+            scope: scope.to_owned(),
+            key: key.to_owned(),
+        })
+    }
+
+    pub fn scope(&self) -> &str {
+        &self.scope
+    }
+
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+}
+
+/// What a request said, hashed (128 bits): two requests with the same fingerprint are
+/// the same request. Stored beside the id a key names; shown as 32 hex digits.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Fingerprint(pub [u8; 16]);
+
+impl Fingerprint {
+    /// 32 lowercase or uppercase hex digits.
+    pub fn parse(s: &str) -> Option<Self> {
+        if s.len() != 32 {
+            return None;
+        }
+        let mut out = [0u8; 16];
+        for (i, byte) in out.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+        }
+        Some(Self(out))
+    }
+}
+
+impl fmt::Display for Fingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
+    }
+}
+
+impl fmt::Debug for Fingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// Who claims a key: the notification it would name and the request it came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Claimant {
+    pub id: NotificationId,
+    pub fingerprint: Fingerprint,
+}
+
 /// Outcome of claiming an idempotency key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Claim {
@@ -115,6 +199,9 @@ pub enum Claim {
     /// A settled claim of this other id holds the key: that notification was stored or
     /// published.
     Existing(NotificationId),
+    /// A claim of a request with another fingerprint holds the key, pending or settled:
+    /// this caller reused the key for a different request. The holder is not named.
+    OtherRequest,
 }
 
 /// Wall-clock unix milliseconds, the clock of [`NewEntry::expires_at`].
@@ -141,30 +228,30 @@ pub trait Inbox: Send + Sync + 'static {
     /// Remove the entry of notification `id`; `true` when something was removed.
     async fn ack(&self, user: &UserId, id: NotificationId) -> Result<bool, BackendError>;
 
-    /// Hold idempotency `key` pending for `id`, for `pending_ttl` (which frees the key
+    /// Hold idempotency `key` pending for `by`, for `pending_ttl` (which frees the key
     /// if the claimer dies before settling or releasing it), or learn who holds it. A
     /// retried claim leaves the holder's phase and TTL as they are.
     async fn claim(
         &self,
-        key: &str,
-        id: NotificationId,
+        key: &IdempotencyKey,
+        by: Claimant,
         pending_ttl: Duration,
     ) -> Result<Claim, BackendError>;
 
-    /// Turn the pending claim of `id` on `key` into a settled one that lasts `ttl`
-    /// (settling again renews it). `true` when the key now names `id` settled; `false`
-    /// when it held no claim of `id` (the pending one expired, and maybe another id holds
+    /// Turn the pending claim of `by` on `key` into a settled one that lasts `ttl`
+    /// (settling again renews it). `true` when the key now names `by.id` settled; `false`
+    /// when it held no claim of `by` (the pending one expired, and maybe another id holds
     /// the key now): nothing changes then. The caller has done its work either way, so it
     /// logs a `false` and carries on; a later retry may then send again (a duplicate,
     /// never a loss).
     async fn settle(
         &self,
-        key: &str,
-        id: NotificationId,
+        key: &IdempotencyKey,
+        by: Claimant,
         ttl: Duration,
     ) -> Result<bool, BackendError>;
 
-    /// Give `key` up if it holds a pending claim of `id` (the send that claimed it
-    /// failed); a settled claim, or another id's, stays.
-    async fn release(&self, key: &str, id: NotificationId) -> Result<(), BackendError>;
+    /// Give `key` up if it holds a pending claim of `by` (the send that claimed it
+    /// failed); a settled claim, or another's, stays.
+    async fn release(&self, key: &IdempotencyKey, by: Claimant) -> Result<(), BackendError>;
 }

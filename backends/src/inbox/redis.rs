@@ -6,9 +6,10 @@
 //! - `kurir:<ns>:inbox-ids:{<user>}`: hash of notification id → stream entry id, so an
 //!   ack finds its entry without scanning. Kept at most twice the capacity (entries
 //!   trimmed from the stream leave stale fields until the next rebuild).
-//! - `kurir:<ns>:idem:<key>`: the claim of an idempotency key, `p:<id>` while pending
-//!   and the bare `<id>` once settled (so a key written before claims had phases reads
-//!   as settled). Each script touches only this one key, so it runs on any cluster node.
+//! - `kurir:<ns>:idem:<scope>:<key>`: the claim of an idempotency key,
+//!   `p:<id>:<fingerprint>` while pending and `<id>:<fingerprint>` once settled (the
+//!   fingerprint is 32 hex digits of the request it was claimed for). Each script
+//!   touches only this one key, so it runs on any cluster node.
 //!
 //! Both per-user keys share a hash slot (`{user}`), so the scripts that touch them run
 //! on Redis Cluster; a batch of users is one pipeline, which fred routes per slot.
@@ -21,7 +22,9 @@ use bytes::Bytes;
 use fred::prelude::{Client, StreamsInterface, Value};
 use tracing::warn;
 
-use super::{now_ms, Claim, Cursor, Inbox, NewEntry, StoredEntry};
+use super::{
+    now_ms, Claim, Claimant, Cursor, Fingerprint, IdempotencyKey, Inbox, NewEntry, StoredEntry,
+};
 use crate::error::BackendError;
 use crate::ids::{NotificationId, UserId};
 use crate::namespace::Namespace;
@@ -81,9 +84,10 @@ return redis.call('XDEL', KEYS[1], sid)
 /// What prefixes a pending claim's id; the Lua below spells it out too.
 const PENDING: &str = "p:";
 
-/// Hold a free idempotency key pending for this id; otherwise reply with what holds it.
+/// Hold a free idempotency key pending for this claimant; otherwise reply with what
+/// holds it.
 ///
-/// KEYS: idempotency key. ARGV: id, pending TTL (ms).
+/// KEYS: idempotency key. ARGV: `<id>:<fingerprint>`, pending TTL (ms).
 const CLAIM: &str = r"
 local held = redis.call('GET', KEYS[1])
 if held then return held end
@@ -91,9 +95,10 @@ redis.call('SET', KEYS[1], 'p:' .. ARGV[1], 'PX', ARGV[2])
 return false
 ";
 
-/// Make this id's claim settled (again) for the TTL; 0 when the key holds no claim of it.
+/// Make this claimant's claim settled (again) for the TTL; 0 when the key holds no claim
+/// of it.
 ///
-/// KEYS: idempotency key. ARGV: id, TTL (ms).
+/// KEYS: idempotency key. ARGV: `<id>:<fingerprint>`, TTL (ms).
 const SETTLE: &str = r"
 local held = redis.call('GET', KEYS[1])
 if held == 'p:' .. ARGV[1] or held == ARGV[1] then
@@ -103,9 +108,9 @@ end
 return 0
 ";
 
-/// Delete an idempotency key only if it holds a pending claim of this id.
+/// Delete an idempotency key only if it holds a pending claim of this claimant.
 ///
-/// KEYS: idempotency key. ARGV: id.
+/// KEYS: idempotency key. ARGV: `<id>:<fingerprint>`.
 const RELEASE: &str = r"
 if redis.call('GET', KEYS[1]) == 'p:' .. ARGV[1] then
   return redis.call('DEL', KEYS[1])
@@ -144,8 +149,8 @@ impl RedisInbox {
     }
 
     /// One call of an idempotency script on `key`.
-    fn idem_call(&self, key: &str, id: NotificationId, ttl: Option<Duration>) -> ScriptCall {
-        let mut args = vec![Value::from(id.to_string())];
+    fn idem_call(&self, key: &IdempotencyKey, by: Claimant, ttl: Option<Duration>) -> ScriptCall {
+        let mut args = vec![Value::from(holder(by))];
         args.extend(ttl.map(|t| Value::Integer(millis(t))));
         ScriptCall {
             keys: vec![self.ns.idempotency_key(key)],
@@ -159,8 +164,13 @@ fn millis(ttl: Duration) -> i64 {
     i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX).max(1)
 }
 
-/// What a claim script's reply says about `id`'s claim.
-fn claim_of(id: NotificationId, reply: &Value) -> Option<Claim> {
+/// How a claim names its claimant in the key's value (after `p:` while pending).
+fn holder(by: Claimant) -> String {
+    format!("{}:{}", by.id, by.fingerprint)
+}
+
+/// What a claim script's reply says about `by`'s claim.
+fn claim_of(by: Claimant, reply: &Value) -> Option<Claim> {
     if matches!(reply, Value::Null) {
         return Some(Claim::New);
     }
@@ -169,14 +179,18 @@ fn claim_of(id: NotificationId, reply: &Value) -> Option<Claim> {
         Some(rest) => (true, rest),
         None => (false, &*held),
     };
-    let holder = NotificationId::parse(holder).ok()?;
-    Some(if holder == id {
+    let (id, fingerprint) = holder.split_once(':')?;
+    let id = NotificationId::parse(id).ok()?;
+    let fingerprint = Fingerprint::parse(fingerprint)?;
+    Some(if id == by.id {
         // Our own earlier claim: a retry, or a script fred re-sent after a lost reply.
         Claim::New
+    } else if fingerprint != by.fingerprint {
+        Claim::OtherRequest
     } else if pending {
-        Claim::InProgress(holder)
+        Claim::InProgress(id)
     } else {
-        Claim::Existing(holder)
+        Claim::Existing(id)
     })
 }
 
@@ -350,30 +364,30 @@ impl Inbox for RedisInbox {
 
     async fn claim(
         &self,
-        key: &str,
-        id: NotificationId,
+        key: &IdempotencyKey,
+        by: Claimant,
         pending_ttl: Duration,
     ) -> Result<Claim, BackendError> {
         ready(&self.client, OP_IDEM)?;
         let reply = self
             .claim
-            .run(&self.client, self.idem_call(key, id, Some(pending_ttl)))
+            .run(&self.client, self.idem_call(key, by, Some(pending_ttl)))
             .await
             .map_err(|e| failed(OP_IDEM, e))?;
-        claim_of(id, &reply)
+        claim_of(by, &reply)
             .ok_or_else(|| corrupt(OP_IDEM, format!("idempotency key holds {reply:?}")))
     }
 
     async fn settle(
         &self,
-        key: &str,
-        id: NotificationId,
+        key: &IdempotencyKey,
+        by: Claimant,
         ttl: Duration,
     ) -> Result<bool, BackendError> {
         ready(&self.client, OP_IDEM)?;
         let reply = self
             .settle
-            .run(&self.client, self.idem_call(key, id, Some(ttl)))
+            .run(&self.client, self.idem_call(key, by, Some(ttl)))
             .await
             .map_err(|e| failed(OP_IDEM, e))?;
         match reply.as_i64() {
@@ -382,10 +396,10 @@ impl Inbox for RedisInbox {
         }
     }
 
-    async fn release(&self, key: &str, id: NotificationId) -> Result<(), BackendError> {
+    async fn release(&self, key: &IdempotencyKey, by: Claimant) -> Result<(), BackendError> {
         ready(&self.client, OP_IDEM)?;
         self.release
-            .run(&self.client, self.idem_call(key, id, None))
+            .run(&self.client, self.idem_call(key, by, None))
             .await
             .map(drop)
             .map_err(|e| failed(OP_IDEM, e))
@@ -429,16 +443,33 @@ mod tests {
 
     #[test]
     fn claim_replies_name_the_phase_of_the_holder() {
-        let (me, other) = (NotificationId::generate(), NotificationId::generate());
+        let fingerprint = Fingerprint([0xab; 16]);
+        let me = Claimant {
+            id: NotificationId::generate(),
+            fingerprint,
+        };
+        let other = Claimant {
+            id: NotificationId::generate(),
+            fingerprint,
+        };
         assert_eq!(claim_of(me, &Value::Null), Some(Claim::New));
-        let pending = Value::from(format!("{PENDING}{other}"));
-        assert_eq!(claim_of(me, &pending), Some(Claim::InProgress(other)));
-        let settled = Value::from(other.to_string());
-        assert_eq!(claim_of(me, &settled), Some(Claim::Existing(other)));
-        for mine in [format!("{PENDING}{me}"), me.to_string()] {
+        let pending = Value::from(format!("{PENDING}{}", holder(other)));
+        assert_eq!(claim_of(me, &pending), Some(Claim::InProgress(other.id)));
+        let settled = Value::from(holder(other));
+        assert_eq!(claim_of(me, &settled), Some(Claim::Existing(other.id)));
+        for mine in [format!("{PENDING}{}", holder(me)), holder(me)] {
             assert_eq!(claim_of(me, &Value::from(mine)), Some(Claim::New));
         }
+        let stranger = Claimant {
+            id: other.id,
+            fingerprint: Fingerprint([0xcd; 16]),
+        };
+        for held in [format!("{PENDING}{}", holder(stranger)), holder(stranger)] {
+            assert_eq!(claim_of(me, &Value::from(held)), Some(Claim::OtherRequest));
+        }
         assert_eq!(claim_of(me, &Value::from("p:not-an-id")), None);
+        // A value without a fingerprint is not a claim this version wrote.
+        assert_eq!(claim_of(me, &Value::from(other.id.to_string())), None);
         assert_eq!(claim_of(me, &Value::Integer(1)), None);
     }
 

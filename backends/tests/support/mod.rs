@@ -71,6 +71,8 @@ macro_rules! inbox_cases {
             claims_expire_after_their_ttl,
             retried_claim_with_the_same_id_is_new,
             concurrent_claims_have_one_winner,
+            a_claim_for_another_request_is_refused,
+            scopes_keep_keys_apart,
         ]);
     };
 }

@@ -5,13 +5,17 @@
 //! itself. Unlike `tonic::service::Interceptor` it sees the request path, so refused calls
 //! are counted under their method in `kurir_dispatcher_requests_total`. Health and
 //! reflection are not wrapped: probes and `grpcurl list` carry no key.
+//!
+//! A call it lets through carries its caller's [`Scope`] in the request extensions (the
+//! scope of the key it presented, or the shared one under `--insecure-no-auth`):
+//! idempotency keys are per scope.
 
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use futures::future::{ready, Either, Ready};
-use subtle::ConstantTimeEq;
+use subtle::{ConditionallySelectable, ConstantTimeEq};
 use tonic::body::Body;
 use tonic::codegen::{http, Service};
 use tonic::server::NamedService;
@@ -20,6 +24,7 @@ use tracing::debug;
 
 use crate::api::Method;
 use crate::config::Secret;
+use crate::dispatch::Scope;
 use crate::error::{AuthFailure, DispatchError};
 use crate::telemetry;
 
@@ -27,14 +32,16 @@ use crate::telemetry;
 #[derive(Clone)]
 pub struct ApiKeys {
     /// `None`: `--insecure-no-auth`, every call is accepted.
-    keys: Option<Arc<[Secret]>>,
+    keys: Option<Arc<[(Secret, Scope)]>>,
 }
 
 impl ApiKeys {
     pub fn new(keys: &[Secret]) -> Self {
-        Self {
-            keys: Some(keys.into()),
-        }
+        let keys = keys
+            .iter()
+            .map(|k| (k.clone(), Scope::of_api_key(k.expose().as_bytes())))
+            .collect();
+        Self { keys: Some(keys) }
     }
 
     /// Accept every call (`--insecure-no-auth`).
@@ -42,23 +49,27 @@ impl ApiKeys {
         Self { keys: None }
     }
 
-    /// Whether `authorization: Bearer <key>` names a configured key. Every key is
-    /// compared, each in constant time, so timing tells nothing about which key or
-    /// prefix matched.
+    /// The scope of the configured key `authorization: Bearer <key>` names. Every key
+    /// is compared, each in constant time, and the match is picked without a branch, so
+    /// timing tells nothing about which key or prefix matched.
     ///
     /// # Errors
     /// [`AuthFailure::Missing`] without a bearer credential, [`AuthFailure::Invalid`]
     /// for a key that is not configured.
-    pub fn check(&self, headers: &http::HeaderMap) -> Result<(), AuthFailure> {
+    pub fn check(&self, headers: &http::HeaderMap) -> Result<Scope, AuthFailure> {
         let Some(keys) = &self.keys else {
-            return Ok(());
+            return Ok(Scope::unauthenticated());
         };
         let presented = bearer(headers).ok_or(AuthFailure::Missing)?;
-        let matched = keys.iter().fold(subtle::Choice::from(0), |acc, key| {
-            acc | key.expose().as_bytes().ct_eq(presented)
-        });
+        let mut matched = subtle::Choice::from(0);
+        let mut index = 0u32;
+        for (i, (key, _)) in keys.iter().enumerate() {
+            let hit = key.expose().as_bytes().ct_eq(presented);
+            index.conditional_assign(&(i as u32), hit);
+            matched |= hit;
+        }
         if bool::from(matched) {
-            Ok(())
+            Ok(keys[index as usize].1.clone())
         } else {
             Err(AuthFailure::Invalid)
         }
@@ -105,9 +116,12 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+    fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
         match self.keys.check(req.headers()) {
-            Ok(()) => Either::Left(self.inner.call(req)),
+            Ok(scope) => {
+                req.extensions_mut().insert(scope);
+                Either::Left(self.inner.call(req))
+            }
             Err(failure) => {
                 telemetry::auth_failure(failure);
                 if let Some(method) = Method::from_path(req.uri().path()) {
@@ -129,6 +143,9 @@ where
 mod tests {
     use super::*;
 
+    const FIRST: &str = "test-api-key-first-0123456789abcdef0";
+    const SECOND: &str = "test-api-key-second-0123456789abcdef";
+
     fn headers(authorization: Option<&str>) -> http::HeaderMap {
         let mut h = http::HeaderMap::new();
         if let Some(v) = authorization {
@@ -138,21 +155,25 @@ mod tests {
     }
 
     fn keys() -> ApiKeys {
-        ApiKeys::new(&[Secret::from("first-key"), Secret::from("second-key")])
+        ApiKeys::new(&[Secret::from(FIRST), Secret::from(SECOND)])
     }
 
     #[test]
-    fn any_configured_key_is_accepted() {
-        assert_eq!(keys().check(&headers(Some("Bearer first-key"))), Ok(()));
-        assert_eq!(keys().check(&headers(Some("Bearer second-key"))), Ok(()));
-        assert_eq!(keys().check(&headers(Some("bearer  second-key "))), Ok(()));
+    fn any_configured_key_is_accepted_in_its_own_scope() {
+        let first = Scope::of_api_key(FIRST.as_bytes());
+        let second = Scope::of_api_key(SECOND.as_bytes());
+        assert_ne!(first, second);
+        let check = |h: &str| keys().check(&headers(Some(h)));
+        assert_eq!(check(&format!("Bearer {FIRST}")), Ok(first));
+        assert_eq!(check(&format!("Bearer {SECOND}")), Ok(second.clone()));
+        assert_eq!(check(&format!("bearer  {SECOND} ")), Ok(second));
     }
 
     #[test]
     fn missing_credentials() {
         for h in [
             None,
-            Some("first-key"),
+            Some(FIRST),
             Some("Basic Zmlyc3Qta2V5"),
             Some("Bearer"),
             Some("Bearer   "),
@@ -167,22 +188,21 @@ mod tests {
 
     #[test]
     fn wrong_keys() {
-        for h in [
-            "Bearer first-ke",
-            "Bearer first-key2",
-            "Bearer FIRST-KEY",
-            "Bearer x",
-        ] {
+        let upper = FIRST.to_uppercase();
+        for key in [&FIRST[..FIRST.len() - 1], &format!("{FIRST}2"), &upper, "x"] {
             assert_eq!(
-                keys().check(&headers(Some(h))),
+                keys().check(&headers(Some(&format!("Bearer {key}")))),
                 Err(AuthFailure::Invalid),
-                "{h}"
+                "{key}"
             );
         }
     }
 
     #[test]
-    fn disabled_accepts_anything() {
-        assert_eq!(ApiKeys::disabled().check(&headers(None)), Ok(()));
+    fn disabled_accepts_anything_in_the_shared_scope() {
+        assert_eq!(
+            ApiKeys::disabled().check(&headers(None)),
+            Ok(Scope::unauthenticated())
+        );
     }
 }

@@ -27,7 +27,7 @@ use tokio::sync::Semaphore;
 use tonic::{Code, Request, Response, Status};
 use tracing::{debug, info_span, Instrument};
 
-use crate::dispatch::Dispatch;
+use crate::dispatch::{Dispatch, Scope};
 use crate::error::DispatchError;
 use crate::telemetry;
 
@@ -122,9 +122,12 @@ impl DispatcherApi {
 #[tonic::async_trait]
 impl Dispatcher for DispatcherApi {
     async fn send(&self, request: Request<SendRequest>) -> Result<Response<SendReply>, Status> {
+        // Put there by `auth::RequireApiKey` for every call it lets through.
+        let scope = request.extensions().get::<Scope>().cloned();
         self.call(Method::Send, async {
+            let scope = scope.ok_or(DispatchError::Unscoped)?;
             let cmd = validate::send(request.into_inner())?;
-            let out = self.dispatch.send(cmd).await?;
+            let out = self.dispatch.send(cmd, &scope).await?;
             Ok(SendReply {
                 id: out.id.to_string(),
                 online_users: out.online_users,

@@ -22,6 +22,16 @@ impl From<DispatchError> for Status {
             DispatchError::SendInProgress => {
                 Status::aborted("idempotency_key: a Send with this key is still in progress; retry")
             }
+            // Not ALREADY_EXISTS: clients commonly read that as "done", which would turn
+            // this refusal into a silently lost notification.
+            DispatchError::IdempotencyKeyReused => Status::failed_precondition(
+                "idempotency_key: already used for a different request (recipients, \
+                 notification or ttl_seconds differ); use a new key for a new notification",
+            ),
+            DispatchError::Unscoped => {
+                error!("call authenticated without a caller scope");
+                Status::internal("internal error")
+            }
             DispatchError::Timeout => Status::deadline_exceeded("request timed out"),
             DispatchError::WatcherLagged => Status::resource_exhausted(
                 "receipt stream fell behind and was ended; read faster or filter, then reconnect",
@@ -65,6 +75,13 @@ mod tests {
     }
 
     #[test]
+    fn a_reused_key_is_a_failed_precondition_naming_the_field() {
+        let s = Status::from(DispatchError::IdempotencyKeyReused);
+        assert_eq!(s.code(), Code::FailedPrecondition);
+        assert!(s.message().starts_with("idempotency_key: "), "{s:?}");
+    }
+
+    #[test]
     fn transient_backend_errors_are_unavailable() {
         let e = BackendError::unavailable("redis", "connection refused to 10.0.0.7:6379");
         let s = Status::from(DispatchError::Backend(e));
@@ -95,6 +112,11 @@ mod tests {
             (DispatchError::TooManyWatchers, Code::ResourceExhausted),
             (DispatchError::WatcherLagged, Code::ResourceExhausted),
             (DispatchError::SendInProgress, Code::Aborted),
+            (
+                DispatchError::IdempotencyKeyReused,
+                Code::FailedPrecondition,
+            ),
+            (DispatchError::Unscoped, Code::Internal),
             (DispatchError::Timeout, Code::DeadlineExceeded),
             (DispatchError::ShuttingDown, Code::Unavailable),
         ];

@@ -4,6 +4,7 @@
 
 use std::collections::HashSet;
 
+use kurir_backends::ids::MAX_USER_ID_LEN;
 use kurir_backends::{NotificationId, Topic, UserId};
 use kurir_proto::v1::{
     BroadcastRequest, DisconnectRequest, GetPresenceRequest, Notification, Priority,
@@ -24,6 +25,30 @@ pub const MAX_TTL_SECONDS: u32 = 30 * 24 * 3600;
 pub const MAX_IDEMPOTENCY_KEY_BYTES: usize = 128;
 /// Longest disconnect reason, in bytes (a WebSocket close reason must stay under 123).
 pub const MAX_REASON_BYTES: usize = 120;
+/// Largest valid `Send`, protobuf-encoded: 10000 user ids of 128 bytes, a notification
+/// of 4096 bytes, the longest TTL and idempotency key (1,314,235 bytes). The decoding
+/// limit (`KURIR_GRPC_MAX_MESSAGE_BYTES`) may not go below it.
+pub const MAX_SEND_REQUEST_BYTES: usize = MAX_USERS * field_len(MAX_USER_ID_LEN)
+    + field_len(MAX_NOTIFICATION_BYTES)
+    + 1
+    + varint_len(MAX_TTL_SECONDS as usize)
+    + field_len(MAX_IDEMPOTENCY_KEY_BYTES);
+
+/// Bytes of a protobuf varint holding `v`.
+const fn varint_len(mut v: usize) -> usize {
+    let mut n = 1;
+    while v >= 0x80 {
+        v >>= 7;
+        n += 1;
+    }
+    n
+}
+
+/// Bytes of a length-delimited field of `len` bytes (tag numbers below 16 take one byte).
+const fn field_len(len: usize) -> usize {
+    1 + varint_len(len) + len
+}
+
 /// Most notification ids a receipt filter may name.
 pub const MAX_NOTIFICATION_IDS: usize = 10_000;
 
@@ -180,6 +205,26 @@ fn truncate_at_char_boundary(s: &mut String, max: usize) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_largest_valid_send_fits_its_computed_size() {
+        let id = |i: usize| format!("{i:0>128}");
+        let req = SendRequest {
+            user_ids: (0..MAX_USERS).map(id).collect(),
+            notification: Some(Notification {
+                title: "x".repeat(MAX_NOTIFICATION_BYTES - 3),
+                ..Default::default()
+            }),
+            ttl_seconds: MAX_TTL_SECONDS,
+            idempotency_key: "k".repeat(MAX_IDEMPOTENCY_KEY_BYTES),
+        };
+        let size = req.encoded_len();
+        send(req).expect("valid");
+        assert!(size <= MAX_SEND_REQUEST_BYTES, "{size}");
+        assert!(size + 8 >= MAX_SEND_REQUEST_BYTES, "{size}");
+        assert_eq!(MAX_SEND_REQUEST_BYTES, 1_314_235);
+        const { assert!(MAX_SEND_REQUEST_BYTES < crate::config::DEFAULT_GRPC_MAX_MESSAGE_BYTES / 3) };
+    }
+
     use super::*;
 
     fn note(title: &str) -> Option<Notification> {

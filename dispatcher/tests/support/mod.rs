@@ -13,7 +13,9 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
 use kurir_backends::bus::Subscription;
-use kurir_backends::inbox::{Claim, Cursor, Inbox, NewEntry, StoredEntry};
+use kurir_backends::inbox::{
+    Claim, Claimant, Cursor, IdempotencyKey, Inbox, NewEntry, StoredEntry,
+};
 use kurir_backends::presence::{Epoch, Lease};
 use kurir_backends::{
     BackendError, Backends, ConnId, ConnectOptions, Namespace, NodeId, NotificationId, UserId,
@@ -30,6 +32,31 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
 pub const KEY: &str = TEST_API_KEY;
+/// A second API key, for cases with two callers.
+pub const OTHER_KEY: &str = "test-api-key-other-0123456789abcdef0";
+
+/// Stamp each case for both implementations of the seams: `memory::<case>` over the
+/// in-memory seams, `real::<case>` over real NATS and Redis in a random namespace.
+macro_rules! cases {
+    ($($name:ident),* $(,)?) => {
+        mod memory {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name(super::support::memory()).await;
+                }
+            )*
+        }
+        mod real {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name(super::support::real().await).await;
+                }
+            )*
+        }
+    };
+}
 
 pub fn redis_url() -> String {
     std::env::var("KURIR_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
@@ -370,24 +397,24 @@ impl Inbox for GatedInbox {
 
     async fn claim(
         &self,
-        key: &str,
-        id: NotificationId,
+        key: &IdempotencyKey,
+        by: Claimant,
         pending_ttl: Duration,
     ) -> Result<Claim, BackendError> {
         self.claims.fetch_add(1, Ordering::SeqCst);
-        self.inner.claim(key, id, pending_ttl).await
+        self.inner.claim(key, by, pending_ttl).await
     }
 
     async fn settle(
         &self,
-        key: &str,
-        id: NotificationId,
+        key: &IdempotencyKey,
+        by: Claimant,
         ttl: Duration,
     ) -> Result<bool, BackendError> {
-        self.inner.settle(key, id, ttl).await
+        self.inner.settle(key, by, ttl).await
     }
 
-    async fn release(&self, key: &str, id: NotificationId) -> Result<(), BackendError> {
-        self.inner.release(key, id).await
+    async fn release(&self, key: &IdempotencyKey, by: Claimant) -> Result<(), BackendError> {
+        self.inner.release(key, by).await
     }
 }
