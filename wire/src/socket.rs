@@ -78,6 +78,13 @@ impl WireFrame for Bytes {
     }
 }
 
+/// Frames shared by many sockets (a fan-out's one encoded notification).
+impl<T: WireFrame + ?Sized> WireFrame for Arc<T> {
+    fn wire(&self) -> &[u8] {
+        (**self).wire()
+    }
+}
+
 /// A message on its way in: exists only while the socket holds bytes of an unfinished
 /// frame or message (rare: boxed), and carries that message's deadline and reservation.
 #[derive(Debug)]
