@@ -69,6 +69,10 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 log "rust tests"
 cargo nextest run --workspace --locked --no-fail-fast
 
+log "websocket conformance (Autobahn cases through kosoku, installed with pip if missing)"
+command -v python3 >/dev/null || apt_install python3 python3-pip
+scripts/autobahn.sh
+
 if [ -x scripts/test-js.sh ]; then
   log "javascript, browser and operations checks"
   scripts/test-js.sh
