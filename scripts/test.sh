@@ -70,7 +70,7 @@ log "rust tests"
 cargo nextest run --workspace --locked --no-fail-fast
 
 log "websocket conformance (Autobahn cases through kosoku, installed with pip if missing)"
-command -v python3 >/dev/null || apt_install python3 python3-pip
+python3 -m pip --version >/dev/null 2>&1 || apt_install python3 python3-pip
 scripts/autobahn.sh
 
 if [ -x scripts/test-js.sh ]; then

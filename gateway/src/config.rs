@@ -272,6 +272,19 @@ mod tests {
     }
 
     #[test]
+    fn read_limits_are_checked() {
+        let mut c = Config::for_test(Namespace::random_for_test(), "s");
+        assert_eq!(c.max_frame_bytes, 4096, "sized for client JSON frames");
+        c.partial_message_timeout_ms = 0;
+        assert!(c.validate().is_err());
+        c.partial_message_timeout_ms = 10_000;
+        c.partial_message_budget_bytes = c.max_frame_bytes - 1;
+        assert!(c.validate().is_err());
+        c.partial_message_budget_bytes = c.max_frame_bytes;
+        assert!(c.validate().is_ok());
+    }
+
+    #[test]
     fn secrets_and_credentials_stay_out_of_debug() {
         let mut c = Config::for_test(Namespace::random_for_test(), "hunter2");
         c.redis_url = "redis://:hunter3@redis:6379".into();
