@@ -69,6 +69,10 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 log "rust tests"
 cargo nextest run --workspace --locked --no-fail-fast
 
+log "websocket conformance (Autobahn cases through kosoku, installed with pip if missing)"
+python3 -m pip --version >/dev/null 2>&1 || apt_install python3 python3-pip
+scripts/autobahn.sh
+
 if [ -x scripts/test-js.sh ]; then
   log "javascript, browser and operations checks"
   scripts/test-js.sh

@@ -95,9 +95,25 @@ pub struct Config {
     #[arg(long, env = "KURIR_OUTBOUND_QUEUE", default_value_t = 256)]
     pub outbound_queue: usize,
 
-    /// Largest client frame accepted; larger closes the socket with 1009.
-    #[arg(long, env = "KURIR_MAX_FRAME_BYTES", default_value_t = 64 * 1024)]
+    /// Largest client message accepted (one frame, or all its fragments); larger closes
+    /// the socket with 1009. Client messages are small JSON (under 1 KiB).
+    #[arg(long, env = "KURIR_MAX_FRAME_BYTES", default_value_t = 4 * 1024)]
     pub max_frame_bytes: usize,
+
+    /// How long a client message may stay unfinished (an incomplete frame, or fragments
+    /// still to come), in milliseconds; pings in between do not extend it. Past it the
+    /// socket is closed with 1008 "message too slow".
+    #[arg(
+        long,
+        env = "KURIR_PARTIAL_MESSAGE_TIMEOUT_MS",
+        default_value_t = 10_000
+    )]
+    pub partial_message_timeout_ms: u64,
+
+    /// Bytes of unfinished client messages the node holds across all its sockets; a
+    /// socket that would pass it is closed with 1013 (try again later).
+    #[arg(long, env = "KURIR_PARTIAL_MESSAGE_BUDGET_BYTES", default_value_t = 64 << 20)]
+    pub partial_message_budget_bytes: usize,
 
     /// Connections this node accepts; beyond, upgrades are answered 503.
     #[arg(long, env = "KURIR_MAX_CONNECTIONS", default_value_t = 100_000)]
@@ -218,6 +234,11 @@ impl Config {
         if self.max_frame_bytes < 256 {
             return Err("KURIR_MAX_FRAME_BYTES must be at least 256".into());
         }
+        if self.partial_message_timeout_ms == 0
+            || self.partial_message_budget_bytes < self.max_frame_bytes
+        {
+            return Err("KURIR_PARTIAL_MESSAGE_TIMEOUT_MS must be > 0 and KURIR_PARTIAL_MESSAGE_BUDGET_BYTES at least KURIR_MAX_FRAME_BYTES".into());
+        }
         if self.heartbeat_ms == 0 || self.idle_timeout_ms <= self.heartbeat_ms {
             return Err("KURIR_IDLE_TIMEOUT_MS must be greater than KURIR_HEARTBEAT_MS > 0".into());
         }
@@ -268,6 +289,14 @@ impl Config {
     pub fn drain(&self) -> Duration {
         Duration::from_secs(self.drain_seconds)
     }
+    /// The read limits of this node's sockets, with a fresh budget.
+    pub fn read_limits(&self) -> kurir_wire::ReadLimits {
+        kurir_wire::ReadLimits::new(
+            self.max_frame_bytes,
+            Duration::from_millis(self.partial_message_timeout_ms),
+            self.partial_message_budget_bytes,
+        )
+    }
 }
 
 #[cfg(test)]
@@ -282,6 +311,19 @@ mod tests {
         assert!(c.validate().is_ok());
         c.jwt_secret = None;
         assert!(c.validate().unwrap_err().contains("KURIR_JWT_SECRET"));
+    }
+
+    #[test]
+    fn read_limits_are_checked() {
+        let mut c = Config::for_test(Namespace::random_for_test(), "s");
+        assert_eq!(c.max_frame_bytes, 4096, "sized for client JSON frames");
+        c.partial_message_timeout_ms = 0;
+        assert!(c.validate().is_err());
+        c.partial_message_timeout_ms = 10_000;
+        c.partial_message_budget_bytes = c.max_frame_bytes - 1;
+        assert!(c.validate().is_err());
+        c.partial_message_budget_bytes = c.max_frame_bytes;
+        assert!(c.validate().is_ok());
     }
 
     #[test]

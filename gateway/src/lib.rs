@@ -100,7 +100,9 @@ impl Gateway {
         };
         let (topics, topics_rx) = relay::Topics::channel();
         let (receipts, receipts_rx) = receipts::Receipts::channel(config.receipt_queue);
+        let read_limits = Arc::new(config.read_limits());
         let state = AppState {
+            read_limits,
             config: Arc::new(config),
             lease: liveness::CurrentLease::new(node.clone()),
             node,

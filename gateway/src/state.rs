@@ -12,6 +12,7 @@ use crate::liveness::{CurrentLease, Readiness};
 use crate::receipts::Receipts;
 use crate::relay::Topics;
 use crate::telemetry;
+use crate::ws::socket::ReadLimits;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -26,6 +27,8 @@ pub struct AppState {
     /// Series written per delivery, resolved once.
     pub metrics: telemetry::Hot,
     pub verifier: Arc<Verifier>,
+    /// Read limits of every socket, with the node's budget for partial messages.
+    pub read_limits: Arc<ReadLimits>,
     pub readiness: Readiness,
     /// Sessions, so that shutdown can wait for them.
     pub tracker: TaskTracker,

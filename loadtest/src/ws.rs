@@ -1,4 +1,4 @@
-//! A minimal WebSocket client (RFC 6455, client side only), written for load: one small
+//! A minimal WebSocket client (RFC 6455 client side, framed by `kurir-wire`), written for load: one small
 //! read buffer per connection, no per-frame allocation for reads, pings answered inline,
 //! and an explicit source address so that many clients can share the loopback interface
 //! without exhausting one address's ephemeral ports.
@@ -10,6 +10,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
+use kurir_wire::frame::{
+    self, Header, OP_BINARY, OP_CLOSE, OP_CONTINUATION as OP_CONT, OP_PING, OP_PONG, OP_TEXT,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
@@ -136,7 +139,7 @@ impl WsConn {
             match parse_frame(&self.buf)? {
                 Some(frame) => {
                     let start = frame.header_len;
-                    let end = start + frame.len;
+                    let end = frame.frame_len();
                     match frame.opcode {
                         OP_PING => {
                             let payload = self.buf[start..end].to_vec();
@@ -145,7 +148,7 @@ impl WsConn {
                         }
                         OP_PONG => self.buf.advance(end),
                         OP_CLOSE => {
-                            let code = if frame.len >= 2 {
+                            let code = if frame.payload_len >= 2 {
                                 u16::from_be_bytes([self.buf[start], self.buf[start + 1]])
                             } else {
                                 1005
@@ -207,91 +210,23 @@ impl WsConn {
         x ^= x >> 17;
         x ^= x << 5;
         self.mask_state = x;
-        let frame = encode_client_frame(opcode, payload, x.to_be_bytes());
-        self.stream.write_all(&frame).await
+        let bytes = frame::masked(true, opcode, payload, x.to_be_bytes());
+        self.stream.write_all(&bytes).await
     }
-}
-
-const OP_CONT: u8 = 0x0;
-const OP_TEXT: u8 = 0x1;
-const OP_BINARY: u8 = 0x2;
-const OP_CLOSE: u8 = 0x8;
-const OP_PING: u8 = 0x9;
-const OP_PONG: u8 = 0xA;
-
-#[derive(Debug, PartialEq, Eq)]
-struct FrameHead {
-    fin: bool,
-    opcode: u8,
-    header_len: usize,
-    len: usize,
 }
 
 fn invalid(what: &str) -> std::io::Error {
     std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_owned())
 }
 
-/// A complete server frame at the front of `buf`, or `None` if more bytes are needed.
-fn parse_frame(buf: &[u8]) -> std::io::Result<Option<FrameHead>> {
-    if buf.len() < 2 {
-        return Ok(None);
+/// A complete server frame's header at the front of `buf`, or `None` if more bytes are
+/// needed.
+fn parse_frame(buf: &[u8]) -> std::io::Result<Option<Header>> {
+    match frame::parse_server_header(buf, MAX_FRAME) {
+        Ok(Some(h)) if buf.len() >= h.frame_len() => Ok(Some(h)),
+        Ok(_) => Ok(None),
+        Err(e) => Err(invalid(&e.to_string())),
     }
-    let fin = buf[0] & 0x80 != 0;
-    let opcode = buf[0] & 0x0f;
-    if buf[1] & 0x80 != 0 {
-        return Err(invalid("masked server frame"));
-    }
-    let (len, header_len) = match buf[1] & 0x7f {
-        126 => {
-            if buf.len() < 4 {
-                return Ok(None);
-            }
-            (u16::from_be_bytes([buf[2], buf[3]]) as usize, 4)
-        }
-        127 => {
-            if buf.len() < 10 {
-                return Ok(None);
-            }
-            let mut b = [0u8; 8];
-            b.copy_from_slice(&buf[2..10]);
-            (
-                usize::try_from(u64::from_be_bytes(b)).unwrap_or(usize::MAX),
-                10,
-            )
-        }
-        n => (n as usize, 2),
-    };
-    if len > MAX_FRAME {
-        return Err(invalid("frame too large"));
-    }
-    if buf.len() < header_len + len {
-        return Ok(None);
-    }
-    Ok(Some(FrameHead {
-        fin,
-        opcode,
-        header_len,
-        len,
-    }))
-}
-
-fn encode_client_frame(opcode: u8, payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(payload.len() + 14);
-    out.push(0x80 | opcode);
-    match payload.len() {
-        n if n < 126 => out.push(0x80 | n as u8),
-        n if n <= u16::MAX as usize => {
-            out.push(0x80 | 126);
-            out.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            out.push(0x80 | 127);
-            out.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
-    out.extend_from_slice(&mask);
-    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i & 3]));
-    out
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
@@ -317,21 +252,24 @@ mod tests {
     fn parses_short_and_extended_lengths() {
         assert_eq!(parse_frame(&[0x81]).unwrap(), None);
         let f = parse_frame(&[0x81, 2, b'h', b'i']).unwrap().unwrap();
-        assert_eq!((f.fin, f.opcode, f.header_len, f.len), (true, 1, 2, 2));
+        assert_eq!(
+            (f.fin, f.opcode, f.header_len, f.payload_len),
+            (true, 1, 2, 2)
+        );
         let mut long = vec![0x81, 126, 0x01, 0x00];
         assert_eq!(parse_frame(&long).unwrap(), None);
         long.extend(std::iter::repeat_n(b'x', 256));
-        assert_eq!(parse_frame(&long).unwrap().unwrap().len, 256);
+        assert_eq!(parse_frame(&long).unwrap().unwrap().payload_len, 256);
         assert!(parse_frame(&[0x81, 0x82, 0, 0, 0, 0]).is_err(), "masked");
     }
 
     #[test]
     fn client_frames_are_masked() {
-        let f = encode_client_frame(OP_TEXT, b"abc", [1, 2, 3, 4]);
+        let f = frame::masked(true, OP_TEXT, b"abc", [1, 2, 3, 4]);
         assert_eq!(f[..2], [0x81, 0x83]);
         assert_eq!(&f[2..6], &[1, 2, 3, 4]);
         assert_eq!(&f[6..], &[b'a' ^ 1, b'b' ^ 2, b'c' ^ 3]);
-        let big = encode_client_frame(OP_TEXT, &[0; 300], [0; 4]);
+        let big = frame::masked(true, OP_TEXT, &[0; 300], [0; 4]);
         assert_eq!(big[1], 0x80 | 126);
         assert_eq!(u16::from_be_bytes([big[2], big[3]]), 300);
     }

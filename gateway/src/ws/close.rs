@@ -22,6 +22,8 @@ pub enum CloseReason {
     Policy(&'static str),
     /// A frame above the size limit.
     FrameTooLarge,
+    /// The node's budget for unfinished client messages is spent.
+    Overloaded,
     /// Bytes that are not the WebSocket protocol (bad framing, or text that is not UTF-8).
     Protocol(ProtocolError),
     /// Something on our side failed (e.g. presence could not be written).
@@ -39,7 +41,7 @@ impl CloseReason {
             Self::Protocol(ProtocolError::InvalidText) => 1007,
             Self::Internal => 1011,
             Self::Draining => 1012,
-            Self::SlowConsumer => 1013,
+            Self::SlowConsumer | Self::Overloaded => 1013,
             Self::Disconnected(_) => 4001,
         }
     }
@@ -59,12 +61,13 @@ impl CloseReason {
             Self::Disconnected(_) => "disconnected",
             Self::Policy(_) => "policy",
             Self::FrameTooLarge => "frame_too_large",
+            Self::Overloaded => "overloaded",
             Self::Protocol(_) => "protocol",
             Self::Internal => "error",
         }
     }
 
-    pub const LABELS: [&'static str; 9] = [
+    pub const LABELS: [&'static str; 10] = [
         "client",
         "idle",
         "slow_consumer",
@@ -72,6 +75,7 @@ impl CloseReason {
         "disconnected",
         "policy",
         "frame_too_large",
+        "overloaded",
         "protocol",
         "error",
     ];
@@ -87,6 +91,7 @@ impl CloseReason {
             Self::Disconnected(_) => "disconnected by the server",
             Self::Policy(why) => why,
             Self::FrameTooLarge => "frame too large",
+            Self::Overloaded => "server busy: reconnect",
             Self::Protocol(ProtocolError::Framing(why)) => why,
             Self::Protocol(ProtocolError::InvalidText) => "text frame is not UTF-8",
             Self::Internal => "internal error: reconnect",
@@ -131,6 +136,8 @@ mod tests {
         assert!(CloseReason::Draining.reconnect());
         assert_eq!(CloseReason::SlowConsumer.code(), 1013);
         assert!(CloseReason::SlowConsumer.reconnect());
+        assert_eq!(CloseReason::Overloaded.code(), 1013);
+        assert!(CloseReason::Overloaded.reconnect());
         assert_eq!(CloseReason::Disconnected(String::new()).code(), 4001);
         assert!(!CloseReason::Disconnected(String::new()).reconnect());
         assert!(!CloseReason::Policy("x").reconnect());

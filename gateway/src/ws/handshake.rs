@@ -12,7 +12,8 @@ use sha1::{Digest, Sha1};
 use tokio::net::TcpStream;
 use tracing::warn;
 
-use super::socket::WsSocket;
+use super::socket::{ReadLimits, WsSocket};
+use std::sync::Arc;
 
 /// The key suffix RFC 6455 §1.3 fixes.
 const GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
@@ -122,13 +123,16 @@ pub fn switching_protocols(accept: &str) -> Response {
 
 /// Wait for hyper to hand the connection over (after it wrote the `101`), and take the
 /// TCP stream out of it. `None` when the client went away first.
-pub async fn take_stream(on_upgrade: OnUpgrade, max_message: usize) -> Option<WsSocket<TcpStream>> {
+pub async fn take_stream(
+    on_upgrade: OnUpgrade,
+    limits: Arc<ReadLimits>,
+) -> Option<WsSocket<TcpStream>> {
     let upgraded = on_upgrade.await.ok()?;
     match upgraded.downcast::<TokioIo<TcpStream>>() {
         Ok(parts) => Some(WsSocket::new(
             parts.io.into_inner(),
             &parts.read_buf,
-            max_message,
+            limits,
         )),
         Err(_) => {
             // Only `accept::serve` upgrades, and it serves TcpStreams.

@@ -125,7 +125,7 @@ pub async fn upgrade(
     let parts = Box::new((state.clone(), identity, cursor));
     tracker.spawn(async move {
         let (state, identity, cursor) = *parts;
-        let Some(socket) = handshake::take_stream(on_upgrade, state.config.max_frame_bytes).await
+        let Some(socket) = handshake::take_stream(on_upgrade, state.read_limits.clone()).await
         else {
             return;
         };

@@ -43,6 +43,10 @@ const WRITE_BATCH: usize = 64;
 /// a fresh token reconnect with it, others stop.
 pub const TOKEN_EXPIRED: &str = "token expired";
 
+/// The close reason (code 1008) of a session whose client left a message unfinished
+/// past `KURIR_PARTIAL_MESSAGE_TIMEOUT_MS`.
+pub const MESSAGE_TOO_SLOW: &str = "message too slow";
+
 /// How long a closing socket waits for the client's side of the close.
 const CLOSE_LINGER: Duration = Duration::from_secs(1);
 
@@ -50,7 +54,7 @@ const CLOSE_LINGER: Duration = Duration::from_secs(1);
 /// close frame (a slow consumer's 1013); after that it is dropped without one.
 const CLOSE_WAIT: Duration = Duration::from_secs(5);
 
-impl WireFrame for Queued {
+impl WireFrame for crate::hub::Outbound {
     fn wire(&self) -> &[u8] {
         &self.frame
     }
@@ -329,7 +333,7 @@ where
                 Ok(f) => self.on_frame(f).await,
                 Err(e) => Some(frame::error(&e)),
             },
-            Ok(Incoming::Binary) => Some(frame::error(&FrameError::new(
+            Ok(Incoming::Binary(_)) => Some(frame::error(&FrameError::new(
                 "bad_frame",
                 "binary frames are not supported; send JSON text",
             ))),
@@ -351,6 +355,8 @@ where
             Err(ReadError::InvalidText) => {
                 return Some(CloseReason::Protocol(ProtocolError::InvalidText))
             }
+            Err(ReadError::MessageTooSlow) => return Some(CloseReason::Policy(MESSAGE_TOO_SLOW)),
+            Err(ReadError::Overloaded) => return Some(CloseReason::Overloaded),
         };
         match reply {
             Some(r) => self.send(r).await.err().map(|Gone| CloseReason::Client),
@@ -551,6 +557,7 @@ mod idle_footprint {
             receipts,
             metrics: crate::telemetry::Hot::resolve(),
             verifier: std::sync::Arc::new(crate::ws::auth::Verifier::hs256(b"x")),
+            read_limits: Default::default(),
             readiness: Default::default(),
             tracker: Default::default(),
         });
@@ -559,7 +566,7 @@ mod idle_footprint {
             topics: vec![],
             expires_at: 0,
         };
-        let socket = WsSocket::new(stream, &[], 1024);
+        let socket = WsSocket::new(stream, &[], Default::default());
         assert!(
             std::mem::size_of_val(&socket) <= 96,
             "socket grew to {} bytes",
