@@ -25,6 +25,7 @@ use std::sync::Arc;
 use axum::routing::get;
 use axum::Router;
 use kurir_backends::{Backends, NodeId};
+use kurir_tls::ServerCerts;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -66,6 +67,8 @@ pub struct Gateway {
     state: AppState,
     listener: TcpListener,
     metrics: Option<(TcpListener, PrometheusHandle)>,
+    /// The main listener's TLS, when `KURIR_TLS_CERT`/`KURIR_TLS_KEY` are set.
+    tls: Option<Arc<ServerCerts>>,
     topics_rx: tokio::sync::mpsc::Receiver<relay::TopicCommand>,
     receipts_rx: tokio::sync::mpsc::Receiver<kurir_proto::v1::Receipt>,
 }
@@ -87,7 +90,16 @@ impl Gateway {
             (None, Some(secret)) => Verifier::hs256(secret.expose().as_bytes()),
             (None, None) => unreachable!("validate() requires one"),
         };
+        let tls = match config.tls_files() {
+            Some(files) => Some(
+                ServerCerts::load(files, &[kurir_tls::ALPN_HTTP1], "gateway").map_err(|e| {
+                    StartError::Config(format!("KURIR_TLS_CERT/KURIR_TLS_KEY: {e}"))
+                })?,
+            ),
+            None => None,
+        };
         telemetry::describe();
+        telemetry::describe_handshakes();
         let node = config.node_id.clone().unwrap_or_else(NodeId::generate);
         let backlog = config.accept_backlog;
         let bind = |addr: SocketAddr| async move {
@@ -117,6 +129,7 @@ impl Gateway {
             state,
             listener,
             metrics,
+            tls,
             topics_rx,
             receipts_rx,
         })
@@ -130,6 +143,11 @@ impl Gateway {
         self.listener
             .local_addr()
             .expect("bound listener has an address")
+    }
+
+    /// Whether the main listener speaks TLS (`wss://`, HTTPS).
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
     }
 
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
@@ -160,6 +178,7 @@ impl Gateway {
             state,
             listener,
             metrics,
+            tls,
             topics_rx,
             receipts_rx,
         } = self;
@@ -187,6 +206,10 @@ impl Gateway {
             state.config.receipt_linger(),
             receipts_stop.clone(),
         ));
+        if let Some(certs) = &tls {
+            // Installs the SIGHUP handler before the listener serves.
+            background.spawn(certs.watch(state.config.tls_reload_interval(), stop.clone())?);
+        }
         if let Some((l, handle)) = metrics {
             background.spawn(admin::upkeep(handle.clone(), stop.clone()));
             let router = admin::metrics_router(handle, state.readiness.clone());
@@ -211,11 +234,16 @@ impl Gateway {
                 "bus subscriptions or liveness mark not in place yet; accepting connections anyway"
             );
         }
-        info!(node = %state.node, addr = %listener.local_addr()?, "gateway listening");
+        info!(node = %state.node, addr = %listener.local_addr()?, tls = tls.is_some(), "gateway listening");
 
         let draining = CancellationToken::new();
         let app = Self::router(Arc::new(state.clone()));
-        let server = tokio::spawn(ws::accept::serve(listener, app, draining.clone()));
+        let edge = ws::accept::Edge {
+            tls,
+            max_pending: state.config.max_pending_handshakes,
+            handshake_timeout: state.config.handshake_timeout(),
+        };
+        let server = tokio::spawn(ws::accept::serve(listener, app, edge, draining.clone()));
         shutdown.await;
         draining.cancel();
         drain::run(&state, &state.tracker).await;
