@@ -3,6 +3,7 @@
 //! `receipts`) that [`crate::client`] runs against a dispatcher.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -25,6 +26,9 @@ pub const DEFAULT_WATCH_BUFFER: usize = 1024;
 pub const DEFAULT_READINESS_INTERVAL_MS: u64 = 2_000;
 /// Default of `KURIR_SHUTDOWN_GRACE_MS`.
 pub const DEFAULT_SHUTDOWN_GRACE_MS: u64 = 10_000;
+
+/// Default of `KURIR_TLS_RELOAD_INTERVAL_MS`.
+pub const DEFAULT_TLS_RELOAD_INTERVAL_MS: u64 = 5_000;
 
 /// The API key [`Config::for_test`] accepts.
 pub const TEST_API_KEY: &str = "kurir-test-key";
@@ -143,6 +147,24 @@ pub struct Config {
     /// With `--standalone`: publish the server time to topic `demo` this often (`5s`).
     #[arg(long, env = "KURIR_DEMO_INTERVAL", value_parser = humantime::parse_duration)]
     pub demo_interval: Option<Duration>,
+
+    /// PEM certificate chain (leaf first): with `KURIR_TLS_KEY`, gRPC is served over TLS
+    /// (ALPN h2). Reloaded when the file changes or on SIGHUP.
+    #[arg(long, env = "KURIR_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of `KURIR_TLS_CERT` (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "KURIR_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+
+    /// PEM CA certificate(s): clients must present a certificate signed by one (mTLS),
+    /// and a call over such a connection needs no API key.
+    #[arg(long, env = "KURIR_TLS_CLIENT_CA")]
+    pub tls_client_ca: Option<PathBuf>,
+
+    /// How often the TLS files are checked for changes, in milliseconds.
+    #[arg(long, env = "KURIR_TLS_RELOAD_INTERVAL_MS", default_value_t = DEFAULT_TLS_RELOAD_INTERVAL_MS)]
+    pub tls_reload_interval_ms: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -183,9 +205,35 @@ impl Config {
             }
             _ => {}
         }
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(_), None) => {
+                return Err(config_error(
+                    "KURIR_TLS_KEY",
+                    "must be set with KURIR_TLS_CERT",
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(config_error(
+                    "KURIR_TLS_CERT",
+                    "must be set with KURIR_TLS_KEY",
+                ))
+            }
+            (None, None) if self.tls_client_ca.is_some() => return Err(config_error(
+                "KURIR_TLS_CLIENT_CA",
+                "needs KURIR_TLS_CERT and KURIR_TLS_KEY (client certificates are a TLS feature)",
+            )),
+            _ => {}
+        }
+        if self.tls_reload_interval_ms == 0 {
+            return Err(config_error(
+                "KURIR_TLS_RELOAD_INTERVAL_MS",
+                "must be greater than 0",
+            ));
+        }
         match (self.api_keys.is_empty(), self.insecure_no_auth) {
-            // `--standalone` generates a development key when none is given.
-            (true, false) if !self.standalone => {
+            // `--standalone` generates a development key when none is given; with a client
+            // CA, client certificates authenticate callers.
+            (true, false) if !self.standalone && self.tls_client_ca.is_none() => {
                 return Err(config_error(
                     "KURIR_API_KEYS",
                     "no API key configured; set KURIR_API_KEYS or pass --insecure-no-auth",
@@ -275,7 +323,24 @@ impl Config {
             worker_threads: 0,
             standalone: false,
             demo_interval: None,
+            tls_cert: None,
+            tls_key: None,
+            tls_client_ca: None,
+            tls_reload_interval_ms: DEFAULT_TLS_RELOAD_INTERVAL_MS,
         }
+    }
+
+    /// The TLS files, when gRPC is served over TLS (after `validate`).
+    pub fn tls_files(&self) -> Option<kurir_tls::TlsFiles> {
+        Some(kurir_tls::TlsFiles {
+            cert: self.tls_cert.clone()?,
+            key: self.tls_key.clone()?,
+            client_ca: self.tls_client_ca.clone(),
+        })
+    }
+
+    pub fn tls_reload_interval(&self) -> Duration {
+        Duration::from_millis(self.tls_reload_interval_ms)
     }
 
     /// How [`kurir_backends::Backends::connect`] reaches NATS and Redis.
@@ -352,6 +417,19 @@ pub struct ClientArgs {
     /// API key, sent as `authorization: Bearer <key>`.
     #[arg(long, env = "KURIR_API_KEY", hide_env_values = true)]
     pub api_key: Option<Secret>,
+
+    /// PEM CA certificate(s) trusted for an `https://` endpoint (default: the system's
+    /// roots).
+    #[arg(long, env = "KURIR_TLS_CA")]
+    pub ca_file: Option<PathBuf>,
+
+    /// PEM client certificate for mTLS (with `--client-key`).
+    #[arg(long, env = "KURIR_TLS_CLIENT_CERT", requires = "client_key")]
+    pub client_cert: Option<PathBuf>,
+
+    /// PEM private key of `--client-cert`.
+    #[arg(long, env = "KURIR_TLS_CLIENT_KEY", requires = "client_cert")]
+    pub client_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -484,6 +562,26 @@ mod tests {
         config.validate().unwrap();
         config.api_keys = vec![Secret::from("k")];
         assert_eq!(config.validate().unwrap_err().setting, "--insecure-no-auth");
+    }
+
+    #[test]
+    fn tls_settings_come_together_and_a_client_ca_replaces_api_keys() {
+        let mut config = Config::for_test(Namespace::parse("t").unwrap());
+        config.tls_cert = Some("cert.pem".into());
+        assert_eq!(config.validate().unwrap_err().setting, "KURIR_TLS_KEY");
+        config.tls_cert = None;
+        config.tls_client_ca = Some("ca.pem".into());
+        assert_eq!(
+            config.validate().unwrap_err().setting,
+            "KURIR_TLS_CLIENT_CA"
+        );
+        config.tls_cert = Some("cert.pem".into());
+        config.tls_key = Some("key.pem".into());
+        config.api_keys.clear();
+        config.validate().unwrap();
+        config.tls_client_ca = None;
+        assert_eq!(config.validate().unwrap_err().setting, "KURIR_API_KEYS");
+        assert!(parse(&["presence", "--user", "a", "--client-cert", "c.pem"]).is_err());
     }
 
     #[test]

@@ -5,6 +5,11 @@
 //! itself. Unlike `tonic::service::Interceptor` it sees the request path, so refused calls
 //! are counted under their method in `kurir_dispatcher_requests_total`. Health and
 //! reflection are not wrapped: probes and `grpcurl list` carry no key.
+//!
+//! With `KURIR_TLS_CLIENT_CA` (mTLS), the TLS layer has already refused every client
+//! without a certificate from that CA; a call that arrives with a verified client
+//! certificate is accepted on it alone, and its `authorization` metadata is not looked
+//! at. Without a client certificate, the API key decides.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -15,6 +20,7 @@ use subtle::ConstantTimeEq;
 use tonic::body::Body;
 use tonic::codegen::{http, Service};
 use tonic::server::NamedService;
+use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use tonic::{Code, Status};
 use tracing::debug;
 
@@ -76,17 +82,39 @@ fn bearer(headers: &http::HeaderMap) -> Option<&[u8]> {
     (!credential.is_empty()).then_some(credential)
 }
 
-/// A service that only lets calls with a configured API key through to `S`.
+/// A service that only lets calls with a configured API key (or, with mTLS, a verified
+/// client certificate) through to `S`.
 #[derive(Clone)]
 pub struct RequireApiKey<S> {
     inner: S,
     keys: ApiKeys,
+    client_certs: bool,
 }
 
 impl<S> RequireApiKey<S> {
     pub fn new(inner: S, keys: ApiKeys) -> Self {
-        Self { inner, keys }
+        Self {
+            inner,
+            keys,
+            client_certs: false,
+        }
     }
+
+    /// Accept calls that came with a client certificate without an API key. Only for a
+    /// server whose TLS layer verifies client certificates (a client CA is configured).
+    pub fn accepting_client_certificates(mut self, accept: bool) -> Self {
+        self.client_certs = accept;
+        self
+    }
+}
+
+/// Whether the connection presented a client certificate; the TLS layer has verified it
+/// (rustls only exposes peer certificates that passed its verifier).
+fn has_client_certificate(extensions: &http::Extensions) -> bool {
+    extensions
+        .get::<TlsConnectInfo<TcpConnectInfo>>()
+        .and_then(TlsConnectInfo::peer_certs)
+        .is_some_and(|certs| !certs.is_empty())
 }
 
 impl<S: NamedService> NamedService for RequireApiKey<S> {
@@ -106,6 +134,9 @@ where
     }
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        if self.client_certs && has_client_certificate(req.extensions()) {
+            return Either::Left(self.inner.call(req));
+        }
         match self.keys.check(req.headers()) {
             Ok(()) => Either::Left(self.inner.call(req)),
             Err(failure) => {
