@@ -321,3 +321,81 @@ fn is_per_connection(e: &std::io::Error) -> bool {
             | std::io::ErrorKind::ConnectionReset
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plaintext_connections_do_not_pay_for_tls() {
+        // The TLS state is boxed: an idle plaintext socket stays as small as before.
+        let plain = std::mem::size_of::<TcpStream>();
+        let edge = std::mem::size_of::<EdgeStream>();
+        assert!(
+            edge <= plain + 8,
+            "EdgeStream {edge} bytes, TcpStream {plain}"
+        );
+        let socket = std::mem::size_of::<crate::ws::socket::WsSocket<EdgeStream>>();
+        assert!(socket <= 96, "socket grew to {socket} bytes");
+    }
+
+    /// A write returns only once its TLS records are on their way: the session never
+    /// flushes, so records left in rustls' buffer would wait for the next frame.
+    #[tokio::test]
+    async fn a_finished_tls_write_leaves_nothing_behind() {
+        use kurir_tls::test_certs::{tempdir, TestCa};
+        use tokio::io::AsyncWriteExt as _;
+
+        let ca = TestCa::new("ca");
+        let dir = tempdir().unwrap();
+        let (cert, key) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
+        ca.issue("gw").write(&cert, &key);
+        let files = kurir_tls::TlsFiles {
+            cert,
+            key,
+            client_ca: None,
+        };
+        let certs = ServerCerts::load(files, &[kurir_tls::ALPN_HTTP1], "test").unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (connected_tx, connected) = tokio::sync::oneshot::channel();
+        let (release_tx, release) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let tcp = TcpStream::connect(addr).await.unwrap();
+            let connector = kurir_tls::tokio_rustls::TlsConnector::from(
+                ca.client_config(None, &[kurir_tls::ALPN_HTTP1]),
+            );
+            let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+            // Connected, then reads nothing: the server's writes back up.
+            let tls = connector.connect(name, tcp).await.unwrap();
+            let _ = connected_tx.send(());
+            let _ = release.await;
+            drop(tls);
+        });
+        let (tcp, _) = listener.accept().await.unwrap();
+        let tls = certs.acceptor().accept(tcp).await.unwrap();
+        connected.await.unwrap();
+        let mut io = EdgeStream::Tls(Box::new(TlsConn {
+            stream: tls,
+            unflushed: 0,
+        }));
+        let chunk = vec![b'x'; 1024];
+        let mut written = 0usize;
+        // Until the kernel's buffers are full too (bounded: loopback buffers are a few MB).
+        for _ in 0..64 * 1024 {
+            match tokio::time::timeout(Duration::from_millis(200), io.write(&chunk)).await {
+                Err(_) => break,
+                Ok(r) => written += r.unwrap(),
+            }
+            let EdgeStream::Tls(t) = &io else {
+                unreachable!()
+            };
+            assert!(
+                !t.stream.get_ref().1.wants_write(),
+                "a write returned with TLS records still buffered after {written} bytes"
+            );
+        }
+        assert!(written > 0);
+        let _ = release_tx.send(());
+    }
+}
