@@ -38,7 +38,7 @@ pub enum ClientError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{}: {}", code_label(.0.code()), .0.message())]
+    #[error("{}", status_line(.0))]
     Status(#[from] tonic::Status),
     #[error("writing output: {0}")]
     Io(#[from] std::io::Error),
@@ -241,6 +241,16 @@ fn print_line(value: &Value) -> Result<(), ClientError> {
     writeln!(out, "{value}")?;
     out.flush()?;
     Ok(())
+}
+
+/// `CODE: message`, and the transport's cause when the call failed below gRPC (e.g. the
+/// server refused the client certificate).
+fn status_line(status: &tonic::Status) -> String {
+    let line = format!("{}: {}", code_label(status.code()), status.message());
+    match std::error::Error::source(status) {
+        Some(cause) => format!("{line}: {}", error_chain(cause)),
+        None => line,
+    }
 }
 
 /// An error and its sources, `a: b: c` (tonic's transport errors say little on their own).
