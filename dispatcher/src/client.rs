@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use thiserror::Error;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 use crate::config::{ClientArgs, Command, PresenceArgs, PriorityArg, ReceiptsArgs, SendArgs};
 use crate::telemetry::code_label;
@@ -32,7 +32,13 @@ pub enum ClientError {
     Connect { endpoint: String, reason: String },
     #[error("the API key must be visible ASCII")]
     ApiKey,
-    #[error("{}: {}", code_label(.0.code()), .0.message())]
+    #[error("cannot read {path}: {source}")]
+    File {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}", status_line(.0))]
     Status(#[from] tonic::Status),
     #[error("writing output: {0}")]
     Io(#[from] std::io::Error),
@@ -65,17 +71,55 @@ pub async fn run(command: Command) -> Result<(), ClientError> {
     }
 }
 
-async fn connect(args: &ClientArgs) -> Result<Client, ClientError> {
-    let endpoint = Endpoint::from_shared(args.endpoint.clone())
+/// TLS for an `https://` endpoint: the CA file's roots (or the system's) and, for mTLS,
+/// a client certificate. `None` for `http://`.
+fn tls_config(args: &ClientArgs) -> Result<Option<ClientTlsConfig>, ClientError> {
+    let https = args.endpoint.starts_with("https://");
+    if !https {
+        return Ok(None);
+    }
+    let read = |path: &std::path::Path| {
+        std::fs::read(path).map_err(|source| ClientError::File {
+            path: path.display().to_string(),
+            source,
+        })
+    };
+    let mut tls = match &args.ca_file {
+        Some(ca) => ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read(ca)?)),
+        None => ClientTlsConfig::new().with_native_roots(),
+    };
+    if let (Some(cert), Some(key)) = (&args.client_cert, &args.client_key) {
+        tls = tls.identity(Identity::from_pem(read(cert)?, read(key)?));
+    }
+    Ok(Some(tls))
+}
+
+/// A channel to the dispatcher at `args.endpoint` (`http://` or `https://`).
+///
+/// # Errors
+/// A bad endpoint, an unreadable TLS file, or no connection within the timeout.
+pub async fn channel(args: &ClientArgs) -> Result<Channel, ClientError> {
+    let bad_endpoint = |e: tonic::transport::Error| ClientError::Endpoint {
+        endpoint: args.endpoint.clone(),
+        reason: error_chain(&e),
+    };
+    let mut endpoint = Endpoint::from_shared(args.endpoint.clone())
         .map_err(|e| ClientError::Endpoint {
             endpoint: args.endpoint.clone(),
             reason: e.to_string(),
         })?
         .connect_timeout(CONNECT_TIMEOUT);
-    let channel = endpoint.connect().await.map_err(|e| ClientError::Connect {
+    if let Some(tls) = tls_config(args)? {
+        endpoint = endpoint.tls_config(tls).map_err(bad_endpoint)?;
+    }
+    endpoint.connect().await.map_err(|e| ClientError::Connect {
         endpoint: args.endpoint.clone(),
         reason: error_chain(&e),
-    })?;
+    })
+}
+
+async fn connect(args: &ClientArgs) -> Result<Client, ClientError> {
+    let channel = channel(args).await?;
     let bearer = match &args.api_key {
         Some(key) => Some(
             format!("Bearer {}", key.expose())
@@ -197,6 +241,16 @@ fn print_line(value: &Value) -> Result<(), ClientError> {
     writeln!(out, "{value}")?;
     out.flush()?;
     Ok(())
+}
+
+/// `CODE: message`, and the transport's cause when the call failed below gRPC (e.g. the
+/// server refused the client certificate).
+fn status_line(status: &tonic::Status) -> String {
+    let line = format!("{}: {}", code_label(status.code()), status.message());
+    match std::error::Error::source(status) {
+        Some(cause) => format!("{line}: {}", error_chain(cause)),
+        None => line,
+    }
 }
 
 /// An error and its sources, `a: b: c` (tonic's transport errors say little on their own).

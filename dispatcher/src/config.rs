@@ -3,6 +3,7 @@
 //! `receipts`) that [`crate::client`] runs against a dispatcher.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -41,6 +42,8 @@ pub const DEFAULT_GRPC_MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 pub const DEFAULT_GRPC_MAX_CONNECTION_AGE_GRACE_MS: u64 = 60_000;
 /// Shortest API key accepted: 32 bytes, as for HS256 secrets.
 pub const MIN_API_KEY_BYTES: usize = 32;
+/// Default of `KURIR_TLS_RELOAD_INTERVAL_MS`.
+pub const DEFAULT_TLS_RELOAD_INTERVAL_MS: u64 = 5_000;
 
 /// The API key [`Config::for_test`] accepts.
 pub const TEST_API_KEY: &str = "test-api-key-0123456789abcdef0123456789";
@@ -205,6 +208,24 @@ pub struct Config {
     /// With `--standalone`: publish the server time to topic `demo` this often (`5s`).
     #[arg(long, env = "KURIR_DEMO_INTERVAL", value_parser = humantime::parse_duration)]
     pub demo_interval: Option<Duration>,
+
+    /// PEM certificate chain (leaf first): with `KURIR_TLS_KEY`, gRPC is served over TLS
+    /// (ALPN h2). Reloaded when the file changes or on SIGHUP.
+    #[arg(long, env = "KURIR_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of `KURIR_TLS_CERT` (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "KURIR_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+
+    /// PEM CA certificate(s): clients must present a certificate signed by one (mTLS),
+    /// and a call over such a connection needs no API key.
+    #[arg(long, env = "KURIR_TLS_CLIENT_CA")]
+    pub tls_client_ca: Option<PathBuf>,
+
+    /// How often the TLS files are checked for changes, in milliseconds.
+    #[arg(long, env = "KURIR_TLS_RELOAD_INTERVAL_MS", default_value_t = DEFAULT_TLS_RELOAD_INTERVAL_MS)]
+    pub tls_reload_interval_ms: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -245,9 +266,35 @@ impl Config {
             }
             _ => {}
         }
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(_), None) => {
+                return Err(config_error(
+                    "KURIR_TLS_KEY",
+                    "must be set with KURIR_TLS_CERT",
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(config_error(
+                    "KURIR_TLS_CERT",
+                    "must be set with KURIR_TLS_KEY",
+                ))
+            }
+            (None, None) if self.tls_client_ca.is_some() => return Err(config_error(
+                "KURIR_TLS_CLIENT_CA",
+                "needs KURIR_TLS_CERT and KURIR_TLS_KEY (client certificates are a TLS feature)",
+            )),
+            _ => {}
+        }
+        if self.tls_reload_interval_ms == 0 {
+            return Err(config_error(
+                "KURIR_TLS_RELOAD_INTERVAL_MS",
+                "must be greater than 0",
+            ));
+        }
         match (self.api_keys.is_empty(), self.insecure_no_auth) {
-            // `--standalone` generates a development key when none is given.
-            (true, false) if !self.standalone => {
+            // `--standalone` generates a development key when none is given; with a client
+            // CA, client certificates authenticate callers.
+            (true, false) if !self.standalone && self.tls_client_ca.is_none() => {
                 return Err(config_error(
                     "KURIR_API_KEYS",
                     "no API key configured; set KURIR_API_KEYS or pass --insecure-no-auth",
@@ -379,7 +426,24 @@ impl Config {
             worker_threads: 0,
             standalone: false,
             demo_interval: None,
+            tls_cert: None,
+            tls_key: None,
+            tls_client_ca: None,
+            tls_reload_interval_ms: DEFAULT_TLS_RELOAD_INTERVAL_MS,
         }
+    }
+
+    /// The TLS files, when gRPC is served over TLS (after `validate`).
+    pub fn tls_files(&self) -> Option<kurir_tls::TlsFiles> {
+        Some(kurir_tls::TlsFiles {
+            cert: self.tls_cert.clone()?,
+            key: self.tls_key.clone()?,
+            client_ca: self.tls_client_ca.clone(),
+        })
+    }
+
+    pub fn tls_reload_interval(&self) -> Duration {
+        Duration::from_millis(self.tls_reload_interval_ms)
     }
 
     /// How [`kurir_backends::Backends::connect`] reaches NATS and Redis.
@@ -481,6 +545,19 @@ pub struct ClientArgs {
     /// API key, sent as `authorization: Bearer <key>`.
     #[arg(long, env = "KURIR_API_KEY", hide_env_values = true)]
     pub api_key: Option<Secret>,
+
+    /// PEM CA certificate(s) trusted for an `https://` endpoint (default: the system's
+    /// roots).
+    #[arg(long, env = "KURIR_TLS_CA")]
+    pub ca_file: Option<PathBuf>,
+
+    /// PEM client certificate for mTLS (with `--client-key`).
+    #[arg(long, env = "KURIR_TLS_CLIENT_CERT", requires = "client_key")]
+    pub client_cert: Option<PathBuf>,
+
+    /// PEM private key of `--client-cert`.
+    #[arg(long, env = "KURIR_TLS_CLIENT_KEY", requires = "client_cert")]
+    pub client_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -613,6 +690,26 @@ mod tests {
         config.validate().unwrap();
         config.api_keys = vec![Secret::from(TEST_API_KEY)];
         assert_eq!(config.validate().unwrap_err().setting, "--insecure-no-auth");
+    }
+
+    #[test]
+    fn tls_settings_come_together_and_a_client_ca_replaces_api_keys() {
+        let mut config = Config::for_test(Namespace::parse("t").unwrap());
+        config.tls_cert = Some("cert.pem".into());
+        assert_eq!(config.validate().unwrap_err().setting, "KURIR_TLS_KEY");
+        config.tls_cert = None;
+        config.tls_client_ca = Some("ca.pem".into());
+        assert_eq!(
+            config.validate().unwrap_err().setting,
+            "KURIR_TLS_CLIENT_CA"
+        );
+        config.tls_cert = Some("cert.pem".into());
+        config.tls_key = Some("key.pem".into());
+        config.api_keys.clear();
+        config.validate().unwrap();
+        config.tls_client_ca = None;
+        assert_eq!(config.validate().unwrap_err().setting, "KURIR_API_KEYS");
+        assert!(parse(&["presence", "--user", "a", "--client-cert", "c.pem"]).is_err());
     }
 
     #[test]

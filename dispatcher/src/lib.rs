@@ -24,9 +24,13 @@ pub mod telemetry;
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
 
 use kurir_backends::Backends;
 use kurir_proto::v1::dispatcher_server::{DispatcherServer, SERVICE_NAME};
+use kurir_tls::incoming::{tls_incoming, HandshakeLimits};
+use kurir_tls::ServerCerts;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -67,6 +71,9 @@ pub enum ServeError {
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("gRPC server: {0}")]
     Transport(#[from] tonic::transport::Error),
+    /// The SIGHUP handler for certificate reloads could not be installed.
+    #[error("TLS reload signal: {0}")]
+    Signal(#[source] std::io::Error),
 }
 
 /// A dispatcher whose listeners are bound.
@@ -76,6 +83,8 @@ pub struct Dispatcher {
     metrics: PrometheusHandle,
     grpc: TcpListener,
     admin: TcpListener,
+    /// gRPC over TLS, when `KURIR_TLS_CERT`/`KURIR_TLS_KEY` are set.
+    tls: Option<Arc<ServerCerts>>,
 }
 
 impl Dispatcher {
@@ -91,6 +100,17 @@ impl Dispatcher {
         metrics: PrometheusHandle,
     ) -> Result<Self, StartError> {
         config.validate()?;
+        let tls = match config.tls_files() {
+            Some(files) => Some(
+                ServerCerts::load(files, &[kurir_tls::ALPN_H2], "dispatcher").map_err(|e| {
+                    ConfigError {
+                        setting: "KURIR_TLS_CERT",
+                        reason: e.to_string(),
+                    }
+                })?,
+            ),
+            None => None,
+        };
         telemetry::describe();
         let bind = |addr: SocketAddr| async move {
             TcpListener::bind(addr)
@@ -105,6 +125,7 @@ impl Dispatcher {
             metrics,
             grpc,
             admin,
+            tls,
         })
     }
 
@@ -132,6 +153,7 @@ impl Dispatcher {
             metrics,
             grpc,
             admin,
+            tls,
         } = self;
         let grpc_addr = grpc.local_addr().ok();
 
@@ -182,17 +204,41 @@ impl Dispatcher {
             DispatcherServer::new(api).max_decoding_message_size(config.grpc_max_message_bytes);
 
         let stop_grpc = CancellationToken::new();
-        let server = grpc_server(&config)
+        // With a client CA, a call over a connection whose client certificate the TLS
+        // layer verified needs no API key.
+        let client_certs = tls.as_ref().is_some_and(|t| t.requires_client_certs());
+        let router = grpc_server(&config)
             .add_service(health_service)
             .add_optional_service(reflection_v1)
             .add_optional_service(reflection_v1alpha)
-            .add_service(RequireApiKey::new(dispatcher, keys))
-            .serve_with_incoming_shutdown(
-                grpc_incoming(grpc, &config),
-                stop_grpc.clone().cancelled_owned(),
+            .add_service(
+                RequireApiKey::new(dispatcher, keys).accepting_client_certificates(client_certs),
             );
+        let stopped = stop_grpc.clone().cancelled_owned();
+        let server: Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>> =
+            match &tls {
+                None => Box::pin(
+                    router.serve_with_incoming_shutdown(grpc_incoming(grpc, &config), stopped),
+                ),
+                Some(certs) => {
+                    background.spawn(
+                        certs
+                            .watch(config.tls_reload_interval(), stop_background.clone())
+                            .map_err(ServeError::Signal)?,
+                    );
+                    // Handshakes run in their own tasks, bounded in number and time.
+                    let incoming = tls_incoming(
+                        grpc,
+                        Arc::clone(certs),
+                        HandshakeLimits::default(),
+                        "dispatcher",
+                        stop_grpc.clone(),
+                    );
+                    Box::pin(router.serve_with_incoming_shutdown(incoming, stopped))
+                }
+            };
         let mut server = std::pin::pin!(server);
-        info!(grpc = ?grpc_addr, namespace = %backends.namespace, "dispatcher listening");
+        info!(grpc = ?grpc_addr, namespace = %backends.namespace, tls = tls.is_some(), mtls = client_certs, "dispatcher listening");
 
         let mut result = tokio::select! {
             r = &mut server => Some(r),

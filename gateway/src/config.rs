@@ -178,6 +178,29 @@ pub struct Config {
     #[arg(long, env = "KURIR_WORKER_THREADS", default_value_t = 0)]
     pub worker_threads: usize,
 
+    /// PEM certificate chain (leaf first): with `KURIR_TLS_KEY`, the main listener serves
+    /// `wss://` and HTTPS. Reloaded when the file changes or on SIGHUP.
+    #[arg(long, env = "KURIR_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of `KURIR_TLS_CERT` (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "KURIR_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+
+    /// How often the TLS files are checked for changes, in milliseconds.
+    #[arg(long, env = "KURIR_TLS_RELOAD_INTERVAL_MS", default_value_t = 5_000)]
+    pub tls_reload_interval_ms: u64,
+
+    /// Connections in their handshake (TLS and the HTTP request head) at once; beyond,
+    /// new TCP connections are closed at once.
+    #[arg(long, env = "KURIR_MAX_PENDING_HANDSHAKES", default_value_t = 1024)]
+    pub max_pending_handshakes: usize,
+
+    /// Time a new connection has to complete its TLS handshake and send its first
+    /// request head; then it is closed.
+    #[arg(long, env = "KURIR_HANDSHAKE_TIMEOUT_MS", default_value_t = 10_000)]
+    pub handshake_timeout_ms: u64,
+
     /// Serve `GET /dev/token` (development only; set by `--standalone`).
     #[arg(skip)]
     pub dev_tokens: bool,
@@ -250,6 +273,18 @@ impl Config {
         if self.liveness_ttl_ms < 1_000 {
             return Err("KURIR_LIVENESS_TTL_MS must be at least 1000".into());
         }
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(_), None) | (None, Some(_)) => {
+                return Err("KURIR_TLS_CERT and KURIR_TLS_KEY must be set together".into())
+            }
+            _ => {}
+        }
+        if self.tls_reload_interval_ms == 0
+            || self.max_pending_handshakes == 0
+            || self.handshake_timeout_ms == 0
+        {
+            return Err("KURIR_TLS_RELOAD_INTERVAL_MS, KURIR_MAX_PENDING_HANDSHAKES and KURIR_HANDSHAKE_TIMEOUT_MS must be > 0".into());
+        }
         if !matches!(self.log_format.as_str(), "text" | "json") {
             return Err("KURIR_LOG_FORMAT must be text or json".into());
         }
@@ -297,6 +332,20 @@ impl Config {
             self.partial_message_budget_bytes,
         )
     }
+    pub fn handshake_timeout(&self) -> Duration {
+        Duration::from_millis(self.handshake_timeout_ms)
+    }
+    pub fn tls_reload_interval(&self) -> Duration {
+        Duration::from_millis(self.tls_reload_interval_ms)
+    }
+    /// The TLS files, when TLS is configured (after `validate`).
+    pub fn tls_files(&self) -> Option<kurir_tls::TlsFiles> {
+        Some(kurir_tls::TlsFiles {
+            cert: self.tls_cert.clone()?,
+            key: self.tls_key.clone()?,
+            client_ca: None,
+        })
+    }
 }
 
 #[cfg(test)]
@@ -324,6 +373,20 @@ mod tests {
         assert!(c.validate().is_err());
         c.partial_message_budget_bytes = c.max_frame_bytes;
         assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn tls_cert_and_key_come_together() {
+        let mut c = Config::for_test(Namespace::random_for_test(), "s");
+        c.tls_cert = Some("cert.pem".into());
+        assert!(c.validate().unwrap_err().contains("KURIR_TLS_KEY"));
+        c.tls_key = Some("key.pem".into());
+        assert!(c.validate().is_ok());
+        c.tls_cert = None;
+        assert!(c.validate().unwrap_err().contains("KURIR_TLS_CERT"));
+        c.tls_key = None;
+        c.max_pending_handshakes = 0;
+        assert!(c.validate().is_err());
     }
 
     #[test]

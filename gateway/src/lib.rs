@@ -26,6 +26,7 @@ use std::sync::Arc;
 use axum::routing::get;
 use axum::Router;
 use kurir_backends::{Backends, NodeId};
+use kurir_tls::ServerCerts;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -67,6 +68,8 @@ pub struct Gateway {
     state: AppState,
     listener: TcpListener,
     metrics: Option<(TcpListener, PrometheusHandle)>,
+    /// The main listener's TLS, when `KURIR_TLS_CERT`/`KURIR_TLS_KEY` are set.
+    tls: Option<Arc<ServerCerts>>,
     topics_rx: tokio::sync::mpsc::Receiver<relay::TopicCommand>,
     receipts_rx: tokio::sync::mpsc::Receiver<kurir_proto::v1::Receipt>,
 }
@@ -83,11 +86,20 @@ impl Gateway {
         metrics: Option<PrometheusHandle>,
     ) -> Result<Self, StartError> {
         config.validate().map_err(StartError::Config)?;
-        telemetry::describe();
         let readiness = liveness::Readiness::default();
         let verifier = Verifier::from_config(&config, &readiness)
             .await
             .map_err(|e| StartError::Config(e.to_string()))?;
+        let tls = match config.tls_files() {
+            Some(files) => Some(
+                ServerCerts::load(files, &[kurir_tls::ALPN_HTTP1], "gateway").map_err(|e| {
+                    StartError::Config(format!("KURIR_TLS_CERT/KURIR_TLS_KEY: {e}"))
+                })?,
+            ),
+            None => None,
+        };
+        telemetry::describe();
+        telemetry::describe_handshakes();
         let node = config.node_id.clone().unwrap_or_else(NodeId::generate);
         let backlog = config.accept_backlog;
         let bind = |addr: SocketAddr| async move {
@@ -119,6 +131,7 @@ impl Gateway {
             state,
             listener,
             metrics,
+            tls,
             topics_rx,
             receipts_rx,
         })
@@ -132,6 +145,11 @@ impl Gateway {
         self.listener
             .local_addr()
             .expect("bound listener has an address")
+    }
+
+    /// Whether the main listener speaks TLS (`wss://`, HTTPS).
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
     }
 
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
@@ -162,6 +180,7 @@ impl Gateway {
             state,
             listener,
             metrics,
+            tls,
             topics_rx,
             receipts_rx,
         } = self;
@@ -189,6 +208,10 @@ impl Gateway {
             state.config.receipt_linger(),
             receipts_stop.clone(),
         ));
+        if let Some(certs) = &tls {
+            // Installs the SIGHUP handler before the listener serves.
+            background.spawn(certs.watch(state.config.tls_reload_interval(), stop.clone())?);
+        }
         if let Some((l, handle)) = metrics {
             background.spawn(admin::upkeep(handle.clone(), stop.clone()));
             let router = admin::metrics_router(handle, state.readiness.clone());
@@ -213,11 +236,16 @@ impl Gateway {
                 "bus subscriptions or liveness mark not in place yet; accepting connections anyway"
             );
         }
-        info!(node = %state.node, addr = %listener.local_addr()?, "gateway listening");
+        info!(node = %state.node, addr = %listener.local_addr()?, tls = tls.is_some(), "gateway listening");
 
         let draining = CancellationToken::new();
         let app = Self::router(Arc::new(state.clone()));
-        let server = tokio::spawn(ws::accept::serve(listener, app, draining.clone()));
+        let edge = ws::accept::Edge {
+            tls,
+            max_pending: state.config.max_pending_handshakes,
+            handshake_timeout: state.config.handshake_timeout(),
+        };
+        let server = tokio::spawn(ws::accept::serve(listener, app, edge, draining.clone()));
         shutdown.await;
         draining.cancel();
         drain::run(&state, &state.tracker).await;

@@ -24,6 +24,13 @@ pub const BUS_MESSAGES: &str = "kurir_gateway_bus_messages_total";
 pub const JWKS_REFRESHES: &str = "kurir_gateway_jwks_refreshes_total";
 pub const JWKS_KEYS: &str = "kurir_gateway_jwks_keys";
 
+/// The accept loop's handshake bound (`ws::accept`).
+pub const HANDSHAKES_PENDING: &str = "kurir_gateway_handshakes_pending";
+pub const HANDSHAKES_REFUSED: &str = "kurir_gateway_handshakes_refused_total";
+/// `at_capacity`: over `KURIR_MAX_PENDING_HANDSHAKES`; `timeout`: past
+/// `KURIR_HANDSHAKE_TIMEOUT_MS`; `tls_error`: the TLS handshake failed.
+pub const HANDSHAKE_REFUSALS: [&str; 3] = ["at_capacity", "timeout", "tls_error"];
+
 pub const BUS_KINDS: [&str; 5] = ["delivery", "disconnect", "probe", "topic", "broadcast"];
 
 pub const DROP_REASONS: [&str; 4] = ["slow_consumer", "expired", "duplicate", "receipts_full"];
@@ -107,6 +114,26 @@ pub fn describe() {
     let _ = metrics::histogram!(DELIVERY_LATENCY);
     kurir_backends::telemetry::describe();
     process_collector().describe();
+}
+
+/// Describe the accept loop's handshake metrics and register their series at zero.
+pub fn describe_handshakes() {
+    describe_gauge!(
+        HANDSHAKES_PENDING,
+        "Connections in their TLS handshake or waiting for their first request head"
+    );
+    describe_counter!(
+        HANDSHAKES_REFUSED,
+        "Connections closed before their first request, by reason"
+    );
+    gauge!(HANDSHAKES_PENDING).set(0.0);
+    for r in HANDSHAKE_REFUSALS {
+        counter!(HANDSHAKES_REFUSED, "reason" => r).absolute(0);
+    }
+}
+
+pub fn handshake_refused(reason: &'static str) {
+    counter!(HANDSHAKES_REFUSED, "reason" => reason).increment(1);
 }
 
 /// `process_resident_memory_bytes`, `process_cpu_seconds_total`, `process_open_fds`, …,

@@ -9,6 +9,12 @@
 //! A call it lets through carries its caller's [`Scope`] in the request extensions (the
 //! scope of the key it presented, or the shared one under `--insecure-no-auth`):
 //! idempotency keys are per scope.
+//!
+//! With `KURIR_TLS_CLIENT_CA` (mTLS), the TLS layer has already refused every client
+//! without a certificate from that CA; a call that arrives with a verified client
+//! certificate is accepted on it alone, and its `authorization` metadata is not looked
+//! at; its scope is named after the certificate. Without a client certificate, the API
+//! key decides.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -19,6 +25,7 @@ use subtle::{ConditionallySelectable, ConstantTimeEq};
 use tonic::body::Body;
 use tonic::codegen::{http, Service};
 use tonic::server::NamedService;
+use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use tonic::{Code, Status};
 use tracing::debug;
 
@@ -87,17 +94,41 @@ fn bearer(headers: &http::HeaderMap) -> Option<&[u8]> {
     (!credential.is_empty()).then_some(credential)
 }
 
-/// A service that only lets calls with a configured API key through to `S`.
+/// A service that only lets calls with a configured API key (or, with mTLS, a verified
+/// client certificate) through to `S`.
 #[derive(Clone)]
 pub struct RequireApiKey<S> {
     inner: S,
     keys: ApiKeys,
+    client_certs: bool,
 }
 
 impl<S> RequireApiKey<S> {
     pub fn new(inner: S, keys: ApiKeys) -> Self {
-        Self { inner, keys }
+        Self {
+            inner,
+            keys,
+            client_certs: false,
+        }
     }
+
+    /// Accept calls that came with a client certificate without an API key. Only for a
+    /// server whose TLS layer verifies client certificates (a client CA is configured).
+    pub fn accepting_client_certificates(mut self, accept: bool) -> Self {
+        self.client_certs = accept;
+        self
+    }
+}
+
+/// Whether the connection presented a client certificate; the TLS layer has verified it
+/// (rustls only exposes peer certificates that passed its verifier).
+/// The scope of a call that came with a verified client certificate: named after its
+/// leaf certificate. `None` without one.
+fn client_certificate_scope(extensions: &http::Extensions) -> Option<Scope> {
+    let certs = extensions
+        .get::<TlsConnectInfo<TcpConnectInfo>>()
+        .and_then(TlsConnectInfo::peer_certs)?;
+    certs.first().map(|leaf| Scope::of_client_certificate(leaf))
 }
 
 impl<S: NamedService> NamedService for RequireApiKey<S> {
@@ -117,6 +148,12 @@ where
     }
 
     fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
+        if self.client_certs {
+            if let Some(scope) = client_certificate_scope(req.extensions()) {
+                req.extensions_mut().insert(scope);
+                return Either::Left(self.inner.call(req));
+            }
+        }
         match self.keys.check(req.headers()) {
             Ok(scope) => {
                 req.extensions_mut().insert(scope);

@@ -76,6 +76,14 @@ impl Scope {
         Self(Arc::from(hex(&digest[..8])))
     }
 
+    /// `cert-` and the first 16 hex digits of SHA-256 of a client's leaf certificate (DER):
+    /// each certificate is its own scope, so a retry after the certificate was renewed is
+    /// a new send (a duplicate at worst, never a loss).
+    pub fn of_client_certificate(der: &[u8]) -> Self {
+        let digest = Sha256::digest(der);
+        Self(Arc::from(format!("cert-{}", hex(&digest[..8]))))
+    }
+
     /// The one scope every caller shares under `--insecure-no-auth`.
     pub fn unauthenticated() -> Self {
         Self(Arc::from(UNAUTHENTICATED_SCOPE))

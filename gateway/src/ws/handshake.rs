@@ -1,6 +1,7 @@
 //! The RFC 6455 opening handshake: which requests may upgrade, the `101` answer, and
-//! taking the TCP stream back from hyper once it has sent that answer, so the session
-//! owns the bare socket (no HTTP-layer buffers or boxes stay behind per connection).
+//! taking the connection's stream (TCP, or TLS over it) back from hyper once it has sent
+//! that answer, so the session owns the bare stream (no HTTP-layer buffers or boxes stay
+//! behind per connection).
 
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -9,9 +10,9 @@ use base64::Engine as _;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use sha1::{Digest, Sha1};
-use tokio::net::TcpStream;
 use tracing::warn;
 
+use super::accept::EdgeStream;
 use super::socket::{ReadLimits, WsSocket};
 use std::sync::Arc;
 
@@ -122,21 +123,21 @@ pub fn switching_protocols(accept: &str) -> Response {
 }
 
 /// Wait for hyper to hand the connection over (after it wrote the `101`), and take the
-/// TCP stream out of it. `None` when the client went away first.
+/// stream out of it. `None` when the client went away first.
 pub async fn take_stream(
     on_upgrade: OnUpgrade,
     limits: Arc<ReadLimits>,
-) -> Option<WsSocket<TcpStream>> {
+) -> Option<WsSocket<EdgeStream>> {
     let upgraded = on_upgrade.await.ok()?;
-    match upgraded.downcast::<TokioIo<TcpStream>>() {
+    match upgraded.downcast::<TokioIo<EdgeStream>>() {
         Ok(parts) => Some(WsSocket::new(
             parts.io.into_inner(),
             &parts.read_buf,
             limits,
         )),
         Err(_) => {
-            // Only `accept::serve` upgrades, and it serves TcpStreams.
-            warn!("upgraded connection is not a TCP stream; dropped");
+            // Only `accept::serve` upgrades, and it serves EdgeStreams.
+            warn!("upgraded connection is not an accepted stream; dropped");
             None
         }
     }
