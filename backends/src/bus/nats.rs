@@ -379,6 +379,18 @@ mod tests {
             .unwrap();
         assert!(e.to_string().contains("use one"), "{e}");
         assert!(secure(async_nats::ConnectOptions::new(), None, &security).is_ok());
+        // A .creds file as nsc writes it is read whole.
+        let creds = format!(
+            "-----BEGIN NATS USER JWT-----\neyJ0eXAiOiJKV1QiLCJhbGciOiJlZDI1NTE5LW5rZXkifQ.e30.c2ln\n------END NATS USER JWT------\n\n\
+             ************************* IMPORTANT *************************\n\n\
+             -----BEGIN USER NKEY SEED-----\n{seed}\n------END USER NKEY SEED------\n"
+        );
+        std::fs::write(&path, creds).unwrap();
+        assert!(matches!(
+            security.nats_credentials().unwrap(),
+            Some(NatsCredentials::Creds(_))
+        ));
+        assert!(secure(async_nats::ConnectOptions::new(), None, &security).is_ok());
         std::fs::remove_file(path).unwrap();
     }
 }
