@@ -82,9 +82,14 @@ pub(crate) async fn connect(opts: &ConnectOptions) -> Result<Client, BackendErro
     // Failed connection attempts are logged as they happen (at most one per backoff
     // step), reconnects once.
     let mut errors = client.error_rx();
-    client.on_error(|(error, server)| async move {
-        warn!(%error, server = ?server.map(|s| s.to_string()), "redis connection failed");
-        Ok(())
+    let id = client.id().to_owned();
+    client.on_error(move |(error, server)| {
+        // fred's errors name the cause (WRONGPASS, a TLS error) and never the password.
+        LAST_FAILURE.lock().insert(id.clone(), error.to_string());
+        async move {
+            warn!(%error, server = ?server.map(|s| s.to_string()), "redis connection failed");
+            Ok(())
+        }
     });
     client.on_reconnect(|server| async move {
         info!(%server, "redis connected");
@@ -143,6 +148,13 @@ fn config(opts: &ConnectOptions) -> Result<Config, BackendError> {
     Ok(config)
 }
 
+/// The latest connection failure of each client (by fred client id), so that
+/// `Unavailable` errors say why (a wrong password, a TLS error) instead of only "not
+/// connected". One entry per client a process builds: one, outside tests.
+static LAST_FAILURE: std::sync::LazyLock<
+    parking_lot::Mutex<std::collections::HashMap<String, String>>,
+> = std::sync::LazyLock::new(Default::default);
+
 /// Fail at once while the client is not connected, rather than queue behind the
 /// reconnect loop until the command timeout.
 pub(crate) fn ready(client: &Client, op: &'static str) -> Result<(), BackendError> {
@@ -150,7 +162,11 @@ pub(crate) fn ready(client: &Client, op: &'static str) -> Result<(), BackendErro
         Ok(())
     } else {
         telemetry::backend_error(BACKEND, op);
-        Err(BackendError::unavailable(BACKEND, "not connected"))
+        let reason = match LAST_FAILURE.lock().get(client.id()) {
+            Some(failure) => format!("not connected (last attempt: {failure})"),
+            None => "not connected".to_owned(),
+        };
+        Err(BackendError::unavailable(BACKEND, reason))
     }
 }
 

@@ -569,7 +569,12 @@ async fn refused(opts: ConnectOptions, hop: &str, cause: &[&str]) {
         tokio::time::sleep(Duration::from_secs(1)).await;
         let e = backends.presence.lookup(&[user]).await.unwrap_err();
         assert!(e.is_transient(), "{e}");
-        error_chain(&e)
+        let chain = error_chain(&e);
+        assert!(
+            chain.contains("last attempt"),
+            "the error does not say why: {chain}"
+        );
+        chain
     };
     eprintln!("{hop} refused as expected: {error}");
     let logs = logs.text();
