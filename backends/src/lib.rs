@@ -19,12 +19,14 @@ mod redis_client;
 pub mod secret;
 mod sharded;
 pub mod telemetry;
+pub mod tls;
 mod wiring;
 
 pub use error::BackendError;
 pub use ids::{ConnId, InvalidId, NodeId, NotificationId, Topic, UserId};
 pub use namespace::Namespace;
 pub use secret::{Secret, ServerUrl};
+pub use tls::{BackboneSecurity, SecurityError};
 pub use wiring::{
     Backends, ConnectOptions, DEFAULT_COMMAND_TIMEOUT, DEFAULT_PRESENCE_TTL,
     DEFAULT_SUBSCRIPTION_CAPACITY,

@@ -21,11 +21,12 @@ use fred::prelude::{
     Builder, Client, ClientLike, Config, Error as FredError, ErrorKind, LuaInterface,
     ReconnectPolicy, TcpConfig, Value,
 };
-use fred::types::config::UnresponsiveConfig;
+use fred::types::config::{TlsConnector, UnresponsiveConfig};
 use fred::types::{ClusterHash, CustomCommand};
 use tracing::{info, warn};
 
 use crate::error::BackendError;
+use crate::secret::split_credentials;
 use crate::telemetry;
 use crate::wiring::ConnectOptions;
 
@@ -47,10 +48,9 @@ const UNRESPONSIVE_AFTER: Duration = Duration::from_secs(10);
 /// error here.
 ///
 /// # Errors
-/// `Invalid` for a malformed URL or option.
+/// `Invalid` for a malformed URL or option, or TLS files that cannot be used.
 pub(crate) async fn connect(opts: &ConnectOptions) -> Result<Client, BackendError> {
-    let mut config = Config::from_url(opts.redis_url.as_str())
-        .map_err(|e| BackendError::invalid(BACKEND, format!("redis url: {}", e.details())))?;
+    let mut config = config(opts)?;
     // Retry the first connection like any later one instead of failing `connect`.
     config.fail_fast = false;
     let mut builder = Builder::from_config(config);
@@ -82,9 +82,14 @@ pub(crate) async fn connect(opts: &ConnectOptions) -> Result<Client, BackendErro
     // Failed connection attempts are logged as they happen (at most one per backoff
     // step), reconnects once.
     let mut errors = client.error_rx();
-    client.on_error(|(error, server)| async move {
-        warn!(%error, server = ?server.map(|s| s.to_string()), "redis connection failed");
-        Ok(())
+    let id = client.id().to_owned();
+    client.on_error(move |(error, server)| {
+        // fred's errors name the cause (WRONGPASS, a TLS error) and never the password.
+        LAST_FAILURE.lock().insert(id.clone(), error.to_string());
+        async move {
+            warn!(%error, server = ?server.map(|s| s.to_string()), "redis connection failed");
+            Ok(())
+        }
     });
     client.on_reconnect(|server| async move {
         info!(%server, "redis connected");
@@ -107,6 +112,49 @@ pub(crate) async fn connect(opts: &ConnectOptions) -> Result<Client, BackendErro
     Ok(client)
 }
 
+/// The fred config of `opts.redis_url` and `opts.security`.
+///
+/// The credentials are taken out of the URL before fred parses it (up to the last `@`,
+/// percent-decoded), so a password holding a raw `/`, `@` or `:` still works and a
+/// parse error cannot quote it. TLS files need a `rediss` URL: a CA set on a plain
+/// `redis://` URL would otherwise be ignored and the connection go out in clear.
+fn config(opts: &ConnectOptions) -> Result<Config, BackendError> {
+    let url = &opts.redis_url;
+    let (clean, credentials) = split_credentials(url.as_str());
+    let mut config = Config::from_url(&clean).map_err(|e| {
+        BackendError::invalid(BACKEND, url.redact(&format!("redis url: {}", e.details())))
+    })?;
+    if let Some(c) = credentials {
+        config.username = Some(c.user).filter(|u| !u.is_empty());
+        config.password = c
+            .password
+            .map(|p| p.expose().to_owned())
+            .filter(|p| !p.is_empty());
+    }
+    let tls = opts
+        .security
+        .redis_tls()
+        .map_err(|e| BackendError::invalid(BACKEND, e.to_string()))?;
+    match (tls, config.tls.is_some()) {
+        (Some(tls), true) => config.tls = Some(TlsConnector::from(tls).into()),
+        (Some(_), false) => {
+            return Err(BackendError::invalid(
+                BACKEND,
+                "KURIR_REDIS_CA and KURIR_REDIS_CLIENT_CERT need a rediss:// or rediss-cluster:// redis url",
+            ))
+        }
+        (None, _) => {}
+    }
+    Ok(config)
+}
+
+/// The latest connection failure of each client (by fred client id), so that
+/// `Unavailable` errors say why (a wrong password, a TLS error) instead of only "not
+/// connected". One entry per client a process builds: one, outside tests.
+static LAST_FAILURE: std::sync::LazyLock<
+    parking_lot::Mutex<std::collections::HashMap<String, String>>,
+> = std::sync::LazyLock::new(Default::default);
+
 /// Fail at once while the client is not connected, rather than queue behind the
 /// reconnect loop until the command timeout.
 pub(crate) fn ready(client: &Client, op: &'static str) -> Result<(), BackendError> {
@@ -114,7 +162,11 @@ pub(crate) fn ready(client: &Client, op: &'static str) -> Result<(), BackendErro
         Ok(())
     } else {
         telemetry::backend_error(BACKEND, op);
-        Err(BackendError::unavailable(BACKEND, "not connected"))
+        let reason = match LAST_FAILURE.lock().get(client.id()) {
+            Some(failure) => format!("not connected (last attempt: {failure})"),
+            None => "not connected".to_owned(),
+        };
+        Err(BackendError::unavailable(BACKEND, reason))
     }
 }
 
@@ -320,6 +372,59 @@ mod tests {
                 .collect();
             assert_eq!(replies, ["a", "b", "c"]);
         }
+    }
+
+    fn opts(url: &str) -> ConnectOptions {
+        ConnectOptions::new(
+            crate::Namespace::random_for_test(),
+            "nats://127.0.0.1:4222",
+            url,
+        )
+    }
+
+    #[test]
+    fn url_credentials_reach_the_config_decoded() {
+        let c = config(&opts("redis://app:p%2Fw@r:6379")).unwrap();
+        assert_eq!(
+            (c.username.as_deref(), c.password.as_deref()),
+            (Some("app"), Some("p/w"))
+        );
+        let c = config(&opts("redis://app:a/b@c:d@r:6379/0")).unwrap();
+        assert_eq!(c.password.as_deref(), Some("a/b@c:d"));
+        let c = config(&opts("redis://:pw@r:6379")).unwrap();
+        assert_eq!(
+            (c.username.as_deref(), c.password.as_deref()),
+            (None, Some("pw"))
+        );
+        let c = config(&opts("rediss-cluster://app:pw@r1:7000?node=r2:7001")).unwrap();
+        assert!(c.server.is_clustered() && c.tls.is_some());
+        assert_eq!(c.password.as_deref(), Some("pw"));
+    }
+
+    /// A malformed URL's error never carries the password, whatever it holds.
+    #[test]
+    fn malformed_url_errors_carry_no_credentials() {
+        for url in [
+            "redis://app:hun/ter2@r:notaport",
+            "redis://app:hun@ter2@[::1",
+            "rediss-cluster://app:hunter2@r1:7000?node=r2:bad",
+            "redis://app:hunter2@:6379",
+            "redis://app:hunter2@r:6379/notadb",
+        ] {
+            let e = config(&opts(url)).unwrap_err().to_string();
+            assert!(!e.contains("ter2"), "{url}: {e}");
+            assert!(e.contains("redis"), "{url}: {e}");
+        }
+    }
+
+    #[test]
+    fn tls_files_need_a_rediss_url() {
+        let mut o = opts("redis://r:6379");
+        o.security.redis_client_cert = Some("/x.pem".into());
+        o.security.redis_client_key = Some("/x.key".into());
+        // The files are read first: a missing one is named.
+        let e = config(&o).unwrap_err().to_string();
+        assert!(e.contains("KURIR_REDIS_CLIENT_CERT"), "{e}");
     }
 
     #[test]

@@ -9,6 +9,7 @@ use crate::inbox::{Inbox, MemoryInbox, RedisInbox, DEFAULT_CAPACITY};
 use crate::namespace::Namespace;
 use crate::presence::{MemoryPresence, PresenceStore, RedisPresence};
 use crate::secret::ServerUrl;
+use crate::tls::BackboneSecurity;
 
 /// Default lifetime of a presence entry that its node stops refreshing.
 pub const DEFAULT_PRESENCE_TTL: Duration = Duration::from_secs(3600);
@@ -21,10 +22,14 @@ pub const DEFAULT_SUBSCRIPTION_CAPACITY: usize = 65_536;
 #[derive(Debug, Clone)]
 pub struct ConnectOptions {
     pub namespace: Namespace,
-    /// `nats://host:port`, comma-separated for several servers.
+    /// `nats://host:port` or `tls://host:port`, comma-separated for several servers;
+    /// `user:password@` or `token@` before the host authenticates.
     pub nats_url: ServerUrl,
-    /// `redis://…`, `rediss://…`, or `redis-cluster://host:port,host:port`.
+    /// `redis://…`, `rediss://…` (TLS), or `redis-cluster://host:port?node=host:port`
+    /// (`rediss-cluster://` with TLS); `user:password@` before the host authenticates.
     pub redis_url: ServerUrl,
+    /// Credentials file and TLS files of both connections.
+    pub security: BackboneSecurity,
     /// Client name shown by `CLIENT LIST` / NATS monitoring, e.g. `kurir-gateway gw-1`.
     pub client_name: String,
     pub presence_ttl: Duration,
@@ -39,6 +44,7 @@ impl ConnectOptions {
             namespace,
             nats_url: nats_url.into(),
             redis_url: redis_url.into(),
+            security: BackboneSecurity::default(),
             client_name: "kurir".to_owned(),
             presence_ttl: DEFAULT_PRESENCE_TTL,
             inbox_capacity: DEFAULT_CAPACITY,
@@ -62,7 +68,7 @@ impl Backends {
     /// both clients reconnect by themselves, and calls fail with `Unavailable` meanwhile.
     ///
     /// # Errors
-    /// A malformed URL or option.
+    /// A malformed URL or option, or a credentials or TLS file that cannot be used.
     pub async fn connect(opts: &ConnectOptions) -> Result<Self, BackendError> {
         crate::telemetry::describe();
         let bus = NatsBus::connect(opts).await?;

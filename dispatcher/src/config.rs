@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use kurir_backends::{ConnectOptions, Namespace};
+use kurir_backends::{BackboneSecurity, ConnectOptions, Namespace};
 use thiserror::Error;
 
 /// Default of `KURIR_INBOX_CAPACITY`.
@@ -84,6 +84,10 @@ pub struct Config {
         default_value = "redis://127.0.0.1:6379"
     )]
     pub redis_url: ServerUrl,
+
+    /// Credentials and TLS files of the NATS and Redis connections.
+    #[command(flatten)]
+    pub backbone: BackboneSecurity,
 
     /// The gRPC API (`kurir.v1.Dispatcher`, `grpc.health.v1.Health`, reflection).
     #[arg(long, env = "KURIR_GRPC_LISTEN", default_value = "0.0.0.0:50051")]
@@ -392,6 +396,9 @@ impl Config {
         if self.redis_url.as_str().trim().is_empty() {
             return Err(config_error("KURIR_REDIS_URL", "must not be empty"));
         }
+        self.backbone
+            .validate()
+            .map_err(|e| config_error(e.setting, e.reason))?;
         Ok(())
     }
 
@@ -402,6 +409,7 @@ impl Config {
             namespace,
             nats_url: "nats://127.0.0.1:4222".into(),
             redis_url: "redis://127.0.0.1:6379".into(),
+            backbone: BackboneSecurity::default(),
             grpc_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             metrics_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             api_keys: vec![Secret::from(TEST_API_KEY)],
@@ -454,6 +462,7 @@ impl Config {
             self.redis_url.as_str(),
         );
         opts.client_name = "kurir-dispatcher".into();
+        opts.security = self.backbone.clone();
         opts.inbox_capacity = self.inbox_capacity;
         opts.command_timeout = self.backend_timeout();
         opts
@@ -678,6 +687,29 @@ mod tests {
         let mut config = Config::for_test(Namespace::parse("t").unwrap());
         config.redis_url = "redis://:hunter2@redis:6379".into();
         assert!(!format!("{config:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn backbone_files_are_read_from_the_environment_names_and_checked() {
+        let cli = parse(&[
+            "--insecure-no-auth",
+            "--nats-creds",
+            "/nonexistent/kurir.creds",
+        ])
+        .unwrap();
+        let err = cli.config.validate().unwrap_err();
+        assert_eq!(err.setting, "KURIR_NATS_CREDS");
+        let mut config = Config::for_test(Namespace::parse("t").unwrap());
+        config.backbone.redis_client_cert = Some("/some/cert.pem".into());
+        assert_eq!(
+            config.validate().unwrap_err().setting,
+            "KURIR_REDIS_CLIENT_KEY"
+        );
+        assert_eq!(
+            config.connect_options().security,
+            config.backbone,
+            "connect_options passes the files on"
+        );
     }
 
     #[test]

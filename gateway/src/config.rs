@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use kurir_backends::{Namespace, NodeId, Secret, ServerUrl};
+use kurir_backends::{BackboneSecurity, Namespace, NodeId, Secret, ServerUrl};
 
 /// Where `kurir-gateway` listens, what it connects to and its limits.
 #[derive(Debug, Clone, Parser)]
@@ -27,6 +27,10 @@ pub struct Config {
         default_value = "redis://127.0.0.1:6379"
     )]
     pub redis_url: ServerUrl,
+
+    /// Credentials and TLS files of the NATS and Redis connections.
+    #[command(flatten)]
+    pub backbone: BackboneSecurity,
 
     /// Node id, subject-safe. Default: hostname plus a short random suffix.
     #[arg(long, env = "KURIR_NODE_ID", value_parser = parse_node_id)]
@@ -288,6 +292,7 @@ impl Config {
         if !matches!(self.log_format.as_str(), "text" | "json") {
             return Err("KURIR_LOG_FORMAT must be text or json".into());
         }
+        self.backbone.validate().map_err(|e| e.to_string())?;
         Ok(())
     }
 
@@ -387,6 +392,13 @@ mod tests {
         c.tls_key = None;
         c.max_pending_handshakes = 0;
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn unusable_backbone_files_are_refused_before_start() {
+        let mut c = Config::for_test(Namespace::random_for_test(), "s");
+        c.backbone.nats_ca = Some("/nonexistent/ca.pem".into());
+        assert!(c.validate().unwrap_err().starts_with("KURIR_NATS_CA"));
     }
 
     #[test]

