@@ -174,14 +174,14 @@ fn masked(opcode: u8, payload: &[u8]) -> Vec<u8> {
 }
 
 /// Send pings (never reading a pong) until the server stops reading too: a write that
-/// does not complete within half a second. Returns how many were sent.
+/// does not complete within two seconds. Returns how many were sent.
 async fn wedge(s: &mut TcpStream) -> usize {
     let ping = masked(0x9, &[b'p'; 100]);
     let batch: Vec<u8> = ping.iter().copied().cycle().take(ping.len() * 64).collect();
     let started = Instant::now();
     let mut sent = 0;
     while started.elapsed() < Duration::from_secs(20) {
-        match tokio::time::timeout(Duration::from_millis(500), s.write_all(&batch)).await {
+        match tokio::time::timeout(Duration::from_secs(2), s.write_all(&batch)).await {
             Ok(Ok(())) => sent += 64,
             Ok(Err(_)) => return sent,
             Err(_) => return sent,
