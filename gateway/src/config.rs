@@ -123,6 +123,31 @@ pub struct Config {
     #[arg(long, env = "KURIR_MAX_CONNECTIONS", default_value_t = 100_000)]
     pub max_connections: usize,
 
+    /// Connections one user may hold on this node (per node, not cluster-wide); beyond,
+    /// upgrades are answered 429.
+    #[arg(long, env = "KURIR_MAX_CONNECTIONS_PER_USER", default_value_t = 16)]
+    pub max_connections_per_user: usize,
+
+    /// A socket write that makes no progress for this long closes the connection with
+    /// 1013 (the client does not read), in milliseconds.
+    #[arg(long, env = "KURIR_WRITE_STALL_TIMEOUT_MS", default_value_t = 10_000)]
+    pub write_stall_timeout_ms: u64,
+
+    /// Frames a client may send per second, on average (control frames included);
+    /// beyond the burst, the connection is closed with 1008. Acks of notifications sent
+    /// on the connection are free.
+    #[arg(long, env = "KURIR_CLIENT_FRAMES_PER_SECOND", default_value_t = 20)]
+    pub client_frames_per_second: u32,
+
+    /// Frames a client may send at once before the per-second rate applies.
+    #[arg(long, env = "KURIR_CLIENT_FRAMES_BURST", default_value_t = 100)]
+    pub client_frames_burst: u32,
+
+    /// Distinct topics this node holds bus subscriptions for; a subscribe beyond gets
+    /// an `error` frame `too_many_topics`.
+    #[arg(long, env = "KURIR_MAX_TOPICS_PER_NODE", default_value_t = 10_000)]
+    pub max_topics_per_node: usize,
+
     /// Pending connections the kernel queues before accept (capped by `net.core.somaxconn`).
     #[arg(long, env = "KURIR_ACCEPT_BACKLOG", default_value_t = 4096)]
     pub accept_backlog: u32,
@@ -258,6 +283,19 @@ impl Config {
                 "queue sizes, max connections, replay page and inbox capacity must be > 0".into(),
             );
         }
+        if self.max_connections_per_user == 0 || self.max_topics_per_node == 0 {
+            return Err(
+                "KURIR_MAX_CONNECTIONS_PER_USER and KURIR_MAX_TOPICS_PER_NODE must be > 0".into(),
+            );
+        }
+        if self.write_stall_timeout_ms < 100 {
+            return Err("KURIR_WRITE_STALL_TIMEOUT_MS must be at least 100".into());
+        }
+        if self.client_frames_per_second == 0 || self.client_frames_burst == 0 {
+            return Err(
+                "KURIR_CLIENT_FRAMES_PER_SECOND and KURIR_CLIENT_FRAMES_BURST must be > 0".into(),
+            );
+        }
         if self.max_frame_bytes < 256 {
             return Err("KURIR_MAX_FRAME_BYTES must be at least 256".into());
         }
@@ -325,6 +363,9 @@ impl Config {
     }
     pub fn receipt_linger(&self) -> Duration {
         Duration::from_millis(self.receipt_linger_ms)
+    }
+    pub fn write_stall_timeout(&self) -> Duration {
+        Duration::from_millis(self.write_stall_timeout_ms)
     }
     pub fn drain(&self) -> Duration {
         Duration::from_secs(self.drain_seconds)

@@ -4,7 +4,9 @@
 //!
 //! Topic subscriptions have one owner, the [`Topics`] task, fed by a bounded channel: it
 //! subscribes on the first local subscriber and unsubscribes a little after the last, so
-//! a client that resubscribes at once does not churn the bus.
+//! a client that resubscribes at once does not churn the bus. It finds the last
+//! subscriber gone by looking at the hub (no release message that could be lost), and
+//! holds at most `KURIR_MAX_TOPICS_PER_NODE` topics.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -31,6 +33,11 @@ use crate::ws::session::now_ms;
 pub const TOPIC_LINGER: Duration = Duration::from_secs(5);
 /// Topic commands queued before subscribers wait (back-pressure on `subscribe` frames).
 const TOPIC_COMMANDS: usize = 1024;
+/// How often the topic owner compares the subscriptions it holds with the hub's needs.
+const TOPIC_SWEEP: Duration = Duration::from_secs(1);
+/// Least time between two extra looks for unused topics when a subscribe finds the
+/// node at its topic cap.
+const REMARK_SPACING: Duration = Duration::from_millis(100);
 
 /// Least time between two inbox resynchronisations: a burst of losses costs one.
 const RESYNC_SPACING: Duration = Duration::from_secs(1);
@@ -235,9 +242,18 @@ async fn relay_fanout(hub: Hub, mut sub: Subscription, topic: Option<Topic>) {
 /// A request to the topic owner.
 #[derive(Debug)]
 pub enum TopicCommand {
-    Ensure(Topic, oneshot::Sender<bool>),
-    Release(Topic),
-    Recheck(Topic),
+    Ensure(Topic, oneshot::Sender<Result<(), TopicError>>),
+}
+
+/// Why a topic's bus subscription could not be had.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TopicError {
+    /// The node holds `KURIR_MAX_TOPICS_PER_NODE` topics, none of them unused.
+    #[error("this node holds its limit of topics")]
+    TooMany,
+    /// The bus refused the subscription, or the node is stopping.
+    #[error("the bus subscription failed")]
+    Unavailable,
 }
 
 /// Handle on the topic owner task. Cheap to clone.
@@ -248,27 +264,165 @@ pub struct Topics {
 
 impl Topics {
     pub fn channel() -> (Self, mpsc::Receiver<TopicCommand>) {
+        // Full: subscribers wait their turn (back-pressure on `subscribe` frames).
         let (tx, rx) = mpsc::channel(TOPIC_COMMANDS);
         (Self { tx }, rx)
     }
 
-    /// Make sure this node holds the topic's bus subscription; `Err` if it cannot.
-    pub async fn ensure(&self, topic: &Topic) -> Result<(), ()> {
+    /// Make sure this node holds the topic's bus subscription. Call after adding the
+    /// connection to the hub's topic map: the owner then never drops a subscription
+    /// that a connection is about to rely on.
+    ///
+    /// # Errors
+    /// The node's topic cap is reached, or the bus subscription failed.
+    pub async fn ensure(&self, topic: &Topic) -> Result<(), TopicError> {
         let (tx, rx) = oneshot::channel();
         self.tx
             .send(TopicCommand::Ensure(topic.clone(), tx))
             .await
-            .map_err(|_| ())?;
-        match rx.await {
-            Ok(true) => Ok(()),
-            _ => Err(()),
+            .map_err(|_| TopicError::Unavailable)?;
+        rx.await.unwrap_or(Err(TopicError::Unavailable))
+    }
+}
+
+/// One topic's bus subscription, relayed by its own task.
+struct Held {
+    task: JoinHandle<()>,
+    /// When the sweep first found it without a local subscriber.
+    idle_since: Option<tokio::time::Instant>,
+}
+
+/// The topic subscriptions of this node, owned by one task. Nothing tells it that a
+/// topic lost its last subscriber (a message saying so could be lost or queue up under
+/// a flood): it looks, every [`TOPIC_SWEEP`], at each topic it holds in the hub, and
+/// drops those without a local subscriber for [`TOPIC_LINGER`]. What it holds is
+/// therefore always what the hub needs, plus topics left within the last few seconds.
+struct TopicOwner {
+    state: AppState,
+    held: HashMap<Topic, Held>,
+    /// Held topics found idle by the last look: candidates to make room at the cap.
+    idle: usize,
+    /// When the held topics were last compared with the hub.
+    marked_at: Option<tokio::time::Instant>,
+}
+
+impl TopicOwner {
+    async fn ensure(&mut self, topic: Topic) -> Result<(), TopicError> {
+        if let Some(h) = self.held.get_mut(&topic) {
+            if !h.task.is_finished() {
+                if h.idle_since.take().is_some() {
+                    self.idle -= 1;
+                }
+                return Ok(());
+            }
+            // Its subscription ended: take it again.
+            self.drop_topic(&topic);
+        }
+        if self.held.len() >= self.state.config.max_topics_per_node && !self.evict_idle() {
+            return Err(TopicError::TooMany);
+        }
+        let subject = self.state.backends.namespace.topic_subject(&topic);
+        match self.state.backends.bus.subscribe(subject).await {
+            Ok(sub) => {
+                let task = tokio::spawn(relay_fanout(
+                    self.state.hub.clone(),
+                    sub,
+                    Some(topic.clone()),
+                ));
+                self.held.insert(
+                    topic,
+                    Held {
+                        task,
+                        idle_since: None,
+                    },
+                );
+                Ok(())
+            }
+            Err(e) => {
+                warn!(error = %e, %topic, "topic subscribe failed");
+                Err(TopicError::Unavailable)
+            }
         }
     }
 
-    /// The topic's last local subscriber left. When the queue is full the command is
-    /// dropped: the subject then stays subscribed until the next release of the topic.
-    pub fn release(&self, topic: &Topic) {
-        let _ = self.tx.try_send(TopicCommand::Release(topic.clone()));
+    /// Drop one held topic that has no local subscriber (lingering); `false` if none.
+    /// When the last sweep found none, look again, at most once per [`REMARK_SPACING`]:
+    /// a flood of refused subscribes costs a bounded number of passes over the topics.
+    fn evict_idle(&mut self) -> bool {
+        if self.idle == 0 {
+            let now = tokio::time::Instant::now();
+            if self
+                .marked_at
+                .is_some_and(|at| now.duration_since(at) < REMARK_SPACING)
+            {
+                return false;
+            }
+            self.mark(now);
+        }
+        let hub = &self.state.hub;
+        let victim = self
+            .held
+            .iter()
+            .find(|(t, h)| h.idle_since.is_some() && !hub.has_subscribers(t))
+            .map(|(t, _)| t.clone());
+        match victim {
+            Some(t) => {
+                self.drop_topic(&t);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Mark held topics without local subscribers idle (and the others not); returns
+    /// those idle past the linger, and those whose subscription ended while connections
+    /// still want them.
+    fn mark(&mut self, now: tokio::time::Instant) -> (Vec<Topic>, Vec<Topic>) {
+        let hub = &self.state.hub;
+        let mut gone = Vec::new();
+        let mut ended = Vec::new();
+        self.idle = 0;
+        self.marked_at = Some(now);
+        for (topic, h) in &mut self.held {
+            if hub.has_subscribers(topic) {
+                h.idle_since = None;
+                if h.task.is_finished() {
+                    ended.push(topic.clone());
+                }
+                continue;
+            }
+            let since = *h.idle_since.get_or_insert(now);
+            if now.duration_since(since) >= TOPIC_LINGER {
+                gone.push(topic.clone());
+            }
+            self.idle += 1;
+        }
+        (gone, ended)
+    }
+
+    fn drop_topic(&mut self, topic: &Topic) {
+        if let Some(h) = self.held.remove(topic) {
+            h.task.abort();
+            if h.idle_since.is_some() {
+                self.idle -= 1;
+            }
+            debug!(%topic, "topic unsubscribed");
+        }
+    }
+
+    /// Compare what is held with what the hub needs: mark topics without local
+    /// subscribers idle, drop those idle past the linger, take again a subscription
+    /// that ended while connections still want it.
+    async fn sweep(&mut self) {
+        let (gone, ended) = self.mark(tokio::time::Instant::now());
+        for topic in gone {
+            self.drop_topic(&topic);
+        }
+        for topic in ended {
+            warn!(%topic, "topic subscription ended; subscribing again");
+            self.drop_topic(&topic);
+            let _ = self.ensure(topic).await;
+        }
     }
 }
 
@@ -277,52 +431,29 @@ async fn run_topics(
     mut rx: mpsc::Receiver<TopicCommand>,
     stop: CancellationToken,
 ) {
-    let mut held: HashMap<Topic, JoinHandle<()>> = HashMap::new();
-    let bus = state.backends.bus.clone();
-    let ns = state.backends.namespace.clone();
-    let recheck = state.topics.tx.clone();
-    while let Some(cmd) = tokio::select! {
-        () = stop.cancelled() => None,
-        c = rx.recv() => c,
-    } {
-        match cmd {
-            TopicCommand::Ensure(topic, reply) => {
-                if held.get(&topic).is_some_and(|h| !h.is_finished()) {
-                    let _ = reply.send(true);
-                    continue;
+    let mut owner = TopicOwner {
+        state,
+        held: HashMap::new(),
+        idle: 0,
+        marked_at: None,
+    };
+    let mut sweep = tokio::time::interval(TOPIC_SWEEP);
+    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => break,
+            cmd = rx.recv() => match cmd {
+                Some(TopicCommand::Ensure(topic, reply)) => {
+                    let _ = reply.send(owner.ensure(topic).await);
                 }
-                match bus.subscribe(ns.topic_subject(&topic)).await {
-                    Ok(sub) => {
-                        let task =
-                            tokio::spawn(relay_fanout(state.hub.clone(), sub, Some(topic.clone())));
-                        held.insert(topic, task);
-                        let _ = reply.send(true);
-                    }
-                    Err(e) => {
-                        warn!(error = %e, %topic, "topic subscribe failed");
-                        let _ = reply.send(false);
-                    }
-                }
-            }
-            TopicCommand::Release(topic) => {
-                let tx = recheck.clone();
-                tokio::spawn(async move {
-                    tokio::time::sleep(TOPIC_LINGER).await;
-                    let _ = tx.send(TopicCommand::Recheck(topic)).await;
-                });
-            }
-            TopicCommand::Recheck(topic) => {
-                if !state.hub.has_subscribers(&topic) {
-                    if let Some(task) = held.remove(&topic) {
-                        task.abort();
-                        debug!(%topic, "topic unsubscribed");
-                    }
-                }
-            }
+                None => break,
+            },
+            _ = sweep.tick() => owner.sweep().await,
         }
-        metrics::gauge!(telemetry::TOPIC_SUBSCRIPTIONS).set(held.len() as f64);
+        metrics::gauge!(telemetry::TOPIC_SUBSCRIPTIONS).set(owner.held.len() as f64);
     }
-    for (_, task) in held {
-        task.abort();
+    for (_, h) in owner.held.drain() {
+        h.task.abort();
     }
+    metrics::gauge!(telemetry::TOPIC_SUBSCRIPTIONS).set(0.0);
 }

@@ -30,12 +30,14 @@ pub const HANDSHAKES_REFUSED: &str = "kurir_gateway_handshakes_refused_total";
 /// `at_capacity`: over `KURIR_MAX_PENDING_HANDSHAKES`; `timeout`: past
 /// `KURIR_HANDSHAKE_TIMEOUT_MS`; `tls_error`: the TLS handshake failed.
 pub const HANDSHAKE_REFUSALS: [&str; 3] = ["at_capacity", "timeout", "tls_error"];
+pub const ADMISSIONS_REFUSED: &str = "kurir_gateway_admissions_refused_total";
 
 pub const BUS_KINDS: [&str; 5] = ["delivery", "disconnect", "probe", "topic", "broadcast"];
 
 pub const DROP_REASONS: [&str; 4] = ["slow_consumer", "expired", "duplicate", "receipts_full"];
 pub const AUTH_REASONS: [&str; 4] = ["missing", "invalid", "expired", "origin"];
 pub const READINESS_CHECKS: [&str; 2] = ["bus_probe", "presence"];
+pub const ADMISSION_REASONS: [&str; 2] = ["node_full", "user_full"];
 
 /// Latency buckets (seconds): sub-millisecond resolution for the hot path, up to 10 s.
 pub const LATENCY_BUCKETS: &[f64] = &[
@@ -65,6 +67,10 @@ pub fn describe() {
     describe_counter!(ACKS, "Acks received from clients");
     describe_counter!(REPLAYED, "Stored notifications replayed from inboxes");
     describe_counter!(AUTH_FAILURES, "Upgrades refused, by reason");
+    describe_counter!(
+        ADMISSIONS_REFUSED,
+        "Upgrades refused at a connection cap (node_full: 503, user_full: 429)"
+    );
     describe_gauge!(
         READY,
         "1 while the node can deliver (probe and presence healthy)"
@@ -110,6 +116,9 @@ pub fn describe() {
         counter!(JWKS_REFRESHES, "outcome" => o).absolute(0);
     }
     gauge!(JWKS_KEYS).set(0.0);
+    for r in ADMISSION_REASONS {
+        counter!(ADMISSIONS_REFUSED, "reason" => r).absolute(0);
+    }
     // Registering the handle makes the (empty) histogram render from start-up.
     let _ = metrics::histogram!(DELIVERY_LATENCY);
     kurir_backends::telemetry::describe();
@@ -161,6 +170,11 @@ impl Hot {
             latency: metrics::histogram!(DELIVERY_LATENCY),
         }
     }
+}
+
+/// An upgrade refused at a connection cap.
+pub fn admission_refused(reason: &'static str) {
+    counter!(ADMISSIONS_REFUSED, "reason" => reason).increment(1);
 }
 
 pub fn dropped(reason: &'static str) {

@@ -11,7 +11,7 @@ use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
 use futures::task::AtomicWaker;
@@ -134,6 +134,17 @@ impl Mailbox {
         .await
     }
 
+    /// Wake the session on any change from now on, while it waits on something else
+    /// (a write in flight, say).
+    pub fn register(&self, waker: &Waker) {
+        self.waker.register(waker);
+    }
+
+    /// Whether a heartbeat is due, without taking it (the live loop takes it).
+    pub fn heartbeat_due(&self) -> bool {
+        self.heartbeat.load(Ordering::Acquire)
+    }
+
     pub fn take_close(&self) -> Option<CloseReason> {
         self.close.lock().clone()
     }
@@ -188,6 +199,42 @@ impl ConnHandle {
     }
 }
 
+/// Why a connection is not admitted (answered before the upgrade).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    /// `KURIR_MAX_CONNECTIONS` reached (HTTP 503).
+    #[error("node at connection limit")]
+    NodeFull,
+    /// `KURIR_MAX_CONNECTIONS_PER_USER` reached for this user on this node (HTTP 429).
+    #[error("too many connections for this user on this node")]
+    UserFull,
+}
+
+/// An admitted connection's place in the hub: it counts against the node's and its
+/// user's caps until this drops, whether or not its session ever started.
+pub struct Registration {
+    hub: Hub,
+    conn: ConnHandle,
+}
+
+impl Registration {
+    pub fn conn(&self) -> &ConnHandle {
+        &self.conn
+    }
+}
+
+impl std::fmt::Debug for Registration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Registration").field(&self.conn.id).finish()
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.hub.unregister(&self.conn.user, self.conn.id);
+    }
+}
+
 /// The registry. Cheap to clone.
 #[derive(Clone)]
 pub struct Hub {
@@ -220,7 +267,7 @@ impl Hub {
         }
     }
 
-    /// Connections currently registered.
+    /// Connections currently registered (admitted, from the answer to their upgrade).
     pub fn len(&self) -> usize {
         self.inner.count.load(Ordering::Relaxed)
     }
@@ -229,22 +276,52 @@ impl Hub {
         self.len() == 0
     }
 
+    /// Register a connection without checking any cap (tests, benchmarks).
     pub fn register(&self, conn: ConnHandle) {
         self.inner.users.insert(conn.user.clone(), conn);
         self.inner.count.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Remove a connection from the user map and from these topics. Returns the topics
-    /// left without any local subscriber.
-    pub fn unregister(&self, user: &UserId, id: ConnId, topics: &[Topic]) -> Vec<Topic> {
+    /// Admit a connection under the node's cap (`max_node`) and its user's
+    /// (`max_user`), and register it. Called before the upgrade is answered, so a
+    /// connection counts from its `101` on: a burst of upgrades cannot overshoot either
+    /// cap, and the count is released when the returned [`Registration`] drops.
+    ///
+    /// # Errors
+    /// Which cap is reached; nothing is registered then.
+    pub fn admit(
+        &self,
+        conn: ConnHandle,
+        max_node: usize,
+        max_user: usize,
+    ) -> Result<Registration, Refused> {
+        let count = &self.inner.count;
+        // Take the node slot first, then check: two racing admissions cannot both see
+        // the last one free.
+        if count.fetch_add(1, Ordering::AcqRel) >= max_node {
+            count.fetch_sub(1, Ordering::AcqRel);
+            return Err(Refused::NodeFull);
+        }
+        if !self
+            .inner
+            .users
+            .insert_capped(conn.user.clone(), conn.clone(), max_user)
+        {
+            count.fetch_sub(1, Ordering::AcqRel);
+            return Err(Refused::UserFull);
+        }
+        Ok(Registration {
+            hub: self.clone(),
+            conn,
+        })
+    }
+
+    /// Remove a connection from the user map (not from topics: see
+    /// [`Hub::unsubscribe`]).
+    pub fn unregister(&self, user: &UserId, id: ConnId) {
         if self.inner.users.remove(user, id) {
             self.inner.count.fetch_sub(1, Ordering::Relaxed);
         }
-        topics
-            .iter()
-            .filter(|t| self.unsubscribe(t, id))
-            .cloned()
-            .collect()
     }
 
     /// Returns `true` when this is the topic's first local subscriber.
@@ -355,12 +432,62 @@ mod tests {
         assert_eq!(hub.to_topic(&t, &msg()), 2);
         assert_eq!(hub.to_all(&msg()), 3);
         assert!(!hub.unsubscribe(&t, ConnId(3)));
-        assert_eq!(
-            hub.unregister(&user("a"), ConnId(1), std::slice::from_ref(&t)),
-            vec![t.clone()]
-        );
+        hub.unregister(&user("a"), ConnId(1));
+        assert!(hub.unsubscribe(&t, ConnId(1)));
         assert!(!hub.has_subscribers(&t));
         assert_eq!(hub.len(), 2);
+    }
+
+    #[test]
+    fn admission_holds_both_caps_and_releases_on_drop() {
+        let hub = Hub::new();
+        let conn = |id, u: &str| ConnHandle::new(ConnId(id), user(u), 4);
+        let a1 = hub.admit(conn(1, "a"), 3, 2).unwrap();
+        let _a2 = hub.admit(conn(2, "a"), 3, 2).unwrap();
+        assert_eq!(
+            hub.admit(conn(3, "a"), 3, 2).unwrap_err(),
+            Refused::UserFull
+        );
+        let _b = hub.admit(conn(4, "b"), 3, 2).unwrap();
+        assert_eq!(
+            hub.admit(conn(5, "c"), 3, 2).unwrap_err(),
+            Refused::NodeFull
+        );
+        assert_eq!(hub.len(), 3, "refusals leave no count behind");
+        assert_eq!(hub.to_user("a", &msg()), 2);
+        drop(a1);
+        assert_eq!(hub.len(), 2);
+        let _a3 = hub.admit(conn(6, "a"), 3, 2).unwrap();
+        assert_eq!(hub.to_user("a", &msg()), 2);
+    }
+
+    #[test]
+    fn concurrent_admissions_never_overshoot() {
+        let hub = Hub::new();
+        let admitted: Vec<_> = std::thread::scope(|s| {
+            let threads: Vec<_> = (0..8u64)
+                .map(|t| {
+                    let hub = hub.clone();
+                    s.spawn(move || {
+                        (0..100u64)
+                            .filter_map(|i| {
+                                let u = if i % 2 == 0 { "same" } else { "other" };
+                                hub.admit(ConnHandle::new(ConnId(t * 1000 + i), user(u), 1), 50, 20)
+                                    .ok()
+                            })
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            threads
+                .into_iter()
+                .flat_map(|t| t.join().unwrap())
+                .collect()
+        });
+        assert_eq!(admitted.len(), 40, "20 per user");
+        assert_eq!(hub.len(), 40);
+        drop(admitted);
+        assert_eq!(hub.len(), 0);
     }
 
     #[test]

@@ -47,6 +47,18 @@ impl<K: Hash + Eq> Shards<K> {
         conns.len() == 1
     }
 
+    /// Insert unless `key` already holds `cap` connections; `false` (nothing inserted)
+    /// when it does. The check and the insert happen under one lock: concurrent
+    /// upgrades of one user cannot both take its last slot.
+    pub(super) fn insert_capped(&self, key: K, conn: ConnHandle, cap: usize) -> bool {
+        let mut map = self.shard(&key).write();
+        if map.get(&key).map_or(0, SmallVec::len) >= cap {
+            return false;
+        }
+        map.entry(key).or_default().push(conn);
+        true
+    }
+
     /// Returns `true` when something was removed.
     pub(super) fn remove(&self, key: &K, id: ConnId) -> bool {
         let mut map = self.shard(key).write();

@@ -14,6 +14,10 @@ pub enum CloseReason {
     Idle,
     /// The outbound queue was full.
     SlowConsumer,
+    /// A write made no progress for the stall timeout: the client does not read.
+    WriteStalled,
+    /// The client sent frames faster than its rate limit.
+    RateLimited,
     /// The node is shutting down.
     Draining,
     /// A backend asked for it (`Disconnect` RPC); carries the caller's reason.
@@ -35,20 +39,23 @@ impl CloseReason {
         match self {
             Self::Client => 1000,
             Self::Idle => 1001,
-            Self::Policy(_) => 1008,
+            Self::Policy(_) | Self::RateLimited => 1008,
             Self::FrameTooLarge => 1009,
             Self::Protocol(ProtocolError::Framing(_)) => 1002,
             Self::Protocol(ProtocolError::InvalidText) => 1007,
             Self::Internal => 1011,
             Self::Draining => 1012,
-            Self::SlowConsumer | Self::Overloaded => 1013,
+            Self::SlowConsumer | Self::Overloaded | Self::WriteStalled => 1013,
             Self::Disconnected(_) => 4001,
         }
     }
 
     /// Whether a client should reconnect (soon) after this close.
     pub fn reconnect(&self) -> bool {
-        !matches!(self, Self::Policy(_) | Self::Disconnected(_))
+        !matches!(
+            self,
+            Self::Policy(_) | Self::RateLimited | Self::Disconnected(_)
+        )
     }
 
     /// `reason` label of `kurir_gateway_connections_closed_total`.
@@ -57,6 +64,8 @@ impl CloseReason {
             Self::Client => "client",
             Self::Idle => "idle",
             Self::SlowConsumer => "slow_consumer",
+            Self::WriteStalled => "write_stalled",
+            Self::RateLimited => "rate_limited",
             Self::Draining => "draining",
             Self::Disconnected(_) => "disconnected",
             Self::Policy(_) => "policy",
@@ -67,10 +76,12 @@ impl CloseReason {
         }
     }
 
-    pub const LABELS: [&'static str; 10] = [
+    pub const LABELS: [&'static str; 12] = [
         "client",
         "idle",
         "slow_consumer",
+        "write_stalled",
+        "rate_limited",
         "draining",
         "disconnected",
         "policy",
@@ -86,6 +97,8 @@ impl CloseReason {
             Self::Client => "bye",
             Self::Idle => "idle timeout",
             Self::SlowConsumer => "slow consumer: reconnect",
+            Self::WriteStalled => "not reading: reconnect",
+            Self::RateLimited => "rate limit",
             Self::Draining => "server draining: reconnect",
             Self::Disconnected(reason) if !reason.is_empty() => reason,
             Self::Disconnected(_) => "disconnected by the server",
@@ -141,6 +154,10 @@ mod tests {
         assert_eq!(CloseReason::Disconnected(String::new()).code(), 4001);
         assert!(!CloseReason::Disconnected(String::new()).reconnect());
         assert!(!CloseReason::Policy("x").reconnect());
+        assert_eq!(CloseReason::WriteStalled.code(), 1013);
+        assert_eq!(CloseReason::RateLimited.code(), 1008);
+        assert_eq!(CloseReason::RateLimited.text(), "rate limit");
+        assert!(!CloseReason::RateLimited.reconnect());
     }
 
     #[test]

@@ -190,10 +190,11 @@ impl PreparedNotification {
             b",\"replayed\":false"
         });
         if let Some(c) = cursor {
-            // Cursors are `<digits>-<digits>`: nothing to escape.
-            buf.extend_from_slice(b",\"cursor\":\"");
-            buf.extend_from_slice(c.as_bytes());
-            buf.push(b'"');
+            // A cursor comes from the bus or the store: escaped like any string, so
+            // whatever it holds stays one JSON string.
+            buf.extend_from_slice(b",\"cursor\":");
+            // Serializing a string cannot fail.
+            let _ = serde_json::to_writer(&mut *buf, c);
         }
         buf.push(b'}');
     }
@@ -218,6 +219,16 @@ mod tests {
             "unknown_type"
         );
         assert_eq!(parse(r#"[1,2]"#).unwrap_err().code, "bad_frame");
+    }
+
+    #[test]
+    fn a_cursor_is_escaped() {
+        let p = PreparedNotification::new(&Delivery::default());
+        let evil = "1-2\",\"type\":\"welcome\\";
+        let v: serde_json::Value =
+            serde_json::from_slice(payload_of(&p.frame(false, Some(evil)))).unwrap();
+        assert_eq!(v["cursor"], evil);
+        assert_eq!(v["type"], "notification");
     }
 
     #[test]

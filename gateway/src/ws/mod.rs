@@ -1,11 +1,12 @@
 //! ① The socket edge: `GET /ws` checks the WebSocket handshake, the Origin and the token
-//! *before* upgrading (refusals are plain HTTP with a JSON body), then takes the TCP
+//! *before* upgrading (refusals are plain HTTP with a JSON body), admits the connection
+//! under the node's and the user's connection caps (503 / 429), then takes the TCP
 //! stream back from the HTTP layer and hands it, as a [`socket::WsSocket`], to a
 //! [`session`] on the node's task tracker so that shutdown can drain it.
 //!
 //! `accept` serves the listener (HTTP/1.1, upgrades allowed), `handshake` is the RFC 6455
 //! opening handshake, `wire` the framing, `socket` one connection's frame stream,
-//! `session` its life, `heartbeat` the node's one keepalive timer, `frame` the JSON
+//! `session` its life, `stall` its writes' stall timeout, `heartbeat` the node's one keepalive timer, `frame` the JSON
 //! protocol on top, `close` the close codes.
 
 pub mod accept;
@@ -17,6 +18,7 @@ pub mod handshake;
 pub mod heartbeat;
 pub mod session;
 pub mod socket;
+pub mod stall;
 pub mod wire;
 
 use axum::extract::{Query, Request, State};
@@ -27,9 +29,11 @@ use kurir_backends::inbox::Cursor;
 use serde::Deserialize;
 use std::sync::Arc;
 
+use crate::hub::{ConnHandle, Refused};
 use crate::state::AppState;
 use crate::telemetry;
 use auth::AuthError;
+use kurir_backends::ConnId;
 
 #[derive(Debug, Deserialize)]
 pub struct ConnectParams {
@@ -64,9 +68,14 @@ pub async fn upgrade(
     let headers = req.headers();
     let cfg = &state.config;
     if !cfg.allowed_origins.iter().all(String::is_empty) {
-        let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
-        if let Some(origin) = origin {
-            if !cfg.allowed_origins.iter().any(|o| o == origin) {
+        // No Origin: not a browser, let through. An Origin that is not visible ASCII
+        // is no browser's either: refused like one not on the list, never let through
+        // as if absent.
+        if let Some(origin) = headers.get(header::ORIGIN) {
+            let allowed = origin
+                .to_str()
+                .is_ok_and(|origin| cfg.allowed_origins.iter().any(|o| o == origin));
+            if !allowed {
                 telemetry::auth_failure("origin");
                 return refuse(
                     StatusCode::FORBIDDEN,
@@ -113,23 +122,49 @@ pub async fn upgrade(
             "node is draining",
         );
     }
-    if state.hub.len() >= cfg.max_connections {
-        return refuse(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "at_capacity",
-            "node at connection limit",
-        );
-    }
+    // Admitted now, before the 101: the connection counts against both caps from
+    // here, and its registration is released if the upgrade never completes.
+    let conn = ConnHandle::new(
+        ConnId::generate(),
+        identity.user.clone(),
+        cfg.outbound_queue,
+    );
+    let registration =
+        match state
+            .hub
+            .admit(conn, cfg.max_connections, cfg.max_connections_per_user)
+        {
+            Ok(r) => r,
+            Err(Refused::NodeFull) => {
+                telemetry::admission_refused("node_full");
+                return refuse(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "at_capacity",
+                    "node at connection limit",
+                );
+            }
+            Err(Refused::UserFull) => {
+                telemetry::admission_refused("user_full");
+                return refuse(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too_many_connections",
+                    &format!(
+                        "at most {} connections per user on this node",
+                        cfg.max_connections_per_user
+                    ),
+                );
+            }
+        };
     let tracker = state.tracker.clone();
     // The task lives as long as the connection: capture one pointer, not the parts.
-    let parts = Box::new((state.clone(), identity, cursor));
+    let parts = Box::new((state.clone(), identity, cursor, registration));
     tracker.spawn(async move {
-        let (state, identity, cursor) = *parts;
+        let (state, identity, cursor, registration) = *parts;
         let Some(socket) = handshake::take_stream(on_upgrade, state.read_limits.clone()).await
         else {
             return;
         };
-        session::run(socket, state, identity, cursor).await;
+        session::run(socket, state, identity, cursor, registration).await;
     });
     handshake::switching_protocols(&accept)
 }

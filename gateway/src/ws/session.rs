@@ -4,40 +4,53 @@
 //! frames per vectored write), answers client frames, and obeys the signals in its
 //! [`Mailbox`](crate::hub::Mailbox): close requests (slow consumer, `Disconnect`, drain),
 //! resync requests (the bus may have lost messages: re-read the inbox) and heartbeats
-//! (ping; close when the client has been silent too long). Stored notifications are
+//! (ping; close when the client has been silent too long).
+//!
+//! Its memory and time are bounded whatever the client does: every write goes through
+//! [`Session::write`], which fails when the client stops reading for the write stall
+//! timeout and gives way to a close request (so `Disconnect`, token expiry and drain
+//! always end it within seconds); pings are answered once however many arrive
+//! together; client frames are rate limited (token bucket, 1008 beyond). Stored
+//! notifications are
 //! deduplicated by id, so a connection never sees one twice even when replay and live
 //! routing both deliver it.
 //!
 //! Any error ends this session only; it is logged once, with the connection id.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::pin::pin;
+use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
 use kurir_backends::inbox::Cursor;
-use kurir_backends::{ConnId, NotificationId, Topic};
+use kurir_backends::{NotificationId, Topic};
 use kurir_proto::internal::v1::Delivery;
 use kurir_proto::v1::ReceiptStatus;
 use prost::Message as _;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 use tracing::{debug, debug_span, warn, Instrument};
-
-use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::auth::Identity;
 use super::close::{CloseReason, ProtocolError};
 use super::frame::{self, ClientFrame, FrameError, PreparedNotification};
 use super::socket::{Incoming, ReadError, WireFrame, WsSocket};
+use super::stall::{Stall, Stalled};
 use super::wire::{self, WireError};
-use crate::hub::{ConnHandle, Queued};
+use crate::hub::{Queued, Registration};
+use crate::relay::TopicError;
 use crate::state::AppState;
 use crate::telemetry;
-use std::future::Future;
-use std::sync::Arc;
-use std::task::Poll;
 
 /// Frames written per vectored write at most (coalescing under load).
 const WRITE_BATCH: usize = 64;
+
+/// Client frames handled in a row before queued deliveries get their turn: pings that
+/// arrive together are answered with one pong.
+const READ_BATCH: usize = 32;
 
 /// The close reason (code 1008) of a session whose token expired: clients that can get
 /// a fresh token reconnect with it, others stop.
@@ -50,9 +63,13 @@ pub const MESSAGE_TOO_SLOW: &str = "message too slow";
 /// How long a closing socket waits for the client's side of the close.
 const CLOSE_LINGER: Duration = Duration::from_secs(1);
 
-/// How long a connection told to close may take to read what is in flight before its
-/// close frame (a slow consumer's 1013); after that it is dropped without one.
-const CLOSE_WAIT: Duration = Duration::from_secs(5);
+/// How long a session told to close lets a write in flight finish, and then its close
+/// frame take, before it drops the connection without one: `Disconnect`, token expiry
+/// and drain end a session within a few seconds whatever the client does.
+const CLOSE_WAIT: Duration = Duration::from_secs(1);
+
+/// Rate limiter unit: a thousandth of a frame, so that refilling needs no floats.
+const MILLI: u64 = 1000;
 
 impl WireFrame for crate::hub::Outbound {
     fn wire(&self) -> &[u8] {
@@ -60,7 +77,8 @@ impl WireFrame for crate::hub::Outbound {
     }
 }
 
-/// Run a session to its end and clean up after it.
+/// Run a session to its end and clean up after it. `registration` is the connection's
+/// place in the hub, taken when its upgrade was admitted.
 ///
 /// Everything the session owns is built here, synchronously, and moved into the
 /// returned future once: arguments of an `async fn` would stay in its state beside
@@ -70,27 +88,30 @@ pub fn run<S>(
     state: Arc<AppState>,
     identity: Identity,
     cursor: Option<Cursor>,
+    registration: Registration,
 ) -> impl Future<Output = ()> + Send
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    let id = ConnId::generate();
     // A debug span: at the default level it is never created, so an idle connection
     // carries no span state; warnings name the connection themselves.
-    let span = debug_span!("session", conn_id = %id, user = %identity.user);
-    let handle = ConnHandle::new(id, identity.user.clone(), state.config.outbound_queue);
-    state.hub.register(handle.clone());
+    let span = debug_span!("session", conn_id = %registration.conn().id, user = %identity.user);
     metrics::gauge!(telemetry::CONNECTIONS).increment(1.0);
     metrics::counter!(telemetry::OPENED).increment(1);
+    let burst = u64::from(state.config.client_frames_burst) * MILLI;
     let mut session = Session {
         socket,
         state,
         identity,
-        handle,
+        registration,
         topics: Vec::new(),
         seen: None,
         resume: cursor.map(Box::new),
         last_heard: Instant::now(),
+        tokens: burst,
+        pong: None,
+        json_pong: false,
+        abandoned: false,
     };
     async move {
         let reason = session.run().await;
@@ -106,18 +127,33 @@ struct Session<S> {
     socket: WsSocket<S>,
     state: Arc<AppState>,
     identity: Identity,
-    handle: ConnHandle,
+    registration: Registration,
     topics: Vec<Topic>,
     /// Stored notification ids sent on this connection; allocated on the first one.
     seen: Option<Box<SeenIds>>,
     /// The cursor the client connected with: what it already has. The first replay and
     /// every resync read the inbox from there.
     resume: Option<Box<Cursor>>,
+    /// When the last client frame came: the idle timeout and the rate limiter's refill.
     last_heard: Instant,
+    /// Frames the client may still send at once, in thousandths (token bucket).
+    tokens: u64,
+    /// The answer to the latest WebSocket ping not answered yet (older ones are not
+    /// answered: RFC 6455 §5.5.3 allows answering only the most recent).
+    pong: Option<Bytes>,
+    /// A JSON `ping` to answer (several in a row get one `pong`).
+    json_pong: bool,
+    /// A write was given up part-way: no close frame can follow, drop the connection.
+    abandoned: bool,
 }
 
-/// A write failed: the peer is gone.
-struct Gone;
+/// Whether a write may be cut short by a close request (every write but the close
+/// frame's own).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Interrupt {
+    OnClose,
+    Never,
+}
 
 impl<S> Session<S>
 where
@@ -128,19 +164,19 @@ where
         // Presence before the inbox read: a notification sent meanwhile is then either
         // in what we read or routed to us live (or both; `seen` drops the second copy).
         if let Err(e) = Box::pin(self.register_presence()).await {
-            warn!(conn_id = %self.handle.id, user = %user, error = %e, "presence write failed");
+            warn!(conn_id = %self.registration.conn().id, user = %user, error = %e, "presence write failed");
             return CloseReason::Internal;
         }
         let welcome = frame::welcome(
-            self.handle.id.to_string(),
+            self.registration.conn().id.to_string(),
             self.state.node.as_str(),
             user.as_str(),
             self.state.config.heartbeat_ms,
         );
         // Sends in `run` and `live` are boxed: a write's state (~200 bytes) then lives
         // on the heap only while it runs, not in every idle connection's task.
-        if Box::pin(self.send(welcome)).await.is_err() {
-            return CloseReason::Client;
+        if let Err(reason) = Box::pin(self.send(welcome)).await {
+            return reason;
         }
         // Replay and frame handling are boxed: their state lives on the heap only while
         // they run, so an idle connection's task stays small.
@@ -152,9 +188,10 @@ where
     }
 
     async fn live(&mut self) -> CloseReason {
-        let mailbox = self.handle.mailbox.clone();
+        let mailbox = self.registration.conn().mailbox.clone();
         loop {
-            // Signals first, then queued frames; wait only when there is nothing to do.
+            // Signals first, then queued frames, then answers to pings; wait only when
+            // there is nothing to do.
             if let Some(reason) = mailbox.take_close() {
                 return reason;
             }
@@ -172,8 +209,8 @@ where
                 if self.identity.expired() {
                     return CloseReason::Policy(TOKEN_EXPIRED);
                 }
-                if Box::pin(self.send(wire::ping())).await.is_err() {
-                    return CloseReason::Client;
+                if let Err(reason) = Box::pin(self.send(wire::ping())).await {
+                    return reason;
                 }
             }
             if let Some(first) = mailbox.pop() {
@@ -181,6 +218,9 @@ where
                     return reason;
                 }
                 continue;
+            }
+            if let Err(reason) = Box::pin(self.answer_pings()).await {
+                return reason;
             }
             // Wait for the mailbox or the client, whichever comes first: one poll
             // function rather than a `select!` of futures, so nothing but two pointers
@@ -193,11 +233,43 @@ where
             })
             .await;
             if let Some(incoming) = incoming {
-                if let Some(reason) = Box::pin(self.on_incoming(incoming)).await {
+                if let Some(reason) = Box::pin(self.on_incoming_batch(incoming)).await {
                     return reason;
                 }
             }
         }
+    }
+
+    /// Handle `first` and the client frames already read behind it, up to
+    /// [`READ_BATCH`]: pings among them are answered once, afterwards.
+    async fn on_incoming_batch(
+        &mut self,
+        first: Result<Incoming, ReadError>,
+    ) -> Option<CloseReason> {
+        if let Some(reason) = self.on_incoming(first).await {
+            return Some(reason);
+        }
+        for _ in 1..READ_BATCH {
+            let next = std::future::poll_fn(|cx| Poll::Ready(self.socket.poll_read(cx))).await;
+            let Poll::Ready(incoming) = next else {
+                break;
+            };
+            if let Some(reason) = self.on_incoming(incoming).await {
+                return Some(reason);
+            }
+        }
+        None
+    }
+
+    /// Write the pongs owed, one of each kind at most.
+    async fn answer_pings(&mut self) -> Result<(), CloseReason> {
+        if let Some(pong) = self.pong.take() {
+            self.send(pong).await?;
+        }
+        if std::mem::take(&mut self.json_pong) {
+            self.send(frame::pong()).await?;
+        }
+        Ok(())
     }
 
     /// Deliver pending stored notifications after `after` (all when `None`), oldest
@@ -211,7 +283,7 @@ where
                 .pending(&self.identity.user, after.as_ref(), page.min(budget))
                 .await
                 .map_err(|e| {
-                    warn!(conn_id = %self.handle.id, user = %self.identity.user, error = %e, "inbox read failed");
+                    warn!(conn_id = %self.registration.conn().id, user = %self.identity.user, error = %e, "inbox read failed");
                     CloseReason::Internal
                 })?;
             let n = entries.len();
@@ -222,13 +294,11 @@ where
                     continue;
                 }
                 let Ok(d) = Delivery::decode(entry.payload.as_ref()) else {
-                    warn!(conn_id = %self.handle.id, user = %self.identity.user, id = %entry.id, "undecodable inbox entry skipped");
+                    warn!(conn_id = %self.registration.conn().id, user = %self.identity.user, id = %entry.id, "undecodable inbox entry skipped");
                     continue;
                 };
                 let frame = PreparedNotification::new(&d).frame(true, Some(entry.cursor.as_str()));
-                if self.send(frame).await.is_err() {
-                    return Err(CloseReason::Client);
-                }
+                self.send(frame).await?;
                 let hot = &self.state.metrics;
                 hot.replayed.increment(1);
                 // A replay is not a delivery delay: only live writes feed the histogram.
@@ -243,8 +313,7 @@ where
     }
 
     /// Write `first` and whatever else is queued, up to [`WRITE_BATCH`], in one vectored
-    /// write. A client that stops reading stalls it: the wait ends when the hub asks
-    /// this connection to close (its queue filled up) or after the idle timeout.
+    /// write.
     async fn write_batch(&mut self, first: Queued) -> Result<(), CloseReason> {
         let mut batch: Vec<Queued> = Vec::with_capacity(8);
         let mut next = Some(first);
@@ -257,31 +326,13 @@ where
             }
             n += 1;
             if n < WRITE_BATCH {
-                next = self.handle.mailbox.pop();
+                next = self.registration.conn().mailbox.pop();
             }
         }
         if batch.is_empty() {
             return Ok(());
         }
-        let mailbox = self.handle.mailbox.clone();
-        let stall = self.state.config.idle_timeout();
-        {
-            let write = self.socket.write(&batch);
-            tokio::pin!(write);
-            // The write first: it usually completes at once, and then neither the
-            // close signal nor the stall timer is ever polled (or registered).
-            tokio::select! {
-                biased;
-                written = &mut write => written.map_err(|_| CloseReason::Client)?,
-                reason = mailbox.closing() => {
-                    // Let the frame in flight finish if the client takes it soon, so its
-                    // close frame (1013 for a slow consumer) can still follow.
-                    let _ = tokio::time::timeout(CLOSE_WAIT, &mut write).await;
-                    return Err(reason);
-                }
-                () = tokio::time::sleep(stall) => return Err(CloseReason::SlowConsumer),
-            }
-        }
+        self.write(&batch, Interrupt::OnClose).await?;
         let hot = &self.state.metrics;
         hot.deliveries.increment(batch.len() as u64);
         let now = now_ms();
@@ -296,6 +347,68 @@ where
         Ok(())
     }
 
+    /// The one way bytes reach the socket. Fails when the write makes no progress for
+    /// `KURIR_WRITE_STALL_TIMEOUT_MS` (the client does not read: 1013), and, unless
+    /// `interrupt` is `Never`, gives way to a close request (`Disconnect`, drain, a full
+    /// queue) or an expired token: the write in flight then gets [`CLOSE_WAIT`] to finish
+    /// and is given up after it, so that nothing the client does can hold the session.
+    async fn write<F: WireFrame>(
+        &mut self,
+        frames: &[F],
+        interrupt: Interrupt,
+    ) -> Result<(), CloseReason> {
+        let stall = self.state.config.write_stall_timeout();
+        let mailbox = &self.registration.conn().mailbox;
+        let identity = &self.identity;
+        let write = pin!(self.socket.write(frames));
+        let mut write = Stall::new(write, stall);
+        // The write first: it usually completes at once, and then nothing else is
+        // looked at.
+        let outcome = std::future::poll_fn(|cx| {
+            if let Poll::Ready(done) = std::pin::Pin::new(&mut write).poll(cx) {
+                return Poll::Ready(Ok(done));
+            }
+            if interrupt == Interrupt::Never {
+                return Poll::Pending;
+            }
+            mailbox.register(cx.waker());
+            if let Some(reason) = mailbox.take_close() {
+                return Poll::Ready(Err(reason));
+            }
+            if mailbox.heartbeat_due() && identity.expired() {
+                return Poll::Ready(Err(CloseReason::Policy(TOKEN_EXPIRED)));
+            }
+            Poll::Pending
+        })
+        .await;
+        let done = match outcome {
+            Ok(done) => done,
+            Err(reason) => {
+                // Let the frames in flight finish if the client takes them soon, so
+                // that a close frame can still follow; otherwise drop the connection.
+                match tokio::time::timeout(CLOSE_WAIT, write).await {
+                    Ok(Ok(Ok(()))) => {}
+                    _ => self.abandoned = true,
+                }
+                return Err(reason);
+            }
+        };
+        match done {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(CloseReason::Client),
+            Err(Stalled) => {
+                self.abandoned = true;
+                Err(CloseReason::WriteStalled)
+            }
+        }
+    }
+
+    /// Write one frame.
+    async fn send(&mut self, frame: Bytes) -> Result<(), CloseReason> {
+        self.write(std::slice::from_ref(&frame), Interrupt::OnClose)
+            .await
+    }
+
     /// Write this connection's presence under the node's current epoch. Should the epoch
     /// change meanwhile (the node's liveness lapsed), the re-registration of every
     /// connection may have run before this write landed: write again under the new one.
@@ -304,7 +417,7 @@ where
         let mut lease = self.state.lease.get();
         loop {
             presence
-                .add(&lease, &self.identity.user, self.handle.id)
+                .add(&lease, &self.identity.user, self.registration.conn().id)
                 .await?;
             let now = self.state.lease.get();
             if now.epoch == lease.epoch {
@@ -326,8 +439,56 @@ where
         self.state.receipts.emit(id, &self.identity.user, status);
     }
 
+    /// Take one frame's worth from the client's token bucket, refilled at
+    /// `KURIR_CLIENT_FRAMES_PER_SECOND` since the last frame; `false` when empty.
+    fn take_token(&mut self, since_last: Duration) -> bool {
+        let cfg = &self.state.config;
+        let burst = u64::from(cfg.client_frames_burst) * MILLI;
+        // One frame per second is one thousandth per millisecond.
+        let refill =
+            (since_last.as_millis() as u64).saturating_mul(u64::from(cfg.client_frames_per_second));
+        self.tokens = self.tokens.saturating_add(refill).min(burst);
+        match self.tokens.checked_sub(MILLI) {
+            Some(left) => {
+                self.tokens = left;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Whether a client frame is free of the rate limit: the first ack of a stored
+    /// notification sent on this connection (the client acks what we send it, as fast
+    /// as we send it).
+    fn is_free(&mut self, incoming: &Incoming) -> bool {
+        let Incoming::Text(t) = incoming else {
+            return false;
+        };
+        // Cheap test first; the frame is parsed again by `frame::parse`.
+        if !t.contains("\"ack\"") {
+            return false;
+        }
+        let Ok(ClientFrame::Ack { id }) = frame::parse(t) else {
+            return false;
+        };
+        match (NotificationId::parse(&id), self.seen.as_deref_mut()) {
+            (Ok(id), Some(seen)) => seen.ack_once(id),
+            _ => false,
+        }
+    }
+
     async fn on_incoming(&mut self, incoming: Result<Incoming, ReadError>) -> Option<CloseReason> {
-        self.last_heard = Instant::now();
+        let now = Instant::now();
+        let since_last = now.duration_since(self.last_heard);
+        self.last_heard = now;
+        if let Ok(msg) = &incoming {
+            if !matches!(msg, Incoming::Close(_))
+                && !self.is_free(msg)
+                && !self.take_token(since_last)
+            {
+                return Some(CloseReason::RateLimited);
+            }
+        }
         let reply = match incoming {
             Ok(Incoming::Text(t)) => match frame::parse(&t) {
                 Ok(f) => self.on_frame(f).await,
@@ -337,13 +498,17 @@ where
                 "bad_frame",
                 "binary frames are not supported; send JSON text",
             ))),
-            Ok(Incoming::Ping(payload)) => Some(wire::frame(wire::OP_PONG, &payload)),
+            Ok(Incoming::Ping(payload)) => {
+                // Answered with the next pongs, once, however many came meanwhile.
+                self.pong = Some(wire::frame(wire::OP_PONG, &payload));
+                None
+            }
             Ok(Incoming::Pong) => None,
             Ok(Incoming::Close(code)) => {
                 // Answer the client's close with its own code (RFC 6455 §5.5.1).
                 let echo =
                     code.map_or_else(|| wire::frame(wire::OP_CLOSE, &[]), |c| wire::close(c, ""));
-                let _ = self.send(echo).await;
+                let _ = self.write(&[echo], Interrupt::Never).await;
                 return Some(CloseReason::Client);
             }
             Err(ReadError::Closed) => return Some(CloseReason::Client),
@@ -359,14 +524,17 @@ where
             Err(ReadError::Overloaded) => return Some(CloseReason::Overloaded),
         };
         match reply {
-            Some(r) => self.send(r).await.err().map(|Gone| CloseReason::Client),
+            Some(r) => self.send(r).await.err(),
             None => None,
         }
     }
 
     async fn on_frame(&mut self, f: ClientFrame) -> Option<Bytes> {
         match f {
-            ClientFrame::Ping => Some(frame::pong()),
+            ClientFrame::Ping => {
+                self.json_pong = true;
+                None
+            }
             ClientFrame::Ack { id } => self.ack(&id).await.err().map(|e| frame::error(&e)),
             ClientFrame::Subscribe { topic } => Some(match self.subscribe(&topic).await {
                 Ok(t) => frame::subscribed(t.as_str()),
@@ -417,15 +585,22 @@ where
                 ),
             ));
         }
-        self.state.hub.subscribe(&topic, self.handle.clone());
-        if self.state.topics.ensure(&topic).await.is_err() {
-            if self.state.hub.unsubscribe(&topic, self.handle.id) {
-                self.state.topics.release(&topic);
-            }
-            return Err(FrameError::new(
-                "unavailable",
-                "subscription failed; retry later",
-            ));
+        // In the hub first, then the bus subscription: the topic owner never drops a
+        // subscription a connection is about to rely on (see `relay::Topics::ensure`).
+        let conn = self.registration.conn();
+        self.state.hub.subscribe(&topic, conn.clone());
+        if let Err(e) = self.state.topics.ensure(&topic).await {
+            // The topic owner finds the topic unused, if it is, on its next sweep.
+            self.state.hub.unsubscribe(&topic, conn.id);
+            return Err(match e {
+                TopicError::TooMany => FrameError::new(
+                    "too_many_topics",
+                    "this node holds its limit of topics; retry later",
+                ),
+                TopicError::Unavailable => {
+                    FrameError::new("unavailable", "subscription failed; retry later")
+                }
+            });
         }
         self.topics.push(topic.clone());
         Ok(topic)
@@ -436,40 +611,45 @@ where
             .map_err(|e| FrameError::new("bad_request", format!("topic: {e}")))?;
         if let Some(i) = self.topics.iter().position(|t| *t == topic) {
             self.topics.swap_remove(i);
-            if self.state.hub.unsubscribe(&topic, self.handle.id) {
-                self.state.topics.release(&topic);
-            }
+            // The bus subscription goes a little later, when the topic owner finds the
+            // topic without local subscribers.
+            self.state
+                .hub
+                .unsubscribe(&topic, self.registration.conn().id);
         }
         Ok(topic)
     }
 
-    /// Write one frame.
-    async fn send(&mut self, frame: Bytes) -> Result<(), Gone> {
-        self.socket
-            .write(std::slice::from_ref(&frame))
-            .await
-            .map_err(|_| Gone)
-    }
-
-    /// Leave the hub and presence, then say goodbye with the close code.
+    /// Leave the topics and presence, and say goodbye with the close code; the hub's
+    /// registration goes when the session is dropped.
     async fn finish(&mut self, reason: &CloseReason) {
-        let emptied = self
-            .state
-            .hub
-            .unregister(&self.identity.user, self.handle.id, &self.topics);
-        for t in &emptied {
-            self.state.topics.release(t);
+        let id = self.registration.conn().id;
+        for t in &self.topics {
+            self.state.hub.unsubscribe(t, id);
         }
-        // The client's own close was answered when it came; a broken socket gets none.
-        let frame = (!matches!(reason, CloseReason::Client)).then(|| reason.frame());
-        self.socket.close(frame, CLOSE_WAIT, CLOSE_LINGER).await;
+        // The client's own close was answered when it came; a broken socket gets none;
+        // a client that does not read cannot take one: its connection is dropped.
+        if !matches!(reason, CloseReason::Client) && !self.abandoned {
+            let close = reason.frame();
+            let sent = tokio::time::timeout(
+                CLOSE_WAIT,
+                self.write(std::slice::from_ref(&close), Interrupt::Never),
+            )
+            .await;
+            if !matches!(sent, Ok(Ok(()))) {
+                self.abandoned = true;
+            }
+        }
+        if !self.abandoned {
+            self.socket.close(None, CLOSE_WAIT, CLOSE_LINGER).await;
+        }
         if !matches!(reason, CloseReason::Draining) {
             // On drain the node removes all its presence at once.
             if let Err(e) = self
                 .state
                 .backends
                 .presence
-                .remove(&self.identity.user, self.handle.id)
+                .remove(&self.identity.user, id)
                 .await
             {
                 debug!(error = %e, "presence removal failed; the entry expires with the node");
@@ -484,11 +664,11 @@ pub(crate) fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-/// Stored notification ids this connection has been sent, newest `cap` kept. Allocates
-/// nothing until the first stored notification.
+/// Stored notification ids this connection has been sent, newest `cap` kept, each with
+/// whether the client acked it. Allocates nothing until the first stored notification.
 struct SeenIds {
     order: VecDeque<NotificationId>,
-    set: HashSet<NotificationId>,
+    acked: HashMap<NotificationId, bool>,
     cap: usize,
 }
 
@@ -496,23 +676,35 @@ impl SeenIds {
     fn new(cap: usize) -> Self {
         Self {
             order: VecDeque::new(),
-            set: HashSet::new(),
+            acked: HashMap::new(),
             cap: cap.max(1),
         }
     }
 
     /// `false` when already seen.
     fn insert(&mut self, id: NotificationId) -> bool {
-        if !self.set.insert(id) {
+        if self.acked.contains_key(&id) {
             return false;
         }
+        self.acked.insert(id, false);
         self.order.push_back(id);
         if self.order.len() > self.cap {
             if let Some(old) = self.order.pop_front() {
-                self.set.remove(&old);
+                self.acked.remove(&old);
             }
         }
         true
+    }
+
+    /// `true` the first time a sent id is acked.
+    fn ack_once(&mut self, id: NotificationId) -> bool {
+        match self.acked.get_mut(&id) {
+            Some(acked) if !*acked => {
+                *acked = true;
+                true
+            }
+            _ => false,
+        }
     }
 }
 
@@ -529,6 +721,9 @@ mod tests {
         assert!(s.insert(ids[1]));
         assert!(s.insert(ids[2]));
         assert!(s.insert(ids[0]), "oldest evicted");
+        assert!(s.ack_once(ids[2]));
+        assert!(!s.ack_once(ids[2]), "once");
+        assert!(!s.ack_once(ids[1]), "evicted: not free");
     }
 }
 
@@ -572,7 +767,9 @@ mod idle_footprint {
             "socket grew to {} bytes",
             std::mem::size_of_val(&socket)
         );
-        let fut = super::run(socket, state, id, None);
+        let conn = crate::hub::ConnHandle::new(kurir_backends::ConnId(1), id.user.clone(), 8);
+        let registration = state.hub.admit(conn, 10, 10).unwrap();
+        let fut = super::run(socket, state, id, None, registration);
         // Every idle connection carries this future in a task cell that tokio rounds up
         // to 128 bytes: keep both under 512 (release is a little smaller than this debug
         // build). The sends, replay and frame handling are boxed to stay out of it.
