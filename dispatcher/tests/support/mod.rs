@@ -1,6 +1,6 @@
 //! Fixtures: a dispatcher served in process on `127.0.0.1:0`, gRPC clients, bus spies.
 
-#![allow(dead_code)] // Each test binary uses a different part of the fixtures.
+#![allow(dead_code, unused_macros)] // Each test binary uses a different part of the fixtures.
 
 use std::future::Future;
 use std::net::SocketAddr;
