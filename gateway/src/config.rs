@@ -8,6 +8,9 @@ use std::time::Duration;
 use clap::Parser;
 use kurir_backends::{BackboneSecurity, Namespace, NodeId, Secret, ServerUrl};
 
+/// Largest `KURIR_MAX_FRAME_BYTES` accepted (16 MiB).
+pub const MAX_FRAME_BYTES_CEILING: usize = 16 * 1024 * 1024;
+
 /// Where `kurir-gateway` listens, what it connects to and its limits.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "kurir-gateway", version, about = "Kurir WebSocket gateway")]
@@ -296,8 +299,12 @@ impl Config {
                 "KURIR_CLIENT_FRAMES_PER_SECOND and KURIR_CLIENT_FRAMES_BURST must be > 0".into(),
             );
         }
-        if self.max_frame_bytes < 256 {
-            return Err("KURIR_MAX_FRAME_BYTES must be at least 256".into());
+        // Above 16 MiB a client message is no notification client's; the bound also keeps
+        // every length arithmetic on frame headers far from overflow.
+        if !(256..=MAX_FRAME_BYTES_CEILING).contains(&self.max_frame_bytes) {
+            return Err(format!(
+                "KURIR_MAX_FRAME_BYTES must be between 256 and {MAX_FRAME_BYTES_CEILING}"
+            ));
         }
         if self.partial_message_timeout_ms == 0
             || self.partial_message_budget_bytes < self.max_frame_bytes
@@ -419,6 +426,9 @@ mod tests {
         assert!(c.validate().is_err());
         c.partial_message_budget_bytes = c.max_frame_bytes;
         assert!(c.validate().is_ok());
+        c.max_frame_bytes = usize::MAX;
+        c.partial_message_budget_bytes = usize::MAX;
+        assert!(c.validate().unwrap_err().contains("KURIR_MAX_FRAME_BYTES"));
     }
 
     #[test]

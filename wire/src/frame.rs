@@ -46,8 +46,9 @@ pub struct Header {
 
 impl Header {
     /// Header and payload together.
+    /// Saturating: a payload limit near `usize::MAX` must not wrap the sum.
     pub fn frame_len(&self) -> usize {
-        self.header_len + self.payload_len
+        self.header_len.saturating_add(self.payload_len)
     }
 
     pub fn is_control(&self) -> bool {

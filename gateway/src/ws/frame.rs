@@ -41,6 +41,16 @@ const KNOWN_TYPES: [&str; 4] = ["ack", "subscribe", "unsubscribe", "ping"];
 
 /// Parse one text frame.
 pub fn parse(text: &str) -> Result<ClientFrame, FrameError> {
+    // serde also reads a tagged enum from an array (`["ack","<id>"]`); frames are objects.
+    if !text
+        .trim_start_matches([' ', '\t', '\n', '\r'])
+        .starts_with('{')
+    {
+        return Err(FrameError::new(
+            "bad_frame",
+            "malformed frame: expected a JSON object",
+        ));
+    }
     serde_json::from_str(text).map_err(|e| {
         let kind = serde_json::from_str::<serde_json::Value>(text)
             .ok()
@@ -267,5 +277,18 @@ mod tests {
             ),
             (Some(""), Some(0))
         );
+    }
+
+    #[test]
+    fn frames_are_objects_not_arrays() {
+        // Found by fuzzing: serde accepted these as a ping and an ack.
+        for text in [
+            r#"["ping"]"#,
+            r#" ["ack","0190-x"]"#,
+            r#"["subscribe","news"]"#,
+        ] {
+            assert_eq!(parse(text).unwrap_err().code, "bad_frame", "{text}");
+        }
+        assert_eq!(parse(" \n{\"type\":\"ping\"}"), Ok(ClientFrame::Ping));
     }
 }
