@@ -8,7 +8,7 @@
 // application handled them, and emits each notification id at most once (bounded LRU)
 // even across reconnects, unless its handler failed.
 //
-// Protocol and close codes: shared DESIGN.md ("WebSocket protocol v1"). API: README.md
+// Protocol and close codes: docs/protocol.md in the Kurir repository. API: README.md
 // and kurir.d.ts beside this file.
 
 /** Protocol version this client speaks. */
