@@ -108,7 +108,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             std::time::Duration::from_secs(3600),
             usize::MAX,
         );
-        Self(socket::WsSocket::new(io, early, std::sync::Arc::new(limits)))
+        Self(socket::WsSocket::new(
+            io,
+            early,
+            std::sync::Arc::new(limits),
+        ))
     }
 
     /// The next message or control frame.
