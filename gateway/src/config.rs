@@ -417,7 +417,7 @@ mod tests {
 
     #[test]
     fn read_limits_are_checked() {
-        let mut c = Config::for_test(Namespace::random_for_test(), "s");
+        let mut c = Config::for_test(Namespace::random_for_test(), TEST_SECRET);
         assert_eq!(c.max_frame_bytes, 4096, "sized for client JSON frames");
         c.partial_message_timeout_ms = 0;
         assert!(c.validate().is_err());
@@ -433,7 +433,7 @@ mod tests {
 
     #[test]
     fn tls_cert_and_key_come_together() {
-        let mut c = Config::for_test(Namespace::random_for_test(), "s");
+        let mut c = Config::for_test(Namespace::random_for_test(), TEST_SECRET);
         c.tls_cert = Some("cert.pem".into());
         assert!(c.validate().unwrap_err().contains("KURIR_TLS_KEY"));
         c.tls_key = Some("key.pem".into());
@@ -447,7 +447,7 @@ mod tests {
 
     #[test]
     fn unusable_backbone_files_are_refused_before_start() {
-        let mut c = Config::for_test(Namespace::random_for_test(), "s");
+        let mut c = Config::for_test(Namespace::random_for_test(), TEST_SECRET);
         c.backbone.nats_ca = Some("/nonexistent/ca.pem".into());
         assert!(c.validate().unwrap_err().starts_with("KURIR_NATS_CA"));
     }

@@ -12,7 +12,7 @@ use kurir_wire::frame::{self, OP_CLOSE, OP_PING, OP_TEXT};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-const SECRET: &str = "read-limits-secret";
+const SECRET: &str = "read-limits-secret-0123456789abcdef0123";
 
 async fn start(config: Config) -> SocketAddr {
     let backends = Backends::memory(config.namespace.clone());
