@@ -127,17 +127,7 @@ pub enum ProtocolError {
     InvalidText,
 }
 
-/// The longest prefix of `s` of at most `max` bytes that ends on a char boundary.
-pub fn truncate(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
-}
+pub use super::wire::truncate;
 
 #[cfg(test)]
 mod tests {

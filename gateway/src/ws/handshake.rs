@@ -9,15 +9,13 @@ use axum::Json;
 use base64::Engine as _;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
-use sha1::{Digest, Sha1};
 use tracing::warn;
+
+pub use kurir_wire::handshake::accept_key;
 
 use super::accept::EdgeStream;
 use super::socket::{ReadLimits, WsSocket};
 use std::sync::Arc;
-
-/// The key suffix RFC 6455 §1.3 fixes.
-const GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
 /// A request that is not a WebSocket opening handshake we can answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,14 +98,6 @@ pub fn check(headers: &HeaderMap) -> Result<String, Refusal> {
         return Err(Refusal::Key);
     }
     Ok(accept_key(key))
-}
-
-/// `Sec-WebSocket-Accept` for a client's key.
-pub fn accept_key(key: &[u8]) -> String {
-    let mut sha = Sha1::new();
-    sha.update(key);
-    sha.update(GUID);
-    base64::engine::general_purpose::STANDARD.encode(sha.finalize())
 }
 
 /// The `101 Switching Protocols` answer. No extension or subprotocol is agreed to.
