@@ -223,6 +223,46 @@ macro_rules! text_id {
 }
 text_id!(UserId, NodeId, Topic);
 
+/// An idempotency key as stored: the caller's scope (a stable, non-secret name of its
+/// credential) and the key it chose. The same key in two scopes names two claims.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct IdempotencyKey {
+    scope: String,
+    key: String,
+}
+
+impl IdempotencyKey {
+    /// `scope`: 1..=64 characters of `[A-Za-z0-9_-]`, so it cannot run into the key in
+    /// the Redis key name. `key`: what the caller chose, validated at the edge.
+    ///
+    /// # Errors
+    /// A scope of another shape.
+    pub fn new(scope: &str, key: &str) -> Result<Self, InvalidId> {
+        let valid = !scope.is_empty()
+            && scope.len() <= 64
+            && scope
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !valid {
+            return Err(InvalidId {
+                reason: "scope must be 1 to 64 characters of letters, digits, '-' and '_'",
+            });
+        }
+        Ok(Self {
+            scope: scope.to_owned(),
+            key: key.to_owned(),
+        })
+    }
+
+    pub fn scope(&self) -> &str {
+        &self.scope
+    }
+
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,20 +14,26 @@ pub mod error;
 pub mod ids;
 pub mod inbox;
 pub mod namespace;
+mod options;
 pub mod presence;
 mod redis_client;
 pub mod secret;
+#[cfg(feature = "clap")]
+pub mod settings;
 mod sharded;
 pub mod telemetry;
 pub mod tls;
 mod wiring;
 
 pub use error::BackendError;
-pub use ids::{ConnId, InvalidId, NodeId, NotificationId, Topic, UserId};
+pub use ids::{ConnId, IdempotencyKey, InvalidId, NodeId, NotificationId, Topic, UserId};
 pub use namespace::Namespace;
-pub use secret::{Secret, ServerUrl};
-pub use tls::{BackboneSecurity, SecurityError};
-pub use wiring::{
-    Backends, ConnectOptions, DEFAULT_COMMAND_TIMEOUT, DEFAULT_PRESENCE_TTL,
+pub use options::{
+    ConnectOptions, DEFAULT_COMMAND_TIMEOUT, DEFAULT_INBOX_CAPACITY, DEFAULT_PRESENCE_TTL,
     DEFAULT_SUBSCRIPTION_CAPACITY,
 };
+pub use secret::{Secret, ServerUrl};
+#[cfg(feature = "clap")]
+pub use settings::{BackendSettings, SettingsError};
+pub use tls::{BackboneSecurity, SecurityError};
+pub use wiring::Backends;

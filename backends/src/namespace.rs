@@ -7,8 +7,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use crate::ids::{InvalidId, NodeId, Topic, UserId};
-use crate::inbox::IdempotencyKey;
+use crate::ids::{IdempotencyKey, InvalidId, NodeId, Topic, UserId};
 
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct Namespace(Arc<str>);
@@ -77,6 +76,12 @@ impl Namespace {
     /// scope (the scope has no `:`, so two scopes never share a name).
     pub fn idempotency_key(&self, key: &IdempotencyKey) -> String {
         format!("kurir:{}:idem:{}:{}", self.0, key.scope(), key.key())
+    }
+
+    /// `kurir:<ns>:settings`: a hash of the settings every process of the namespace must
+    /// agree on (`inbox_capacity`), written by whichever starts first.
+    pub fn settings_key(&self) -> String {
+        format!("kurir:{}:settings", self.0)
     }
 
     /// Pattern matching every Redis key of this namespace (for test clean-up).

@@ -18,17 +18,17 @@ use std::time::Duration;
 
 use fred::interfaces::EventInterface;
 use fred::prelude::{
-    Builder, Client, ClientLike, Config, Error as FredError, ErrorKind, LuaInterface,
-    ReconnectPolicy, TcpConfig, Value,
+    Builder, Client, ClientLike, Config, Error as FredError, ErrorKind, HashesInterface,
+    LuaInterface, ReconnectPolicy, TcpConfig, Value,
 };
 use fred::types::config::{TlsConnector, UnresponsiveConfig};
 use fred::types::{ClusterHash, CustomCommand};
 use tracing::{info, warn};
 
 use crate::error::BackendError;
+use crate::options::ConnectOptions;
 use crate::secret::split_credentials;
 use crate::telemetry;
-use crate::wiring::ConnectOptions;
 
 pub(crate) const BACKEND: &str = "redis";
 
@@ -185,6 +185,24 @@ pub(crate) fn failed(op: &'static str, e: FredError) -> BackendError {
         // IO, timeouts, cancellations, cluster moves, LOADING/BUSY/OOM/READONLY…
         _ => BackendError::unavailable(BACKEND, e),
     }
+}
+
+/// Store `value` under `field` of the hash `key` unless a value is there already, and
+/// return the value that is there now (ours, or the one stored first).
+pub(crate) async fn agree(
+    client: &Client,
+    key: &str,
+    field: &str,
+    value: &str,
+) -> Result<String, BackendError> {
+    const OP: &str = "settings";
+    ready(client, OP)?;
+    let _: Value = client
+        .hsetnx(key, field, value)
+        .await
+        .map_err(|e| failed(OP, e))?;
+    let stored: Option<String> = client.hget(key, field).await.map_err(|e| failed(OP, e))?;
+    stored.ok_or_else(|| corrupt(OP, format!("{key} has no {field} right after HSETNX")))
 }
 
 /// A reply of the wrong shape, counted under `op`.

@@ -1,58 +1,15 @@
 //! Building the three seams, either on NATS + Redis or in memory.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use crate::bus::{Bus, MemoryBus, NatsBus};
 use crate::error::BackendError;
-use crate::inbox::{Inbox, MemoryInbox, RedisInbox, DEFAULT_CAPACITY};
+use crate::inbox::{Inbox, MemoryInbox, RedisInbox};
 use crate::namespace::Namespace;
+use crate::options::{
+    ConnectOptions, DEFAULT_INBOX_CAPACITY, DEFAULT_PRESENCE_TTL, DEFAULT_SUBSCRIPTION_CAPACITY,
+};
 use crate::presence::{MemoryPresence, PresenceStore, RedisPresence};
-use crate::secret::ServerUrl;
-use crate::tls::BackboneSecurity;
-
-/// Default lifetime of a presence entry that its node stops refreshing.
-pub const DEFAULT_PRESENCE_TTL: Duration = Duration::from_secs(3600);
-/// Default timeout of one Redis command (and of a NATS flush).
-pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
-/// Default number of messages a bus subscription buffers before it drops (slow consumer).
-pub const DEFAULT_SUBSCRIPTION_CAPACITY: usize = 65_536;
-
-/// How to reach NATS and Redis.
-#[derive(Debug, Clone)]
-pub struct ConnectOptions {
-    pub namespace: Namespace,
-    /// `nats://host:port` or `tls://host:port`, comma-separated for several servers;
-    /// `user:password@` or `token@` before the host authenticates.
-    pub nats_url: ServerUrl,
-    /// `redis://…`, `rediss://…` (TLS), or `redis-cluster://host:port?node=host:port`
-    /// (`rediss-cluster://` with TLS); `user:password@` before the host authenticates.
-    pub redis_url: ServerUrl,
-    /// Credentials file and TLS files of both connections.
-    pub security: BackboneSecurity,
-    /// Client name shown by `CLIENT LIST` / NATS monitoring, e.g. `kurir-gateway gw-1`.
-    pub client_name: String,
-    pub presence_ttl: Duration,
-    pub inbox_capacity: usize,
-    pub command_timeout: Duration,
-    pub subscription_capacity: usize,
-}
-
-impl ConnectOptions {
-    pub fn new(namespace: Namespace, nats_url: &str, redis_url: &str) -> Self {
-        Self {
-            namespace,
-            nats_url: nats_url.into(),
-            redis_url: redis_url.into(),
-            security: BackboneSecurity::default(),
-            client_name: "kurir".to_owned(),
-            presence_ttl: DEFAULT_PRESENCE_TTL,
-            inbox_capacity: DEFAULT_CAPACITY,
-            command_timeout: DEFAULT_COMMAND_TIMEOUT,
-            subscription_capacity: DEFAULT_SUBSCRIPTION_CAPACITY,
-        }
-    }
-}
 
 /// The seams a process runs on. Cheap to clone.
 #[derive(Clone)]
@@ -73,6 +30,7 @@ impl Backends {
         crate::telemetry::describe();
         let bus = NatsBus::connect(opts).await?;
         let redis = crate::redis_client::connect(opts).await?;
+        agree_on_inbox_capacity(&redis, opts).await?;
         Ok(Self {
             namespace: opts.namespace.clone(),
             bus: Arc::new(bus),
@@ -96,7 +54,39 @@ impl Backends {
             namespace,
             bus: Arc::new(MemoryBus::new(DEFAULT_SUBSCRIPTION_CAPACITY)),
             presence: Arc::new(MemoryPresence::new(DEFAULT_PRESENCE_TTL)),
-            inbox: Arc::new(MemoryInbox::new(DEFAULT_CAPACITY)),
+            inbox: Arc::new(MemoryInbox::new(DEFAULT_INBOX_CAPACITY)),
         }
+    }
+}
+
+/// Every process of a namespace must trim inboxes at the same length, or an inbox's length
+/// would depend on which process appended last. The first process to start stores its
+/// `KURIR_INBOX_CAPACITY` in `kurir:<ns>:settings`; a later one with another value refuses
+/// to start. With Redis not reachable yet, the check is skipped with a warning (the
+/// clients reconnect by themselves, and refusing to start would make the outage worse).
+async fn agree_on_inbox_capacity(
+    redis: &fred::prelude::Client,
+    opts: &ConnectOptions,
+) -> Result<(), BackendError> {
+    const FIELD: &str = "inbox_capacity";
+    let key = opts.namespace.settings_key();
+    let ours = opts.inbox_capacity.to_string();
+    match crate::redis_client::agree(redis, &key, FIELD, &ours).await {
+        Ok(stored) if stored == ours => Ok(()),
+        Ok(stored) => Err(BackendError::invalid(
+            "redis",
+            format!(
+                "KURIR_INBOX_CAPACITY is {ours} here but {stored} for namespace {ns:?} \
+                 (stored in {key} by the first process to start); give every gateway and \
+                 dispatcher the same value, or, to change it, stop them all and delete \
+                 that field (HDEL {key} {FIELD})",
+                ns = opts.namespace.as_str(),
+            ),
+        )),
+        Err(e) if e.is_transient() => {
+            tracing::warn!(error = %e, "KURIR_INBOX_CAPACITY not checked against the cluster: Redis is not reachable yet");
+            Ok(())
+        }
+        Err(e) => Err(e),
     }
 }

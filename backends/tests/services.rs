@@ -416,3 +416,31 @@ async fn redis_inbox_stream_and_index_stay_bounded() {
     assert_eq!(stream, 5);
     f.cleanup().await;
 }
+
+#[tokio::test]
+async fn processes_of_a_namespace_must_agree_on_the_inbox_capacity() {
+    let f = ServicesFactory::new().await;
+    let with_capacity = |capacity| {
+        let mut opts = f.options();
+        opts.inbox_capacity = capacity;
+        opts
+    };
+    // The first process records its capacity; the same value is welcome again.
+    Backends::connect(&with_capacity(10)).await.unwrap();
+    Backends::connect(&with_capacity(10)).await.unwrap();
+    let stored: Option<String> = f
+        .redis()
+        .hget(format!("kurir:{}:settings", f.options().namespace), "inbox_capacity")
+        .await
+        .unwrap();
+    assert_eq!(stored.as_deref(), Some("10"));
+    // Another value is refused with a message that names the setting and the way out.
+    let refused = Backends::connect(&with_capacity(20)).await.err().unwrap();
+    assert!(matches!(refused, BackendError::Invalid { .. }), "{refused:?}");
+    let message = refused.to_string();
+    assert!(message.contains("KURIR_INBOX_CAPACITY is 20 here but 10"), "{message}");
+    assert!(message.contains("HDEL"), "{message}");
+    // Memory backends share nothing, so they have nothing to agree on.
+    let _ = Backends::memory(f.options().namespace.clone());
+    f.cleanup().await;
+}

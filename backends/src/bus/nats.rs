@@ -22,10 +22,10 @@ use tracing::{info, warn};
 
 use super::{Bus, Subscription};
 use crate::error::BackendError;
+use crate::options::ConnectOptions;
 use crate::secret::{mask_credentials, split_credentials, Secret, ServerUrl};
 use crate::telemetry;
 use crate::tls::NatsCredentials;
-use crate::wiring::ConnectOptions;
 
 const BACKEND: &str = "nats";
 /// Budget of one connection attempt (TCP, TLS and handshake).

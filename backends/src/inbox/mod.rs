@@ -33,7 +33,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use crate::error::BackendError;
-use crate::ids::{InvalidId, NotificationId, UserId};
+pub use crate::ids::IdempotencyKey;
+use crate::ids::{NotificationId, UserId};
 
 pub mod memory;
 pub mod redis;
@@ -42,7 +43,7 @@ pub use memory::MemoryInbox;
 pub use redis::RedisInbox;
 
 /// Default number of entries an inbox keeps.
-pub const DEFAULT_CAPACITY: usize = 1000;
+pub use crate::options::DEFAULT_INBOX_CAPACITY as DEFAULT_CAPACITY;
 
 /// Position in one user's inbox (a Redis Stream entry id, `<ms>-<seq>`). Opaque to clients.
 #[derive(Clone, PartialEq, Eq, Hash)]
@@ -107,46 +108,6 @@ pub struct StoredEntry {
     pub id: NotificationId,
     pub expires_at: i64,
     pub payload: Bytes,
-}
-
-/// An idempotency key as stored: the caller's scope (a stable, non-secret name of its
-/// credential) and the key it chose. The same key in two scopes names two claims.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct IdempotencyKey {
-    scope: String,
-    key: String,
-}
-
-impl IdempotencyKey {
-    /// `scope`: 1..=64 characters of `[A-Za-z0-9_-]`, so it cannot run into the key in
-    /// the Redis key name. `key`: what the caller chose, validated at the edge.
-    ///
-    /// # Errors
-    /// A scope of another shape.
-    pub fn new(scope: &str, key: &str) -> Result<Self, InvalidId> {
-        let valid = !scope.is_empty()
-            && scope.len() <= 64
-            && scope
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-        if !valid {
-            return Err(InvalidId {
-                reason: "scope must be 1 to 64 characters of letters, digits, '-' and '_'",
-            });
-        }
-        Ok(Self {
-            scope: scope.to_owned(),
-            key: key.to_owned(),
-        })
-    }
-
-    pub fn scope(&self) -> &str {
-        &self.scope
-    }
-
-    pub fn key(&self) -> &str {
-        &self.key
-    }
 }
 
 /// What a request said, hashed (128 bits): two requests with the same fingerprint are

@@ -386,7 +386,7 @@ mod tests {
     use fred::prelude::ClientLike;
 
     use super::*;
-    use crate::wiring::ConnectOptions;
+    use crate::options::ConnectOptions;
 
     /// A store on the test Redis (`KURIR_REDIS_URL`) in a fresh namespace.
     async fn store() -> RedisPresence {
