@@ -77,3 +77,7 @@ if [ -x scripts/test-js.sh ]; then
   log "javascript, browser and operations checks"
   scripts/test-js.sh
 fi
+
+log "protocol buffers (buf lint, and compatibility with the released API)"
+command -v npx >/dev/null || apt_install nodejs npm
+scripts/buf.sh
