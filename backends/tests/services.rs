@@ -38,6 +38,7 @@ fn entry(ttl: Duration) -> NewEntry {
         id: NotificationId::generate(),
         expires_at: now + ttl.as_millis() as i64,
         payload: Bytes::from_static(b"p"),
+        collapse_key: None,
     }
 }
 
@@ -430,15 +431,24 @@ async fn processes_of_a_namespace_must_agree_on_the_inbox_capacity() {
     Backends::connect(&with_capacity(10)).await.unwrap();
     let stored: Option<String> = f
         .redis()
-        .hget(format!("kurir:{}:settings", f.options().namespace), "inbox_capacity")
+        .hget(
+            format!("kurir:{}:settings", f.options().namespace),
+            "inbox_capacity",
+        )
         .await
         .unwrap();
     assert_eq!(stored.as_deref(), Some("10"));
     // Another value is refused with a message that names the setting and the way out.
     let refused = Backends::connect(&with_capacity(20)).await.err().unwrap();
-    assert!(matches!(refused, BackendError::Invalid { .. }), "{refused:?}");
+    assert!(
+        matches!(refused, BackendError::Invalid { .. }),
+        "{refused:?}"
+    );
     let message = refused.to_string();
-    assert!(message.contains("KURIR_INBOX_CAPACITY is 20 here but 10"), "{message}");
+    assert!(
+        message.contains("KURIR_INBOX_CAPACITY is 20 here but 10"),
+        "{message}"
+    );
     assert!(message.contains("HDEL"), "{message}");
     // Memory backends share nothing, so they have nothing to agree on.
     let _ = Backends::memory(f.options().namespace.clone());

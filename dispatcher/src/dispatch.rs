@@ -203,10 +203,15 @@ impl Dispatch {
         };
 
         let cursors = if stored {
+            let collapse_key = delivery
+                .notification
+                .as_ref()
+                .map(|n| n.collapse_key.clone());
             let entry = NewEntry {
                 id,
                 expires_at,
                 payload: Bytes::from(delivery.encode_to_vec()),
+                collapse_key,
             };
             let appended = match self.backends.inbox.append(&users, &entry).await {
                 Ok(c) if c.len() == users.len() => c,

@@ -25,6 +25,7 @@ fn entry(ttl: Duration, payload: &str) -> NewEntry {
         id: NotificationId::generate(),
         expires_at: now_ms() + i64::try_from(ttl.as_millis()).unwrap(),
         payload: Bytes::from(payload.to_owned()),
+        collapse_key: None,
     }
 }
 
@@ -558,3 +559,6 @@ pub async fn scopes_keep_keys_apart(f: &dyn Factory) {
         Claim::Existing(b.id)
     );
 }
+
+mod collapse;
+pub use collapse::*;

@@ -32,6 +32,8 @@ pub struct MemoryInbox {
 struct UserInbox {
     entries: BTreeMap<Position, Entry>,
     index: HashMap<NotificationId, Position>,
+    /// Collapse key → the id of the entry that holds it.
+    collapsed: HashMap<String, NotificationId>,
     last: Position,
     expires: Instant,
 }
@@ -40,6 +42,7 @@ struct Entry {
     id: NotificationId,
     expires_at: i64,
     payload: Bytes,
+    collapse_key: Option<String>,
 }
 
 struct Held {
@@ -58,9 +61,26 @@ impl UserInbox {
         Self {
             entries: BTreeMap::new(),
             index: HashMap::new(),
+            collapsed: HashMap::new(),
             last: (0, 0),
             expires: now,
         }
+    }
+
+    /// Remove the entry of `id`, and its collapse key if that still names it.
+    fn remove(&mut self, id: NotificationId) -> bool {
+        let Some(p) = self.index.remove(&id) else {
+            return false;
+        };
+        let Some(entry) = self.entries.remove(&p) else {
+            return false;
+        };
+        if let Some(key) = entry.collapse_key {
+            if self.collapsed.get(&key) == Some(&id) {
+                self.collapsed.remove(&key);
+            }
+        }
+        true
     }
 
     /// The next position after `last`, like Redis' `XADD *`.
@@ -113,6 +133,12 @@ impl Inbox for MemoryInbox {
                 cursors.push(cursor(p));
                 continue;
             }
+            if let Some(key) = entry.collapse_key() {
+                if let Some(older) = inbox.collapsed.insert(key.to_owned(), entry.id) {
+                    inbox.remove(older);
+                    inbox.collapsed.insert(key.to_owned(), entry.id);
+                }
+            }
             let p = inbox.next_position(u64::try_from(wall).unwrap_or(0));
             inbox.entries.insert(
                 p,
@@ -120,12 +146,13 @@ impl Inbox for MemoryInbox {
                     id: entry.id,
                     expires_at: entry.expires_at,
                     payload: entry.payload.clone(),
+                    collapse_key: entry.collapse_key().map(str::to_owned),
                 },
             );
             inbox.index.insert(entry.id, p);
             while inbox.entries.len() > self.capacity {
-                if let Some((_, oldest)) = inbox.entries.pop_first() {
-                    inbox.index.remove(&oldest.id);
+                if let Some(oldest) = inbox.entries.first_key_value().map(|(_, e)| e.id) {
+                    inbox.remove(oldest);
                 }
             }
             inbox.expires = inbox.expires.max(now + ttl);
@@ -171,10 +198,7 @@ impl Inbox for MemoryInbox {
         let Some(inbox) = shard.get_mut(user) else {
             return Ok(false);
         };
-        Ok(match inbox.index.remove(&id) {
-            Some(p) => inbox.entries.remove(&p).is_some(),
-            None => false,
-        })
+        Ok(inbox.remove(id))
     }
 
     async fn claim(
@@ -250,6 +274,7 @@ mod tests {
             id: NotificationId::generate(),
             expires_at: now_ms() + i64::try_from(ttl.as_millis()).unwrap(),
             payload: Bytes::from_static(b"x"),
+            collapse_key: None,
         }
     }
 

@@ -5,6 +5,9 @@
 //! - `append` stores one entry per user and returns each user's [`Cursor`] for it.
 //!   Cursors of one user's inbox strictly increase in append order. Appending an id the
 //!   inbox still holds returns its cursor and stores nothing (a retried append).
+//! - An entry appended with a collapse key replaces the user's unacked entry with the
+//!   same key, if any: a replay sends only the newest of them ("3 new messages" instead
+//!   of three banners). Entries with other keys or none are untouched.
 //! - An inbox keeps at most its configured capacity of entries (oldest trimmed first)
 //!   and expires as a whole after the longest TTL of what it holds.
 //! - `pending` returns unacked, unexpired entries after a cursor, oldest first. An entry
@@ -99,6 +102,16 @@ pub struct NewEntry {
     pub expires_at: i64,
     /// Encoded `kurir.internal.v1.Delivery` (without recipients).
     pub payload: Bytes,
+    /// The notification's `collapse_key`: a newer entry with the same key replaces this
+    /// one while it is unacked. `None` (or empty) collapses nothing.
+    pub collapse_key: Option<String>,
+}
+
+impl NewEntry {
+    /// The collapse key, if the entry has a non-empty one.
+    pub fn collapse_key(&self) -> Option<&str> {
+        self.collapse_key.as_deref().filter(|k| !k.is_empty())
+    }
 }
 
 /// One stored notification of one user.

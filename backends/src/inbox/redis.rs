@@ -1,11 +1,12 @@
 //! The inbox in Redis, for a cluster of dispatchers and gateways.
 //!
 //! - `kurir:<ns>:inbox:{<user>}`: a stream capped at the capacity; each entry has the
-//!   fields `id` (notification id), `exp` (unix ms) and `p` (payload). Its entry ids are
-//!   the [`Cursor`]s.
+//!   fields `id` (notification id), `exp` (unix ms), `p` (payload) and, with a collapse
+//!   key, `c`. Its entry ids are the [`Cursor`]s.
 //! - `kurir:<ns>:inbox-ids:{<user>}`: hash of notification id → stream entry id, so an
-//!   ack finds its entry without scanning. Kept at most twice the capacity (entries
-//!   trimmed from the stream leave stale fields until the next rebuild).
+//!   ack finds its entry without scanning, and `c:<collapse key>` → the notification id
+//!   that holds the key. Kept at most twice the capacity (entries trimmed from the stream
+//!   leave stale fields until the next rebuild).
 //! - `kurir:<ns>:idem:<scope>:<key>`: the claim of an idempotency key,
 //!   `p:<id>:<fingerprint>` while pending and `<id>:<fingerprint>` once settled (the
 //!   fingerprint is 32 hex digits of the request it was claimed for). Each script
@@ -38,26 +39,43 @@ const MIN_SCAN: usize = 100;
 const MAX_SCAN: usize = 1000;
 
 /// Store one entry for one user. Appending an id the inbox still holds returns its
-/// cursor instead of storing it twice (a retried append).
+/// cursor instead of storing it twice (a retried append). With a collapse key, the
+/// entry that held the key is removed first.
 ///
-/// KEYS: stream, index. ARGV: id, exp (unix ms), payload, capacity, now (unix ms).
+/// KEYS: stream, index. ARGV: id, exp (unix ms), payload, capacity, now (unix ms),
+/// collapse key ('' for none).
 const APPEND: &str = r"
 local sid = redis.call('HGET', KEYS[2], ARGV[1])
 if sid and #redis.call('XRANGE', KEYS[1], sid, sid) > 0 then
   return sid
 end
 local cap = tonumber(ARGV[4])
-sid = redis.call('XADD', KEYS[1], 'MAXLEN', cap, '*', 'id', ARGV[1], 'exp', ARGV[2], 'p', ARGV[3])
-redis.call('HSET', KEYS[2], ARGV[1], sid)
+local ckey = ARGV[6]
+if ckey ~= '' then
+  local older = redis.call('HGET', KEYS[2], 'c:' .. ckey)
+  if older then
+    local osid = redis.call('HGET', KEYS[2], older)
+    if osid then redis.call('XDEL', KEYS[1], osid) end
+    redis.call('HDEL', KEYS[2], older)
+  end
+  sid = redis.call('XADD', KEYS[1], 'MAXLEN', cap, '*', 'id', ARGV[1], 'exp', ARGV[2], 'p', ARGV[3], 'c', ckey)
+  redis.call('HSET', KEYS[2], ARGV[1], sid, 'c:' .. ckey, ARGV[1])
+else
+  sid = redis.call('XADD', KEYS[1], 'MAXLEN', cap, '*', 'id', ARGV[1], 'exp', ARGV[2], 'p', ARGV[3])
+  redis.call('HSET', KEYS[2], ARGV[1], sid)
+end
 if redis.call('HLEN', KEYS[2]) > 2 * cap then
   -- Fields of trimmed entries pile up: rebuild the index from what the stream holds.
   redis.call('DEL', KEYS[2])
   for _, entry in ipairs(redis.call('XRANGE', KEYS[1], '-', '+')) do
     local fields = entry[2]
+    local id, c
     for i = 1, #fields, 2 do
-      if fields[i] == 'id' then
-        redis.call('HSET', KEYS[2], fields[i + 1], entry[1])
-      end
+      if fields[i] == 'id' then id = fields[i + 1] elseif fields[i] == 'c' then c = fields[i + 1] end
+    end
+    if id then
+      redis.call('HSET', KEYS[2], id, entry[1])
+      if c then redis.call('HSET', KEYS[2], 'c:' .. c, id) end
     end
   end
 end
@@ -71,13 +89,23 @@ redis.call('PEXPIRE', KEYS[2], ttl)
 return sid
 ";
 
-/// Remove one entry by notification id; 1 when a stream entry was removed.
+/// Remove one entry by notification id, and its collapse key if that still names it;
+/// 1 when a stream entry was removed.
 ///
 /// KEYS: stream, index. ARGV: id.
 const ACK: &str = r"
 local sid = redis.call('HGET', KEYS[2], ARGV[1])
 if not sid then return 0 end
 redis.call('HDEL', KEYS[2], ARGV[1])
+local entry = redis.call('XRANGE', KEYS[1], sid, sid)[1]
+if entry then
+  local fields = entry[2]
+  for i = 1, #fields, 2 do
+    if fields[i] == 'c' and redis.call('HGET', KEYS[2], 'c:' .. fields[i + 1]) == ARGV[1] then
+      redis.call('HDEL', KEYS[2], 'c:' .. fields[i + 1])
+    end
+  end
+end
 return redis.call('XDEL', KEYS[1], sid)
 ";
 
@@ -266,6 +294,7 @@ impl Inbox for RedisInbox {
             Value::Bytes(entry.payload.clone()),
             Value::Integer(i64::try_from(self.capacity).unwrap_or(i64::MAX)),
             Value::Integer(now_ms()),
+            Value::from(entry.collapse_key().unwrap_or_default()),
         ];
         let calls: Vec<ScriptCall> = users
             .iter()

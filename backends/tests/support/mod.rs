@@ -60,6 +60,8 @@ macro_rules! inbox_cases {
             expired_entries_are_never_returned,
             entries_appended_expired_are_never_returned,
             capacity_trims_the_oldest,
+            a_collapse_key_replaces_the_older_entry,
+            collapse_keys_survive_trimming,
             append_is_idempotent_per_notification,
             append_to_many_users,
             claim_first_wins,
