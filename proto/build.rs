@@ -3,7 +3,10 @@
 use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let files = ["kurir/v1/dispatcher.proto", "kurir/internal/v1/envelope.proto"];
+    let files = [
+        "kurir/v1/dispatcher.proto",
+        "kurir/internal/v1/envelope.proto",
+    ];
     for file in files {
         println!("cargo:rerun-if-changed={file}");
     }
