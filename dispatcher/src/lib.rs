@@ -1,11 +1,12 @@
 //! Kurir dispatcher: the gRPC API backend services call to notify users.
 //!
 //! The data path, in order: [`api`] (① the gRPC edge: [`api::auth`] checks the API key,
-//! [`api::validate`] turns requests into domain values, [`api::status`] turns errors into
-//! `Status`) → [`dispatch`] (② idempotency → id → inbox → [`route`]: presence lookup →
-//! group by node → one publish per node; [`reroute`] tries again, in the background,
-//! what a stored `Send` could not route). Around it: [`admin`] (`/metrics`, `/healthz`, `/readyz`),
-//! [`config`], [`error`], [`telemetry`], and [`client`] (the `send`, `presence` and
+//! [`api::validate`] turns requests into domain values within [`limits`],
+//! [`api::status`] turns errors into `Status`) → [`dispatch`] (② idempotency → id →
+//! inbox → [`route`]: presence lookup → group by node → one publish per node;
+//! [`route::reroute`] tries again, in the background, what a stored `Send` could not
+//! route). Around it: [`admin`] (readiness for `/readyz`), [`config`], [`error`],
+//! [`method`] and [`telemetry`] (metrics), and [`client`] (the `send`, `presence` and
 //! `receipts` subcommands).
 //!
 //! [`Dispatcher::bind`] + [`Dispatcher::serve`] is what `main` and the tests run.
@@ -17,7 +18,8 @@ pub mod client;
 pub mod config;
 pub mod dispatch;
 pub mod error;
-pub mod reroute;
+pub mod limits;
+pub mod method;
 pub mod route;
 pub mod standalone;
 pub mod telemetry;
@@ -26,6 +28,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use kurir_backends::Backends;
 use kurir_proto::v1::dispatcher_server::{DispatcherServer, SERVICE_NAME};
@@ -45,7 +48,7 @@ use crate::api::auth::{ApiKeys, RequireApiKey};
 use crate::api::DispatcherApi;
 pub use crate::config::Config;
 use crate::config::ConfigError;
-use crate::dispatch::Dispatch;
+use crate::dispatch::{Dispatch, PENDING_CLAIM_TTL};
 pub use crate::error::DispatchError;
 
 /// Why a dispatcher could not start.
@@ -100,6 +103,7 @@ impl Dispatcher {
         metrics: PrometheusHandle,
     ) -> Result<Self, StartError> {
         config.validate()?;
+        check_request_timeout(&config)?;
         let tls = match config.tls_files() {
             Some(files) => Some(
                 ServerCerts::load(files, &[kurir_tls::ALPN_H2], "dispatcher").map_err(|e| {
@@ -161,12 +165,15 @@ impl Dispatcher {
         let stop_background = CancellationToken::new();
         let readiness = Readiness::new(backends.clone(), config.readiness_interval());
         background.spawn(admin::probe(readiness.clone(), stop_background.clone()));
-        background.spawn(admin::upkeep(metrics.clone(), stop_background.clone()));
+        background.spawn(kurir_runtime::admin::upkeep(
+            metrics.clone(),
+            stop_background.clone(),
+        ));
         // The admin listener outlives the gRPC one, so the last scrape sees the drain.
         let stop_admin = CancellationToken::new();
-        let admin_server = tokio::spawn(admin::serve(
+        let admin_server = tokio::spawn(kurir_runtime::admin::serve(
             admin,
-            admin::router(metrics, readiness.clone()),
+            kurir_runtime::admin::router(metrics, readiness.clone()),
             stop_admin.clone(),
         ));
 
@@ -264,6 +271,8 @@ impl Dispatcher {
                 ),
             }
         }
+        // Before the flush, so that what the reroute task published goes out with it.
+        dispatch.shutdown().await;
         if let Err(e) = backends.bus.flush().await {
             warn!(error = %e, "bus flush failed; recently published envelopes may be lost");
         }
@@ -278,6 +287,19 @@ impl Dispatcher {
             _ => Ok(()),
         }
     }
+}
+
+/// A keyed Send holds its idempotency key pending for [`PENDING_CLAIM_TTL`]: a call that
+/// may run longer could outlive the claim and let a retry send twice. Checked here, where
+/// both the configuration and the flow are known.
+fn check_request_timeout(config: &Config) -> Result<(), ConfigError> {
+    if config.request_timeout() + Duration::from_secs(1) >= PENDING_CLAIM_TTL {
+        return Err(ConfigError {
+            setting: "KURIR_REQUEST_TIMEOUT_MS",
+            reason: "must stay below 29000 (idempotency keys are held pending for 30 s)".into(),
+        });
+    }
+    Ok(())
 }
 
 /// The gRPC server with the connection limits of `config`: concurrent streams per
