@@ -32,6 +32,8 @@ mod live;
 mod receipts;
 mod send;
 
+use std::sync::Arc;
+
 use kurir_backends::{Backends, NotificationId, UserId};
 use kurir_proto::v1::Notification;
 use metrics::{counter, Counter};
@@ -80,7 +82,7 @@ pub struct DisconnectCommand {
 pub struct Dispatch {
     backends: Backends,
     router: Router,
-    watchers: std::sync::Arc<Watchers>,
+    watchers: Arc<Watchers>,
     /// The background work of the flow (routing again what a `Send` could not route),
     /// awaited by [`Self::shutdown`].
     tasks: TaskTracker,
@@ -97,7 +99,7 @@ impl Dispatch {
         Self {
             router: Router::new(backends.clone(), tasks.clone(), stop.clone()),
             backends,
-            watchers: std::sync::Arc::new(Watchers::new(max_watchers, watch_buffer)),
+            watchers: Arc::new(Watchers::new(max_watchers, watch_buffer)),
             tasks,
             stop,
             stored: counter!(telemetry::STORED),
