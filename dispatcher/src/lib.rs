@@ -28,7 +28,6 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
 
 use kurir_backends::Backends;
 use kurir_proto::v1::dispatcher_server::{DispatcherServer, SERVICE_NAME};
@@ -48,7 +47,7 @@ use crate::api::auth::{ApiKeys, RequireApiKey};
 use crate::api::DispatcherApi;
 pub use crate::config::Config;
 use crate::config::ConfigError;
-use crate::dispatch::{Dispatch, PENDING_CLAIM_TTL};
+use crate::dispatch::Dispatch;
 pub use crate::error::DispatchError;
 
 /// Why a dispatcher could not start.
@@ -103,7 +102,6 @@ impl Dispatcher {
         metrics: PrometheusHandle,
     ) -> Result<Self, StartError> {
         config.validate()?;
-        check_request_timeout(&config)?;
         let tls = match config.tls_files() {
             Some(files) => Some(
                 ServerCerts::load(files, &[kurir_tls::ALPN_H2], "dispatcher").map_err(|e| {
@@ -287,19 +285,6 @@ impl Dispatcher {
             _ => Ok(()),
         }
     }
-}
-
-/// A keyed Send holds its idempotency key pending for [`PENDING_CLAIM_TTL`]: a call that
-/// may run longer could outlive the claim and let a retry send twice. Checked here, where
-/// both the configuration and the flow are known.
-fn check_request_timeout(config: &Config) -> Result<(), ConfigError> {
-    if config.request_timeout() + Duration::from_secs(1) >= PENDING_CLAIM_TTL {
-        return Err(ConfigError {
-            setting: "KURIR_REQUEST_TIMEOUT_MS",
-            reason: "must stay below 29000 (idempotency keys are held pending for 30 s)".into(),
-        });
-    }
-    Ok(())
 }
 
 /// The gRPC server with the connection limits of `config`: concurrent streams per

@@ -1,8 +1,17 @@
-//! The API's size limits: how many ids, how large a notification, how long a TTL. The
-//! request checks in [`crate::api::validate`] enforce them, and the configuration checks
-//! that the gRPC decoding limit leaves room for the largest request they allow.
+//! The API's limits: how many ids, how large a notification, how long a TTL or a call.
+//! The request checks in [`crate::api::validate`] enforce them; the configuration checks
+//! that the gRPC decoding limit leaves room for the largest request they allow, and that
+//! the request timeout stays within [`MAX_REQUEST_TIMEOUT`].
+
+use std::time::Duration;
 
 use kurir_backends::ids::MAX_USER_ID_LEN;
+
+/// Longest `KURIR_REQUEST_TIMEOUT_MS` accepted: a keyed `Send` holds its idempotency key
+/// pending for a fixed time (30 s, [`PENDING_CLAIM_TTL`](crate::dispatch::PENDING_CLAIM_TTL),
+/// which is checked to outlive this by more than a second), and a call that may run
+/// longer could outlive its claim and let a retry send twice.
+pub const MAX_REQUEST_TIMEOUT: Duration = Duration::from_millis(28_999);
 
 /// Most user ids one call may name.
 pub const MAX_USERS: usize = 10_000;

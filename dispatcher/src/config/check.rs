@@ -6,7 +6,7 @@ use std::time::Duration;
 use thiserror::Error;
 
 use super::server::{Config, MIN_API_KEY_BYTES};
-use crate::limits::MAX_SEND_REQUEST_BYTES;
+use crate::limits::{MAX_REQUEST_TIMEOUT, MAX_SEND_REQUEST_BYTES};
 
 /// A configuration the dispatcher refuses to start with.
 #[derive(Debug, Error)]
@@ -25,9 +25,7 @@ fn config_error(setting: &'static str, reason: impl Into<String>) -> ConfigError
 }
 
 impl Config {
-    /// Everything `bind` and `serve` rely on, checked before a port is bound (the
-    /// request timeout is also checked against the idempotency claim's lifetime, by
-    /// [`crate::Dispatcher::bind`], which knows both).
+    /// Everything `bind` and `serve` rely on, checked before a port is bound.
     ///
     /// # Errors
     /// The first setting that is wrong.
@@ -130,6 +128,12 @@ impl Config {
             if value == 0 {
                 return Err(config_error(setting, "must be greater than 0"));
             }
+        }
+        if self.request_timeout() > MAX_REQUEST_TIMEOUT {
+            return Err(config_error(
+                "KURIR_REQUEST_TIMEOUT_MS",
+                "must stay below 29000 (idempotency keys are held pending for 30 s)",
+            ));
         }
         // The semaphores behind both limits cap permits at `usize::MAX >> 3`.
         if self.max_in_flight > 1 << 20 || self.max_watchers > 1 << 20 {
@@ -252,6 +256,18 @@ mod tests {
         config.validate().unwrap();
         config.tls_client_ca = None;
         assert_eq!(config.validate().unwrap_err().setting, "KURIR_API_KEYS");
+    }
+
+    #[test]
+    fn the_request_timeout_stays_below_the_pending_claim() {
+        let mut config = Config::for_test(Namespace::parse("t").unwrap());
+        config.request_timeout_ms = 28_999;
+        config.validate().unwrap();
+        config.request_timeout_ms = 29_000;
+        assert_eq!(
+            config.validate().unwrap_err().setting,
+            "KURIR_REQUEST_TIMEOUT_MS"
+        );
     }
 
     #[test]
