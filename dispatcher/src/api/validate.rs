@@ -13,9 +13,10 @@ use prost::Message;
 
 use crate::dispatch::{DisconnectCommand, ReceiptFilter, SendCommand};
 use crate::error::DispatchError;
-use crate::limits::{
+/// The limits these checks enforce, where the rules are.
+pub use crate::limits::{
     MAX_IDEMPOTENCY_KEY_BYTES, MAX_NOTIFICATION_BYTES, MAX_NOTIFICATION_IDS, MAX_REASON_BYTES,
-    MAX_TTL_SECONDS, MAX_USERS,
+    MAX_SEND_REQUEST_BYTES, MAX_TTL_SECONDS, MAX_USERS,
 };
 
 pub fn send(req: SendRequest) -> Result<SendCommand, DispatchError> {
@@ -60,6 +61,7 @@ pub fn disconnect(req: DisconnectRequest) -> Result<DisconnectCommand, DispatchE
 pub fn watch_receipts(req: WatchReceiptsRequest) -> Result<ReceiptFilter, DispatchError> {
     let users = user_ids("user_ids", &req.user_ids, false)?
         .into_iter()
+        .map(|u| u.as_str().to_owned())
         .collect();
     if req.notification_ids.len() > MAX_NOTIFICATION_IDS {
         return Err(DispatchError::invalid(
@@ -170,8 +172,6 @@ fn truncate_at_char_boundary(s: &mut String, max: usize) {
 
 #[cfg(test)]
 mod tests {
-    use crate::limits::MAX_SEND_REQUEST_BYTES;
-
     #[test]
     fn the_largest_valid_send_fits_its_computed_size() {
         let id = |i: usize| format!("{i:0>128}");

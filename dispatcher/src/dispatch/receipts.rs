@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 use kurir_backends::bus::Subscription;
-use kurir_backends::{BackendError, NotificationId, UserId};
+use kurir_backends::{BackendError, NotificationId};
 use kurir_proto::internal::v1::ReceiptBatch;
 use kurir_proto::v1::Receipt;
 use metrics::{counter, gauge};
@@ -22,16 +22,17 @@ use super::Dispatch;
 use crate::error::DispatchError;
 use crate::telemetry;
 
-/// Which receipts a watcher wants; an empty set matches everything.
+/// Which receipts a watcher wants; an empty set matches everything. User ids are kept
+/// as the validated strings they are compared with: receipts arrive as text.
 #[derive(Debug, Clone, Default)]
 pub struct ReceiptFilter {
-    pub users: HashSet<UserId>,
+    pub users: HashSet<String>,
     pub ids: HashSet<NotificationId>,
 }
 
 impl ReceiptFilter {
     pub fn matches(&self, receipt: &Receipt) -> bool {
-        (self.users.is_empty() || self.users.contains(receipt.user_id.as_str()))
+        (self.users.is_empty() || self.users.contains(&receipt.user_id))
             && (self.ids.is_empty()
                 || NotificationId::parse(&receipt.id).is_ok_and(|id| self.ids.contains(&id)))
     }
@@ -189,13 +190,13 @@ mod tests {
         let all = ReceiptFilter::default();
         assert!(all.matches(&receipt("x", a)));
         let users = ReceiptFilter {
-            users: [UserId::parse("alice").unwrap()].into(),
+            users: ["alice".to_owned()].into(),
             ids: HashSet::new(),
         };
         assert!(users.matches(&receipt("alice", a)));
         assert!(!users.matches(&receipt("bob", a)));
         let both = ReceiptFilter {
-            users: [UserId::parse("alice").unwrap()].into(),
+            users: ["alice".to_owned()].into(),
             ids: [a].into(),
         };
         assert!(both.matches(&receipt("alice", a)));

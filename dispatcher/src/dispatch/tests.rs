@@ -317,6 +317,26 @@ async fn a_stored_send_that_could_not_be_routed_is_routed_once_the_bus_is_back()
 }
 
 #[tokio::test]
+async fn shutdown_ends_the_reroute_task_and_waits_for_it() {
+    let f = fixture().await;
+    f.bus.down.store(true, Ordering::SeqCst);
+    f.dispatch.send(cmd(60, None), &scope()).await.unwrap();
+    assert_eq!(
+        f.dispatch.tasks.len(),
+        1,
+        "the reroute task runs on the flow's tracker"
+    );
+    tokio::time::timeout(Duration::from_secs(5), f.dispatch.shutdown())
+        .await
+        .expect("shutdown waits for the reroute task, which ends at once");
+    assert!(f.dispatch.tasks.is_empty());
+    // Nothing is routed again after shutdown, even once the bus is back.
+    f.bus.down.store(false, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(f.bus.published.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
 async fn a_live_send_fails_when_routing_fails_and_gives_its_key_up() {
     let f = fixture().await;
     f.bus.down.store(true, Ordering::SeqCst);
