@@ -1,5 +1,6 @@
-//! The admin listener (`KURIR_METRICS_LISTEN`): `/metrics`, `/healthz`, `/readyz`, and
-//! the background probe that keeps readiness honest.
+//! What the admin listener (`KURIR_METRICS_LISTEN`, served by
+//! [`kurir_runtime::admin`]: `/metrics`, `/healthz`, `/readyz`) reports as the
+//! dispatcher's readiness, and the background probe that keeps it honest.
 //!
 //! `/readyz` is 200 only while the dispatcher can really serve: the bus client says it is
 //! connected and a cheap Redis round trip (a presence lookup of a sentinel user, every
@@ -10,24 +11,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::http::{header, StatusCode};
-use axum::response::IntoResponse;
-use axum::routing::get;
-use axum::{Json, Router};
 use kurir_backends::{Backends, UserId};
 use metrics::{counter, gauge};
-use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Serialize;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
+use tracing::debug;
 
 use crate::telemetry;
 
 /// A presence probe older than this many intervals no longer counts.
 const STALE_INTERVALS: u32 = 3;
-/// How often histogram samples are folded into buckets when nobody scrapes.
-const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Readiness state, shared by the probe and `/readyz`. Cheap to clone.
 #[derive(Clone)]
@@ -65,7 +59,8 @@ impl Readiness {
         }
     }
 
-    pub fn report(&self) -> Report {
+    /// The checks as they stand now.
+    pub fn check(&self) -> Report {
         let i = &self.inner;
         let draining = i.draining.load(Ordering::Acquire);
         let bus = i.backends.bus.is_connected();
@@ -107,6 +102,15 @@ impl Readiness {
     }
 }
 
+impl kurir_runtime::admin::Readiness for Readiness {
+    type Report = Report;
+
+    fn report(&self) -> (bool, Report) {
+        let report = self.check();
+        (report.ready, report)
+    }
+}
+
 /// Probe Redis (and look at the bus) every interval until `stop`.
 pub async fn probe(readiness: Readiness, stop: CancellationToken) {
     let Ok(sentinel) = UserId::parse("kurir-readiness-probe") else {
@@ -132,67 +136,10 @@ pub async fn probe(readiness: Readiness, stop: CancellationToken) {
             counter!(telemetry::READINESS_FAILURES, "check" => "presence").increment(1);
             debug!("readiness: presence probe failed");
         }
-        let report = readiness.report();
+        let report = readiness.check();
         if !report.bus {
             counter!(telemetry::READINESS_FAILURES, "check" => "bus").increment(1);
         }
         gauge!(telemetry::READY).set(if report.ready { 1.0 } else { 0.0 });
-    }
-}
-
-/// Fold histogram samples into buckets regularly, scraped or not.
-pub async fn upkeep(handle: PrometheusHandle, stop: CancellationToken) {
-    let mut tick = tokio::time::interval(UPKEEP_INTERVAL);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => handle.run_upkeep(),
-            () = stop.cancelled() => break,
-        }
-    }
-}
-
-/// `/metrics`, `/healthz`, `/readyz`.
-pub fn router(handle: PrometheusHandle, readiness: Readiness) -> Router {
-    Router::new()
-        .route(
-            "/metrics",
-            get(move || {
-                telemetry::process_collector().collect();
-                let body = handle.render();
-                async move {
-                    (
-                        [(
-                            header::CONTENT_TYPE,
-                            "text/plain; version=0.0.4; charset=utf-8",
-                        )],
-                        body,
-                    )
-                }
-            }),
-        )
-        .route("/healthz", get(|| async { "ok" }))
-        .route(
-            "/readyz",
-            get(move || {
-                let report = readiness.report();
-                async move {
-                    let status = if report.ready {
-                        StatusCode::OK
-                    } else {
-                        StatusCode::SERVICE_UNAVAILABLE
-                    };
-                    (status, Json(report)).into_response()
-                }
-            }),
-        )
-}
-
-/// Serve `router` on `listener` until `stop`.
-pub async fn serve(listener: tokio::net::TcpListener, router: Router, stop: CancellationToken) {
-    if let Err(e) = axum::serve(listener, router)
-        .with_graceful_shutdown(stop.cancelled_owned())
-        .await
-    {
-        warn!(error = %e, "admin listener failed");
     }
 }

@@ -1,11 +1,12 @@
 //! Kurir dispatcher: the gRPC API backend services call to notify users.
 //!
 //! The data path, in order: [`api`] (① the gRPC edge: [`api::auth`] checks the API key,
-//! [`api::validate`] turns requests into domain values, [`api::status`] turns errors into
-//! `Status`) → [`dispatch`] (② idempotency → id → inbox → [`route`]: presence lookup →
-//! group by node → one publish per node; [`reroute`] tries again, in the background,
-//! what a stored `Send` could not route). Around it: [`admin`] (`/metrics`, `/healthz`, `/readyz`),
-//! [`config`], [`error`], [`telemetry`], and [`client`] (the `send`, `presence` and
+//! [`api::validate`] turns requests into domain values within [`limits`],
+//! [`api::status`] turns errors into `Status`) → [`dispatch`] (② idempotency → id →
+//! inbox → [`route`]: presence lookup → group by node → one publish per node;
+//! [`route::reroute`] tries again, in the background, what a stored `Send` could not
+//! route). Around it: [`admin`] (readiness for `/readyz`), [`config`], [`error`],
+//! [`method`] and [`telemetry`] (metrics), and [`client`] (the `send`, `presence` and
 //! `receipts` subcommands).
 //!
 //! [`Dispatcher::bind`] + [`Dispatcher::serve`] is what `main` and the tests run.
@@ -17,7 +18,8 @@ pub mod client;
 pub mod config;
 pub mod dispatch;
 pub mod error;
-pub mod reroute;
+pub mod limits;
+pub mod method;
 pub mod route;
 pub mod standalone;
 pub mod telemetry;
@@ -161,12 +163,15 @@ impl Dispatcher {
         let stop_background = CancellationToken::new();
         let readiness = Readiness::new(backends.clone(), config.readiness_interval());
         background.spawn(admin::probe(readiness.clone(), stop_background.clone()));
-        background.spawn(admin::upkeep(metrics.clone(), stop_background.clone()));
+        background.spawn(kurir_runtime::admin::upkeep(
+            metrics.clone(),
+            stop_background.clone(),
+        ));
         // The admin listener outlives the gRPC one, so the last scrape sees the drain.
         let stop_admin = CancellationToken::new();
-        let admin_server = tokio::spawn(admin::serve(
+        let admin_server = tokio::spawn(kurir_runtime::admin::serve(
             admin,
-            admin::router(metrics, readiness.clone()),
+            kurir_runtime::admin::router(metrics, readiness.clone()),
             stop_admin.clone(),
         ));
 
@@ -264,6 +269,8 @@ impl Dispatcher {
                 ),
             }
         }
+        // Before the flush, so that what the reroute task published goes out with it.
+        dispatch.shutdown().await;
         if let Err(e) = backends.bus.flush().await {
             warn!(error = %e, "bus flush failed; recently published envelopes may be lost");
         }

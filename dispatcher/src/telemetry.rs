@@ -1,15 +1,14 @@
-//! Metric names, their descriptions, the series registered from start-up, the Prometheus
-//! recorder, the process collector and the tracing subscriber.
+//! Metric names, their descriptions, the series registered from start-up, and the
+//! histogram buckets the Prometheus recorder needs for them. The recorder, the process
+//! collector and the log subscriber are [`kurir_runtime`]'s.
 
-use std::sync::OnceLock;
-
+use kurir_runtime::metrics::{Buckets, RecorderError};
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, Unit};
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::PrometheusHandle;
 use tonic::Code;
 
-use crate::api::Method;
-use crate::config::LogFormat;
 use crate::error::AuthFailure;
+use crate::method::Method;
 
 /// `{method,code}`: finished gRPC calls, by gRPC code name.
 pub const REQUESTS: &str = "kurir_dispatcher_requests_total";
@@ -60,29 +59,24 @@ pub const DURATION_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
-/// The process-wide Prometheus recorder, installed on first call; later calls (tests
-/// starting several dispatchers) get the same handle.
+/// The dispatcher's histograms and their buckets. A process that embeds a dispatcher
+/// beside other servers installs the recorder itself with these among the others'.
+pub const BUCKETS: &[Buckets] = &[Buckets {
+    metric: REQUEST_DURATION,
+    bounds: DURATION_BUCKETS,
+}];
+
+/// The process-wide Prometheus recorder with [`BUCKETS`], installed on first call; later
+/// calls (tests starting several dispatchers) get the same handle.
 ///
 /// # Errors
 /// Another recorder was installed first.
-pub fn install_recorder() -> Result<PrometheusHandle, String> {
-    static HANDLE: OnceLock<Result<PrometheusHandle, String>> = OnceLock::new();
-    HANDLE
-        .get_or_init(|| {
-            PrometheusBuilder::new()
-                .set_buckets_for_metric(Matcher::Full(REQUEST_DURATION.into()), DURATION_BUCKETS)
-                .map_err(|e| e.to_string())?
-                // The gateway embedded by --standalone records through this recorder too.
-                .set_buckets_for_metric(
-                    Matcher::Full(kurir_gateway::telemetry::DELIVERY_LATENCY.into()),
-                    kurir_gateway::telemetry::LATENCY_BUCKETS,
-                )
-                .map_err(|e| e.to_string())?
-                .install_recorder()
-                .map_err(|e| e.to_string())
-        })
-        .clone()
+pub fn install_recorder() -> Result<PrometheusHandle, RecorderError> {
+    kurir_runtime::metrics::install(BUCKETS)
 }
+
+/// The log subscriber (`KURIR_LOG_FORMAT`, `RUST_LOG`), shared with every Kurir server.
+pub use kurir_runtime::logging::init as init_tracing;
 
 /// Describe every dispatcher metric and register its series at zero. Idempotent.
 pub fn describe() {
@@ -139,12 +133,9 @@ pub fn describe() {
     gauge!(WATCHERS).set(0.0);
     gauge!(READY).set(0.0);
     kurir_backends::telemetry::describe();
-    process_collector().describe();
+    // Created once per process and described on creation.
+    kurir_runtime::metrics::process_collector();
 }
-
-/// `process_resident_memory_bytes`, `process_cpu_seconds_total`, … — the gateway's
-/// collector, so that `--standalone`, which embeds a gateway, has one.
-pub use kurir_gateway::telemetry::process_collector;
 
 /// A call refused by [`crate::api::auth`].
 pub fn auth_failure(failure: AuthFailure) {
@@ -180,21 +171,4 @@ pub fn code_label(code: Code) -> &'static str {
         Code::DataLoss => "DataLoss",
         Code::Unauthenticated => "Unauthenticated",
     }
-}
-
-/// Structured logs on stderr: `text` for people, `json` for collectors. `RUST_LOG`
-/// filters (default `info`).
-pub fn init_tracing(format: LogFormat) {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        // Colours only for people at a terminal, never into log files or collectors.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    // `try_init` fails only when a subscriber is already set (tests): keep that one.
-    let _ = match format {
-        LogFormat::Json => builder.json().try_init(),
-        LogFormat::Text => builder.try_init(),
-    };
 }

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use kurir_backends::Backends;
-use kurir_dispatcher::api::validate::{MAX_SEND_REQUEST_BYTES, MAX_USERS};
 use kurir_dispatcher::config::Secret;
+use kurir_dispatcher::limits::{MAX_SEND_REQUEST_BYTES, MAX_USERS};
 use kurir_proto::v1::{SendRequest, WatchReceiptsRequest};
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

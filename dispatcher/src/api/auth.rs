@@ -21,6 +21,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use futures::future::{ready, Either, Ready};
+use kurir_backends::Secret;
 use subtle::{ConditionallySelectable, ConstantTimeEq};
 use tonic::body::Body;
 use tonic::codegen::{http, Service};
@@ -30,7 +31,6 @@ use tonic::{Code, Status};
 use tracing::debug;
 
 use crate::api::Method;
-use crate::config::Secret;
 use crate::dispatch::Scope;
 use crate::error::{AuthFailure, DispatchError};
 use crate::telemetry;

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use futures::stream::BoxStream;
 use futures::StreamExt;
-use kurir_proto::v1::dispatcher_server::{Dispatcher, SERVICE_NAME};
+use kurir_proto::v1::dispatcher_server::Dispatcher;
 use kurir_proto::v1::{
     BroadcastReply, BroadcastRequest, DisconnectReply, DisconnectRequest, GetPresenceReply,
     GetPresenceRequest, PublishReply, PublishRequest, Receipt, SendReply, SendRequest,
@@ -29,49 +29,8 @@ use tracing::{debug, info_span, Instrument};
 
 use crate::dispatch::{Dispatch, Scope};
 use crate::error::DispatchError;
+pub use crate::method::Method;
 use crate::telemetry;
-
-/// The RPCs, as the `method` label.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Method {
-    Send,
-    Publish,
-    Broadcast,
-    GetPresence,
-    Disconnect,
-    WatchReceipts,
-}
-
-impl Method {
-    pub const ALL: [Method; 6] = [
-        Method::Send,
-        Method::Publish,
-        Method::Broadcast,
-        Method::GetPresence,
-        Method::Disconnect,
-        Method::WatchReceipts,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Method::Send => "Send",
-            Method::Publish => "Publish",
-            Method::Broadcast => "Broadcast",
-            Method::GetPresence => "GetPresence",
-            Method::Disconnect => "Disconnect",
-            Method::WatchReceipts => "WatchReceipts",
-        }
-    }
-
-    /// The method of a request path (`/kurir.v1.Dispatcher/Send`).
-    pub fn from_path(path: &str) -> Option<Self> {
-        let name = path
-            .strip_prefix('/')?
-            .strip_prefix(SERVICE_NAME)?
-            .strip_prefix('/')?;
-        Self::ALL.into_iter().find(|m| m.as_str() == name)
-    }
-}
 
 /// The `kurir.v1.Dispatcher` service.
 pub struct DispatcherApi {
@@ -243,15 +202,5 @@ mod tests {
         assert_eq!(err.code(), Code::DeadlineExceeded);
         // The permit came back with the timed-out call.
         assert!(api.in_flight.try_acquire().is_ok());
-    }
-
-    #[test]
-    fn methods_from_paths() {
-        for m in Method::ALL {
-            let path = format!("/kurir.v1.Dispatcher/{}", m.as_str());
-            assert_eq!(Method::from_path(&path), Some(m));
-        }
-        assert_eq!(Method::from_path("/kurir.v1.Dispatcher/Nope"), None);
-        assert_eq!(Method::from_path("/grpc.health.v1.Health/Check"), None);
     }
 }

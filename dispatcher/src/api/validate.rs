@@ -4,7 +4,6 @@
 
 use std::collections::HashSet;
 
-use kurir_backends::ids::MAX_USER_ID_LEN;
 use kurir_backends::{NotificationId, Topic, UserId};
 use kurir_proto::v1::{
     BroadcastRequest, DisconnectRequest, GetPresenceRequest, Notification, Priority,
@@ -14,43 +13,11 @@ use prost::Message;
 
 use crate::dispatch::{DisconnectCommand, ReceiptFilter, SendCommand};
 use crate::error::DispatchError;
-
-/// Most user ids one call may name.
-pub const MAX_USERS: usize = 10_000;
-/// Largest notification, prost-encoded.
-pub const MAX_NOTIFICATION_BYTES: usize = 4096;
-/// Longest a notification may be stored: 30 days.
-pub const MAX_TTL_SECONDS: u32 = 30 * 24 * 3600;
-/// Longest idempotency key, in bytes.
-pub const MAX_IDEMPOTENCY_KEY_BYTES: usize = 128;
-/// Longest disconnect reason, in bytes (a WebSocket close reason must stay under 123).
-pub const MAX_REASON_BYTES: usize = 120;
-/// Largest valid `Send`, protobuf-encoded: 10000 user ids of 128 bytes, a notification
-/// of 4096 bytes, the longest TTL and idempotency key (1,314,235 bytes). The decoding
-/// limit (`KURIR_GRPC_MAX_MESSAGE_BYTES`) may not go below it.
-pub const MAX_SEND_REQUEST_BYTES: usize = MAX_USERS * field_len(MAX_USER_ID_LEN)
-    + field_len(MAX_NOTIFICATION_BYTES)
-    + 1
-    + varint_len(MAX_TTL_SECONDS as usize)
-    + field_len(MAX_IDEMPOTENCY_KEY_BYTES);
-
-/// Bytes of a protobuf varint holding `v`.
-const fn varint_len(mut v: usize) -> usize {
-    let mut n = 1;
-    while v >= 0x80 {
-        v >>= 7;
-        n += 1;
-    }
-    n
-}
-
-/// Bytes of a length-delimited field of `len` bytes (tag numbers below 16 take one byte).
-const fn field_len(len: usize) -> usize {
-    1 + varint_len(len) + len
-}
-
-/// Most notification ids a receipt filter may name.
-pub const MAX_NOTIFICATION_IDS: usize = 10_000;
+/// The limits these checks enforce, where the rules are.
+pub use crate::limits::{
+    MAX_IDEMPOTENCY_KEY_BYTES, MAX_NOTIFICATION_BYTES, MAX_NOTIFICATION_IDS, MAX_REASON_BYTES,
+    MAX_SEND_REQUEST_BYTES, MAX_TTL_SECONDS, MAX_USERS,
+};
 
 pub fn send(req: SendRequest) -> Result<SendCommand, DispatchError> {
     let users = user_ids("user_ids", &req.user_ids, true)?;

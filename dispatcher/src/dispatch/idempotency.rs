@@ -41,6 +41,7 @@ use tracing::{debug, warn};
 
 use super::SendCommand;
 use crate::error::DispatchError;
+use crate::limits::MAX_REQUEST_TIMEOUT;
 
 /// How long an idempotency key keeps naming the first notification sent with it.
 pub const IDEMPOTENCY_TTL: Duration = Duration::from_secs(24 * 3600);
@@ -50,6 +51,10 @@ pub const IDEMPOTENCY_TTL: Duration = Duration::from_secs(24 * 3600);
 /// 10 s by default), so a key is never freed under a call still running; a cancelled
 /// call gives its key up at once.
 pub const PENDING_CLAIM_TTL: Duration = Duration::from_secs(30);
+const _: () = assert!(
+    MAX_REQUEST_TIMEOUT.as_millis() + 1000 < PENDING_CLAIM_TTL.as_millis(),
+    "a call may not outlive its pending claim"
+);
 
 /// How long a `Send` whose key is pending under another call waits for that call to
 /// settle or give the key up, before failing with `ABORTED`.

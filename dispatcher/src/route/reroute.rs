@@ -13,17 +13,17 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use kurir_backends::UserId;
 use kurir_proto::internal::v1::Delivery;
+use kurir_runtime::now_ms;
 use metrics::counter;
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{debug, info};
 
-use crate::dispatch::now_ms;
-use crate::route::Router;
+use super::{Paths, Recipient};
 use crate::telemetry;
 
 /// Notifications waiting to be routed again at most.
@@ -33,52 +33,58 @@ pub const REROUTE_FOR: Duration = Duration::from_secs(120);
 /// First and longest pause between two attempts.
 const BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(5));
 
-/// A stored notification and its recipients' cursors.
-pub struct Unrouted {
-    pub delivery: Delivery,
-    pub users: Vec<UserId>,
-    pub cursors: Vec<String>,
+/// A stored notification and its recipients, with their cursors.
+struct Unrouted {
+    delivery: Delivery,
+    recipients: Vec<Recipient>,
 }
 
 /// A queued notification and when its `Send` failed to route it.
 type Queued = (Unrouted, Instant);
 
 /// What the task takes when it starts.
-type Idle = (mpsc::Receiver<Queued>, Router);
+type Idle = (mpsc::Receiver<Queued>, Paths);
 
-/// Handle on the reroute task, started with the first notification it gets. Cheap to
-/// clone.
+/// Handle on the reroute task, started with the first notification it gets (a process
+/// whose routing never fails never runs it). Cheap to clone.
 #[derive(Clone)]
-pub struct Reroute {
+pub(super) struct Reroute {
     tx: mpsc::Sender<Queued>,
     /// The task's end of the queue and what it needs, until it starts.
     idle: Arc<Mutex<Option<Idle>>>,
+    tasks: TaskTracker,
     stop: CancellationToken,
 }
 
 impl Reroute {
-    /// The task ends when `stop` is cancelled.
-    pub fn new(router: Router, stop: CancellationToken) -> Self {
+    /// The task runs on `tasks` and ends when `stop` is cancelled.
+    pub(super) fn new(paths: Paths, tasks: TaskTracker, stop: CancellationToken) -> Self {
         let (tx, rx) = mpsc::channel(QUEUE);
         Self {
             tx,
-            idle: Arc::new(Mutex::new(Some((rx, router)))),
+            idle: Arc::new(Mutex::new(Some((rx, paths)))),
+            tasks,
             stop,
         }
     }
 
-    /// Route `n` again later. Never waits: a full queue leaves it to replay.
-    pub fn later(&self, n: Unrouted) {
-        if let Some((rx, router)) = self.idle.lock().take() {
-            tokio::spawn(run(router, rx, self.stop.clone()));
+    /// Route `delivery` to `recipients` again later. Never waits: a full queue leaves it
+    /// to replay.
+    pub(super) fn later(&self, delivery: Delivery, recipients: Vec<Recipient>) {
+        if let Some((rx, paths)) = self.idle.lock().take() {
+            self.tasks.spawn(run(paths, rx, self.stop.clone()));
         }
+        let n = Unrouted {
+            delivery,
+            recipients,
+        };
         if self.tx.try_send((n, Instant::now())).is_err() {
             counter!(telemetry::REROUTES, "outcome" => "dropped").increment(1);
         }
     }
 }
 
-async fn run(router: Router, mut rx: mpsc::Receiver<(Unrouted, Instant)>, stop: CancellationToken) {
+async fn run(paths: Paths, mut rx: mpsc::Receiver<Queued>, stop: CancellationToken) {
     let mut pause = BACKOFF.0;
     while let Some((n, since)) = tokio::select! {
         () = stop.cancelled() => None,
@@ -89,7 +95,7 @@ async fn run(router: Router, mut rx: mpsc::Receiver<(Unrouted, Instant)>, stop: 
                 counter!(telemetry::REROUTES, "outcome" => "expired").increment(1);
                 break;
             }
-            match router.route(n.delivery.clone(), &n.users, &n.cursors).await {
+            match paths.route(n.delivery.clone(), &n.recipients).await {
                 Ok(online) => {
                     counter!(telemetry::REROUTES, "outcome" => "routed").increment(1);
                     debug!(id = %n.delivery.id, online, "stored notification routed on a later attempt");
