@@ -67,5 +67,5 @@ pub const DEFAULT_MAX_PENDING_HANDSHAKES: usize = 1024;
 /// Default of `KURIR_HANDSHAKE_TIMEOUT_MS`.
 pub const DEFAULT_HANDSHAKE_TIMEOUT_MS: u64 = 10_000;
 
-/// The HS256 secret [`Config::for_test`] sets: tests mint their tokens with it.
+/// The HS256 secret [`super::Config::for_test`] sets: tests mint their tokens with it.
 pub const TEST_JWT_SECRET: &str = "gateway-test-secret-0123456789abcdef";

@@ -1,7 +1,7 @@
 //! ① The socket edge: `GET /ws` checks the WebSocket handshake, the Origin and the token
 //! *before* upgrading (refusals are plain HTTP with a JSON body), admits the connection
 //! under the node's and the user's connection caps (503 / 429), then takes the TCP
-//! stream back from the HTTP layer and hands it, as a [`socket::WsSocket`], to a
+//! stream back from the HTTP layer and hands it, as a [`kurir_wire::WsSocket`], to a
 //! [`session`] on the node's task tracker so that shutdown can drain it.
 //!
 //! `accept` serves the listener (HTTP/1.1, upgrades allowed), `handshake` is the RFC 6455

@@ -17,8 +17,8 @@
 //!
 //! Any error ends this session only; it is logged once, with the connection id.
 //!
-//! [`delivery`] is what the session writes (replay, queued notifications, receipts,
-//! duplicates dropped); [`client`] is what it reads (client frames, the rate limit,
+//! `delivery` is what the session writes (replay, queued notifications, receipts,
+//! duplicates dropped); `client` is what it reads (client frames, the rate limit,
 //! subscriptions and acks).
 
 mod client;
