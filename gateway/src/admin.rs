@@ -1,66 +1,15 @@
-//! Health, readiness and metrics endpoints, plus the development token endpoint.
+//! The development token endpoint (`/dev/token`, `--standalone` with a generated secret
+//! only). `/healthz`, `/readyz` and `/metrics` are `kurir_runtime::admin`'s, answering
+//! from [`crate::readiness::Readiness`].
 
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use kurir_backends::UserId;
-use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Deserialize;
 
-use crate::liveness::Readiness;
 use crate::state::AppState;
-use crate::telemetry;
-
-/// `/healthz` and `/readyz`, for any router.
-pub fn health_routes<S: Clone + Send + Sync + 'static>(readiness: Readiness) -> Router<S> {
-    Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route(
-            "/readyz",
-            get(move || {
-                let report = readiness.report();
-                async move {
-                    let status = if report.ready {
-                        StatusCode::OK
-                    } else {
-                        StatusCode::SERVICE_UNAVAILABLE
-                    };
-                    (status, Json(report))
-                }
-            }),
-        )
-}
-
-/// The metrics listener: `/metrics`, `/healthz`, `/readyz`.
-pub fn metrics_router(handle: PrometheusHandle, readiness: Readiness) -> Router {
-    Router::new()
-        .route(
-            "/metrics",
-            get(move || {
-                telemetry::process_collector().collect();
-                let body = handle.render();
-                async move { body }
-            }),
-        )
-        .merge(health_routes(readiness))
-}
-
-/// How often histogram samples are folded into buckets when nobody scrapes: without it
-/// they pile up in memory between scrapes.
-const UPKEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// Fold histogram samples into buckets regularly, scraped or not.
-pub async fn upkeep(handle: PrometheusHandle, stop: tokio_util::sync::CancellationToken) {
-    let mut tick = tokio::time::interval(UPKEEP_INTERVAL);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => handle.run_upkeep(),
-            () = stop.cancelled() => break,
-        }
-    }
-}
 
 #[derive(Deserialize)]
 pub struct DevTokenParams {

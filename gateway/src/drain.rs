@@ -9,8 +9,8 @@ use kurir_backends::{ConnId, UserId};
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
+use crate::protocol::CloseReason;
 use crate::state::AppState;
-use crate::ws::close::CloseReason;
 
 /// Tick of the close schedule.
 const STEP: Duration = Duration::from_millis(50);

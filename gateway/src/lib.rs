@@ -1,9 +1,11 @@
 //! Kurir gateway: holds users' WebSockets and writes notifications to them.
 //!
-//! The data path, in order: [`ws`] (① upgrade + auth, one [`ws::session`] per socket,
-//! frames, close codes) ↔ [`hub`] (② user → connections, topic → connections, bounded
-//! per-connection queues) ↔ [`relay`] (③ bus subscriptions → hub) ; [`liveness`] (④
-//! presence, node liveness, readiness probe), [`receipts`], [`drain`] (SIGTERM).
+//! The data path, in order: [`ws`] (① upgrade + auth, one [`ws::session`] per socket)
+//! ↔ [`hub`] (② user → connections, topic → connections, bounded per-connection
+//! queues) ↔ [`relay`] (③ bus subscriptions → hub) ; [`liveness`] (④ presence, node
+//! liveness, readiness probe), [`receipts`], [`drain`] (SIGTERM). Below them all,
+//! [`protocol`] (the client frames and close codes), [`auth`], [`readiness`] and
+//! [`telemetry`]; [`state`] holds the handles the tasks share.
 //! [`Gateway::bind`] + [`Gateway::serve`] is what `main`, tests and `--standalone` run.
 #![forbid(unsafe_code)]
 
@@ -13,6 +15,8 @@ pub mod config;
 pub mod drain;
 pub mod hub;
 pub mod liveness;
+pub mod protocol;
+pub mod readiness;
 pub mod receipts;
 pub mod relay;
 pub mod state;
@@ -34,14 +38,14 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use auth::Verifier;
-pub use config::Config;
+pub use config::{Config, ConfigError};
 use state::AppState;
 
 /// Why a gateway could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("configuration: {0}")]
-    Config(String),
+    Config(#[from] ConfigError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -85,20 +89,23 @@ impl Gateway {
         backends: Backends,
         metrics: Option<PrometheusHandle>,
     ) -> Result<Self, StartError> {
-        config.validate().map_err(StartError::Config)?;
-        let readiness = liveness::Readiness::default();
-        let verifier = Verifier::from_config(&config, &readiness)
+        config.validate()?;
+        let readiness = readiness::Readiness::default();
+        let verifier = Verifier::from_settings(&config.jwt_settings(), &readiness)
             .await
-            .map_err(|e| StartError::Config(e.to_string()))?;
+            .map_err(ConfigError::from)?;
         let tls = match config.tls_files() {
             Some(files) => Some(
                 ServerCerts::load(files, &[kurir_tls::ALPN_HTTP1], "gateway").map_err(|e| {
-                    StartError::Config(format!("KURIR_TLS_CERT/KURIR_TLS_KEY: {e}"))
+                    ConfigError {
+                        setting: "KURIR_TLS_CERT/KURIR_TLS_KEY",
+                        reason: e.to_string(),
+                    }
                 })?,
             ),
             None => None,
         };
-        telemetry::describe();
+        telemetry::describe(&protocol::CloseReason::LABELS);
         telemetry::describe_handshakes();
         let node = config.node_id.clone().unwrap_or_else(NodeId::generate);
         let backlog = config.accept_backlog;
@@ -160,7 +167,7 @@ impl Gateway {
     fn router(state: Arc<AppState>) -> Router {
         let mut router = Router::new()
             .route("/ws", get(ws::upgrade))
-            .merge(admin::health_routes(state.readiness.clone()))
+            .merge(kurir_runtime::admin::health_routes(state.readiness.clone()))
             .merge(demo::routes());
         if state.config.dev_tokens {
             router = router.route("/dev/token", get(admin::dev_token));
@@ -187,14 +194,29 @@ impl Gateway {
         let stop = CancellationToken::new();
         let background = TaskTracker::new();
         let (subscribed_tx, subscribed) = tokio::sync::oneshot::channel();
-        background.spawn(relay::run(
-            state.clone(),
-            topics_rx,
-            stop.clone(),
-            subscribed_tx,
-        ));
+        let relay = relay::Relay {
+            node: state.node.clone(),
+            backends: state.backends.clone(),
+            hub: state.hub.clone(),
+            readiness: state.readiness.clone(),
+            max_topics: state.config.max_topics_per_node,
+        };
+        background.spawn(relay::run(relay, topics_rx, stop.clone(), subscribed_tx));
         let (first_beat_tx, first_beat) = tokio::sync::oneshot::channel();
-        background.spawn(liveness::run(state.clone(), stop.clone(), first_beat_tx));
+        let liveness = liveness::Liveness {
+            node: state.node.clone(),
+            lease: state.lease.clone(),
+            backends: state.backends.clone(),
+            hub: state.hub.clone(),
+            readiness: state.readiness.clone(),
+            timers: liveness::Timers {
+                liveness_ttl: state.config.liveness_ttl(),
+                probe_interval: state.config.probe_interval(),
+                probe_timeout: state.config.probe_timeout(),
+                presence_ttl: state.config.presence_ttl(),
+            },
+        };
+        background.spawn(liveness::run(liveness, stop.clone(), first_beat_tx));
         background.spawn(ws::heartbeat::run(
             state.hub.clone(),
             state.config.heartbeat(),
@@ -213,14 +235,9 @@ impl Gateway {
             background.spawn(certs.watch(state.config.tls_reload_interval(), stop.clone())?);
         }
         if let Some((l, handle)) = metrics {
-            background.spawn(admin::upkeep(handle.clone(), stop.clone()));
-            let router = admin::metrics_router(handle, state.readiness.clone());
-            let stop = stop.clone();
-            background.spawn(async move {
-                let _ = axum::serve(l, router)
-                    .with_graceful_shutdown(stop.cancelled_owned())
-                    .await;
-            });
+            background.spawn(kurir_runtime::admin::upkeep(handle.clone(), stop.clone()));
+            let router = kurir_runtime::admin::router(handle, state.readiness.clone());
+            background.spawn(kurir_runtime::admin::serve(l, router, stop.clone()));
         }
         // Accept sockets once deliveries can reach them and this node's liveness mark
         // is set (entries of a node without one may be pruned). With a backend down,

@@ -1,59 +1,89 @@
-//! `kurir-gateway`: parse config, install telemetry, connect the backends, serve until
-//! SIGTERM/SIGINT, drain.
+//! `kurir-gateway`: parse the configuration, install logs and metrics, connect the
+//! backends, serve until SIGTERM/SIGINT, drain.
+//!
+//! Exit codes: 0 after a drain (and for `--help`, `--version`); 64 (`EX_USAGE`) for bad
+//! flags, environment or configuration; 69 (`EX_UNAVAILABLE`) when a port cannot be
+//! bound; 1 for anything else. A failure is one line on stderr, `kurir-gateway: …`.
 
+use std::fmt::Display;
+use std::process::ExitCode;
+
+use clap::error::ErrorKind;
 use clap::Parser;
-use kurir_backends::{Backends, ConnectOptions};
-use kurir_gateway::{telemetry, Config, Gateway};
+use kurir_backends::Backends;
+use kurir_gateway::{telemetry, Config, Gateway, StartError};
 
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-fn main() -> anyhow::Result<()> {
-    let config = Config::parse();
+/// `EX_USAGE`: bad flags, environment or configuration.
+const EX_USAGE: u8 = 64;
+/// `EX_UNAVAILABLE`: a port could not be bound.
+const EX_UNAVAILABLE: u8 = 69;
+
+fn main() -> ExitCode {
+    let config = match Config::try_parse() {
+        Ok(config) => config,
+        Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
+            e.exit()
+        }
+        Err(e) => return fail(EX_USAGE, one_line(&e)),
+    };
     if let Err(e) = config.validate() {
-        eprintln!("kurir-gateway: {e}");
-        std::process::exit(64);
+        return fail(EX_USAGE, e);
     }
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     if config.worker_threads > 0 {
         runtime.worker_threads(config.worker_threads);
     }
-    runtime.enable_all().build()?.block_on(run(config))
+    match runtime.enable_all().build() {
+        Ok(rt) => rt.block_on(run(config)),
+        Err(e) => fail(1, format!("runtime: {e}")),
+    }
 }
 
-async fn run(config: Config) -> anyhow::Result<()> {
-    telemetry::init_tracing(&config.log_format);
-    let metrics = telemetry::install_recorder().map_err(anyhow::Error::msg)?;
-    let mut opts = ConnectOptions::new(
-        config.namespace.clone(),
-        config.nats_url.as_str(),
-        config.redis_url.as_str(),
-    );
-    opts.presence_ttl = config.presence_ttl();
-    opts.inbox_capacity = config.inbox_capacity;
-    opts.client_name = "kurir-gateway".into();
-    opts.security = config.backbone.clone();
-    let backends = Backends::connect(&opts).await?;
+async fn run(config: Config) -> ExitCode {
+    kurir_runtime::logging::init(config.log_format);
+    let metrics = match kurir_runtime::metrics::install(telemetry::HISTOGRAMS) {
+        Ok(handle) => handle,
+        Err(e) => return fail(1, e),
+    };
+    let backends = match Backends::connect(&config.connect_options()).await {
+        Ok(b) => b,
+        Err(e) => return fail(EX_USAGE, format!("backends: {e}")),
+    };
     tracing::info!(config = ?config, "starting");
     let gateway = match Gateway::bind(config, backends, Some(metrics)).await {
         Ok(g) => g,
-        Err(e) => {
-            eprintln!("kurir-gateway: {e}");
-            std::process::exit(64);
-        }
+        Err(e @ StartError::Bind { .. }) => return fail(EX_UNAVAILABLE, e),
+        Err(e @ StartError::Config(_)) => return fail(EX_USAGE, e),
     };
-    gateway.serve(shutdown_signal()).await?;
-    Ok(())
+    match gateway.serve(kurir_runtime::shutdown::signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(1, e),
+    }
 }
 
-/// SIGTERM or SIGINT.
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
+/// One line on stderr, then the exit code.
+fn fail(code: u8, message: impl Display) -> ExitCode {
+    eprintln!("kurir-gateway: {message}");
+    ExitCode::from(code)
+}
+
+/// A clap error as one line: its first paragraph, without usage or tips.
+fn one_line(err: &clap::Error) -> String {
+    let rendered = err.render().to_string();
+    let line = rendered
+        .lines()
+        .map(str::trim)
+        .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"))
+        .filter(|l| !l.is_empty() && !l.starts_with("tip:"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    match line.strip_prefix("error: ") {
+        Some(rest) => rest.to_owned(),
+        None if line.is_empty() => "invalid arguments".to_owned(),
+        None => line,
     }
-    tracing::info!("shutdown signal received");
 }

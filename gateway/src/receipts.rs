@@ -12,13 +12,13 @@ use bytes::Bytes;
 use kurir_backends::{Backends, NodeId, NotificationId, UserId};
 use kurir_proto::internal::v1::ReceiptBatch;
 use kurir_proto::v1::{Receipt, ReceiptStatus};
+use kurir_runtime::now_ms;
 use prost::Message;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use crate::telemetry;
-use crate::ws::session::now_ms;
 
 /// Receipts per bus message at most.
 const BATCH: usize = 512;

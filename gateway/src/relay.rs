@@ -14,8 +14,9 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use kurir_backends::bus::Subscription;
-use kurir_backends::{NotificationId, Topic, UserId};
+use kurir_backends::{Backends, NodeId, NotificationId, Topic, UserId};
 use kurir_proto::internal::v1::{envelope::Kind, Delivery, Envelope};
+use kurir_runtime::now_ms;
 use prost::Message;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -23,11 +24,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::hub::{Hub, Outbound};
-use crate::state::AppState;
+use crate::protocol::{CloseReason, PreparedNotification};
+use crate::readiness::Readiness;
 use crate::telemetry;
-use crate::ws::close::CloseReason;
-use crate::ws::frame::PreparedNotification;
-use crate::ws::session::now_ms;
 
 /// How long a topic subject stays subscribed after its last local subscriber left.
 pub const TOPIC_LINGER: Duration = Duration::from_secs(5);
@@ -42,12 +41,24 @@ const REMARK_SPACING: Duration = Duration::from_millis(100);
 /// Least time between two inbox resynchronisations: a burst of losses costs one.
 const RESYNC_SPACING: Duration = Duration::from_secs(1);
 
+/// What the relay works on: the bus it reads, the hub it writes to, and the readiness
+/// its probes report to.
+#[derive(Clone)]
+pub struct Relay {
+    pub node: NodeId,
+    pub backends: Backends,
+    pub hub: Hub,
+    pub readiness: Readiness,
+    /// `KURIR_MAX_TOPICS_PER_NODE`.
+    pub max_topics: usize,
+}
+
 /// Run the node and broadcast subscriptions and the loss watcher until `stop`.
 /// `subscribed` fires once the node and broadcast subscriptions are first live. A
 /// subscription that ends is taken again, and whatever it may have missed is recovered
 /// as after any loss: every connection re-reads its inbox.
 pub async fn run(
-    state: AppState,
+    state: Relay,
     topics_rx: mpsc::Receiver<TopicCommand>,
     stop: CancellationToken,
     subscribed: oneshot::Sender<()>,
@@ -118,7 +129,7 @@ pub async fn run(
 /// from the inboxes: make every connection re-read its inbox. First a flush, so that the
 /// server has processed this node's subscriptions (re-sent after a reconnect): whatever
 /// is appended after the inboxes are read then reaches the node live.
-async fn resync(state: &AppState, why: &str) {
+async fn resync(state: &Relay, why: &str) {
     if let Err(e) = state.backends.bus.flush().await {
         debug!(error = %e, "bus flush before resynchronising failed");
     }
@@ -127,7 +138,7 @@ async fn resync(state: &AppState, why: &str) {
 }
 
 async fn subscribe_forever(
-    state: &AppState,
+    state: &Relay,
     subject: String,
     stop: &CancellationToken,
 ) -> Option<Subscription> {
@@ -145,7 +156,7 @@ async fn subscribe_forever(
     }
 }
 
-async fn relay_node(state: AppState, mut sub: Subscription) {
+async fn relay_node(state: Relay, mut sub: Subscription) {
     while let Some(payload) = sub.next().await {
         let Ok(env) = Envelope::decode(payload.as_ref()) else {
             warn!("undecodable envelope on node subject");
@@ -298,7 +309,7 @@ struct Held {
 /// drops those without a local subscriber for [`TOPIC_LINGER`]. What it holds is
 /// therefore always what the hub needs, plus topics left within the last few seconds.
 struct TopicOwner {
-    state: AppState,
+    state: Relay,
     held: HashMap<Topic, Held>,
     /// Held topics found idle by the last look: candidates to make room at the cap.
     idle: usize,
@@ -318,7 +329,7 @@ impl TopicOwner {
             // Its subscription ended: take it again.
             self.drop_topic(&topic);
         }
-        if self.held.len() >= self.state.config.max_topics_per_node && !self.evict_idle() {
+        if self.held.len() >= self.state.max_topics && !self.evict_idle() {
             return Err(TopicError::TooMany);
         }
         let subject = self.state.backends.namespace.topic_subject(&topic);
@@ -426,11 +437,7 @@ impl TopicOwner {
     }
 }
 
-async fn run_topics(
-    state: AppState,
-    mut rx: mpsc::Receiver<TopicCommand>,
-    stop: CancellationToken,
-) {
+async fn run_topics(state: Relay, mut rx: mpsc::Receiver<TopicCommand>, stop: CancellationToken) {
     let mut owner = TopicOwner {
         state,
         held: HashMap::new(),

@@ -3,16 +3,17 @@
 use std::sync::Arc;
 
 use kurir_backends::{Backends, NodeId};
+use kurir_wire::ReadLimits;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::Verifier;
 use crate::config::Config;
 use crate::hub::Hub;
-use crate::liveness::{CurrentLease, Readiness};
+use crate::liveness::CurrentLease;
+use crate::readiness::Readiness;
 use crate::receipts::Receipts;
 use crate::relay::Topics;
 use crate::telemetry;
-use crate::ws::socket::ReadLimits;
 
 #[derive(Clone)]
 pub struct AppState {

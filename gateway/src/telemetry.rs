@@ -1,12 +1,11 @@
-//! Metric names, their descriptions and series registered from start-up, the Prometheus
-//! recorder and the tracing subscriber.
+//! Metric names, their descriptions, the series registered from start-up and the
+//! buckets of the gateway's histograms. The recorder itself, process metrics and logs
+//! are `kurir_runtime`'s. A leaf: the callers pass in what it counts.
 
+use kurir_runtime::metrics::Buckets;
 use metrics::{
     counter, describe_counter, describe_gauge, describe_histogram, gauge, Counter, Histogram, Unit,
 };
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-
-use crate::ws::close::CloseReason;
 
 pub const CONNECTIONS: &str = "kurir_gateway_connections";
 pub const OPENED: &str = "kurir_gateway_connections_opened_total";
@@ -45,20 +44,16 @@ pub const LATENCY_BUCKETS: &[f64] = &[
     5.0, 10.0,
 ];
 
-/// Install the global Prometheus recorder (once per process, from `main`).
-///
-/// # Errors
-/// A recorder is already installed.
-pub fn install_recorder() -> Result<PrometheusHandle, String> {
-    PrometheusBuilder::new()
-        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
-        .map_err(|e| e.to_string())?
-        .install_recorder()
-        .map_err(|e| e.to_string())
-}
+/// The buckets of every gateway histogram, for `kurir_runtime::metrics::install` (a
+/// process embedding the gateway adds them to its own).
+pub const HISTOGRAMS: &[Buckets] = &[Buckets {
+    metric: DELIVERY_LATENCY,
+    bounds: LATENCY_BUCKETS,
+}];
 
-/// Describe every gateway metric and register its series at zero.
-pub fn describe() {
+/// Describe every gateway metric and register its series at zero; `close_reasons` are
+/// the `reason` labels of [`CLOSED`].
+pub fn describe(close_reasons: &[&'static str]) {
     describe_gauge!(CONNECTIONS, "Open WebSocket connections");
     describe_counter!(OPENED, "WebSocket connections accepted");
     describe_counter!(CLOSED, "WebSocket connections closed, by reason");
@@ -92,7 +87,7 @@ pub fn describe() {
     counter!(DELIVERIES).absolute(0);
     counter!(ACKS).absolute(0);
     counter!(REPLAYED).absolute(0);
-    for r in CloseReason::LABELS {
+    for &r in close_reasons {
         counter!(CLOSED, "reason" => r).absolute(0);
     }
     for r in DROP_REASONS {
@@ -122,7 +117,8 @@ pub fn describe() {
     // Registering the handle makes the (empty) histogram render from start-up.
     let _ = metrics::histogram!(DELIVERY_LATENCY);
     kurir_backends::telemetry::describe();
-    process_collector().describe();
+    // Described from start-up, not from the first scrape.
+    let _ = kurir_runtime::metrics::process_collector();
 }
 
 /// Describe the accept loop's handshake metrics and register their series at zero.
@@ -143,13 +139,6 @@ pub fn describe_handshakes() {
 
 pub fn handshake_refused(reason: &'static str) {
     counter!(HANDSHAKES_REFUSED, "reason" => reason).increment(1);
-}
-
-/// `process_resident_memory_bytes`, `process_cpu_seconds_total`, `process_open_fds`, …,
-/// refreshed on each scrape.
-pub fn process_collector() -> &'static metrics_process::Collector {
-    static COLLECTOR: std::sync::OnceLock<metrics_process::Collector> = std::sync::OnceLock::new();
-    COLLECTOR.get_or_init(metrics_process::Collector::default)
 }
 
 /// Handles of the series written for every delivery, resolved once: a by-name lookup
@@ -187,23 +176,6 @@ pub fn bus_message(kind: &'static str) {
 
 pub fn auth_failure(reason: &'static str) {
     counter!(AUTH_FAILURES, "reason" => reason).increment(1);
-}
-
-/// Structured logs on stderr: `text` for people, `json` for collectors. `RUST_LOG`
-/// filters (default `info`).
-pub fn init_tracing(format: &str) {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        // Colours only for people at a terminal, never into log files or collectors.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    let _ = if format == "json" {
-        builder.json().try_init()
-    } else {
-        builder.try_init()
-    };
 }
 
 /// A JWKS fetch ended; `keys` are the keys held after it.

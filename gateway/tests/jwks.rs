@@ -12,7 +12,7 @@ use jsonwebtoken::jwk::Jwk;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use kurir_backends::{Backends, Namespace};
 use kurir_gateway::auth::{AuthError, Verifier};
-use kurir_gateway::liveness::Readiness;
+use kurir_gateway::readiness::Readiness;
 use kurir_gateway::{Config, Gateway};
 use parking_lot::Mutex;
 use serde_json::{json, Value};
@@ -125,7 +125,8 @@ impl Idp {
 
 /// Gateway settings with only the JWKS (min refresh 1 s, background refresh 300 s).
 fn config(url: &str) -> Config {
-    let mut c = Config::for_test(Namespace::random_for_test(), "");
+    let mut c = Config::for_test(Namespace::random_for_test());
+    c.jwt_secret = None;
     c.jwt_secret = None;
     c.jwt_jwks_url = Some(url.to_owned());
     c.jwt_jwks_min_refresh_seconds = 1;
@@ -156,7 +157,7 @@ async fn new_kids_are_picked_up_on_first_sight_and_old_ones_keep_working() {
     let ed = Key::generate(Algorithm::EdDSA, "ed-2026-03");
     idp.publish(&[&rsa]);
     let readiness = Readiness::default();
-    let v = Verifier::from_config(&config(&url), &readiness)
+    let v = Verifier::from_settings(&config(&url).jwt_settings(), &readiness)
         .await
         .unwrap();
     assert_eq!(idp.fetches(), 1, "fetched once at start");
@@ -210,7 +211,7 @@ async fn removed_keys_stop_verifying_after_a_refresh() {
     let new = Key::generate(Algorithm::ES256, "new");
     *idp.max_age.lock() = Some(1);
     idp.publish(&[&old, &new]);
-    let v = Verifier::from_config(&config(&url), &Readiness::default())
+    let v = Verifier::from_settings(&config(&url).jwt_settings(), &Readiness::default())
         .await
         .unwrap();
     assert!(v.verify(&old.token("alice")).is_ok());
@@ -239,7 +240,7 @@ async fn an_unreachable_jwks_at_start_means_unready_and_no_tokens_until_it_answe
     idp.publish(&[&key]);
     idp.failing.store(true, Ordering::SeqCst);
     let readiness = Readiness::default();
-    let v = Verifier::from_config(&config(&url), &readiness)
+    let v = Verifier::from_settings(&config(&url).jwt_settings(), &readiness)
         .await
         .unwrap();
     assert!(!readiness.report().keys);
@@ -271,7 +272,7 @@ async fn a_gateway_accepts_the_new_key_during_the_overlap_with_no_failed_connect
     let stranger = Key::generate(Algorithm::RS256, "stranger");
     idp.publish(&[&old]);
     let c = config(&url);
-    let ns = c.namespace.clone();
+    let ns = c.backends.namespace.clone();
     let gw = Gateway::bind(c, Backends::memory(ns), None).await.unwrap();
     let addr = gw.local_addr();
     tokio::spawn(gw.serve(std::future::pending()));

@@ -12,10 +12,10 @@ use serde_json::json;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
-const SECRET: &str = "limits-test-secret-0123456789abcdef";
+const SECRET: &str = kurir_gateway::config::TEST_JWT_SECRET;
 
 async fn start(config: Config) -> std::net::SocketAddr {
-    let backends = Backends::memory(config.namespace.clone());
+    let backends = Backends::memory(config.backends.namespace.clone());
     let gw = Gateway::bind(config, backends, None).await.unwrap();
     let addr = gw.local_addr();
     tokio::spawn(gw.serve(std::future::pending()));
@@ -23,7 +23,7 @@ async fn start(config: Config) -> std::net::SocketAddr {
 }
 
 fn config() -> Config {
-    Config::for_test(Namespace::random_for_test(), SECRET)
+    Config::for_test(Namespace::random_for_test())
 }
 
 fn claims(user: &str) -> serde_json::Value {

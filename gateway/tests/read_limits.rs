@@ -12,10 +12,10 @@ use kurir_wire::frame::{self, OP_CLOSE, OP_PING, OP_TEXT};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-const SECRET: &str = "read-limits-secret-0123456789abcdef0123";
+const SECRET: &str = kurir_gateway::config::TEST_JWT_SECRET;
 
 async fn start(config: Config) -> SocketAddr {
-    let backends = Backends::memory(config.namespace.clone());
+    let backends = Backends::memory(config.backends.namespace.clone());
     let gw = Gateway::bind(config, backends, None).await.unwrap();
     let addr = gw.local_addr();
     tokio::spawn(gw.serve(std::future::pending()));
@@ -137,7 +137,7 @@ struct Closed {
 }
 
 fn config() -> Config {
-    let mut c = Config::for_test(Namespace::random_for_test(), SECRET);
+    let mut c = Config::for_test(Namespace::random_for_test());
     // The message size the fragment pin used before the limit was lowered.
     c.max_frame_bytes = 64 * 1024;
     c
@@ -205,7 +205,7 @@ async fn the_node_budget_bounds_what_pinned_fragments_hold() {
 
 #[tokio::test]
 async fn by_default_a_60_kb_message_is_refused_at_its_header() {
-    let addr = start(Config::for_test(Namespace::random_for_test(), SECRET)).await;
+    let addr = start(Config::for_test(Namespace::random_for_test())).await;
     let raw = Raw::open(addr, "big").await;
     let closed = raw
         .pin(60_000, Duration::from_millis(200), Duration::from_secs(5))

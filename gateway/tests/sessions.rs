@@ -20,7 +20,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
-const SECRET: &str = "sessions-secret-of-at-least-32-bytes!";
+const SECRET: &str = kurir_gateway::config::TEST_JWT_SECRET;
 
 type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>;
 
@@ -28,7 +28,7 @@ type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<T
 fn recorder() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
-        .get_or_init(|| telemetry::install_recorder().expect("recorder"))
+        .get_or_init(|| kurir_runtime::metrics::install(telemetry::HISTOGRAMS).expect("recorder"))
         .clone()
 }
 
@@ -41,21 +41,21 @@ struct Node {
 }
 
 fn config() -> Config {
-    let mut c = Config::for_test(Namespace::random_for_test(), SECRET);
+    let mut c = Config::for_test(Namespace::random_for_test());
     if let Ok(u) = std::env::var("KURIR_NATS_URL") {
-        c.nats_url = u.as_str().into();
+        c.backends.nats_url = u.as_str().into();
     }
     if let Ok(u) = std::env::var("KURIR_REDIS_URL") {
-        c.redis_url = u.as_str().into();
+        c.backends.redis_url = u.as_str().into();
     }
     c
 }
 
 async fn start(config: Config) -> Node {
     let opts = ConnectOptions::new(
-        config.namespace.clone(),
-        config.nats_url.as_str(),
-        config.redis_url.as_str(),
+        config.backends.namespace.clone(),
+        config.backends.nats_url.as_str(),
+        config.backends.redis_url.as_str(),
     );
     let backends = Backends::connect(&opts).await.expect("NATS and Redis");
     let gw = Gateway::bind(config, backends.clone(), Some(recorder()))

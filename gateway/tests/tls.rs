@@ -22,7 +22,7 @@ use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 use tokio_tungstenite::tungstenite::Message;
 
-const SECRET: &str = "test-secret-of-at-least-32-bytes!!";
+const SECRET: &str = kurir_gateway::config::TEST_JWT_SECRET;
 
 struct Pki {
     ca: TestCa,
@@ -57,7 +57,7 @@ struct Running {
 }
 
 async fn start(backends: Backends, tweak: impl FnOnce(&mut Config)) -> Running {
-    let mut config = Config::for_test(backends.namespace.clone(), SECRET);
+    let mut config = Config::for_test(backends.namespace.clone());
     tweak(&mut config);
     let gw = Gateway::bind(config, backends.clone(), None).await.unwrap();
     let (addr, node) = (gw.local_addr(), gw.node_id().clone());
@@ -227,15 +227,15 @@ async fn plaintext_clients_get_nothing_from_a_tls_port() {
 
 #[test]
 fn tls_needs_both_files() {
-    let mut c = Config::for_test(Namespace::random_for_test(), SECRET);
+    let mut c = Config::for_test(Namespace::random_for_test());
     c.tls_cert = Some("/nonexistent/cert.pem".into());
-    assert!(c.validate().unwrap_err().contains("KURIR_TLS_KEY"));
+    assert_eq!(c.validate().unwrap_err().setting, "KURIR_TLS_KEY");
 }
 
 #[tokio::test]
 async fn unreadable_certificate_files_stop_the_start() {
     let pki = Pki::new();
-    let mut c = Config::for_test(Namespace::random_for_test(), SECRET);
+    let mut c = Config::for_test(Namespace::random_for_test());
     c.tls_cert = Some(pki.cert());
     c.tls_key = Some(pki.key());
     let err = Gateway::bind(c, Backends::memory(Namespace::random_for_test()), None)

@@ -9,11 +9,11 @@ use kurir_gateway::{Config, Gateway};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
-const SECRET: &str = "ws-test-secret-0123456789abcdef0123";
+const SECRET: &str = kurir_gateway::config::TEST_JWT_SECRET;
 
 async fn start() -> (std::net::SocketAddr, tokio::sync::oneshot::Sender<()>) {
     let ns = Namespace::random_for_test();
-    let config = Config::for_test(ns.clone(), SECRET);
+    let config = Config::for_test(ns.clone());
     let gw = Gateway::bind(config, Backends::memory(ns), None)
         .await
         .unwrap();

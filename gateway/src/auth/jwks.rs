@@ -25,7 +25,7 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 use tracing::{debug, info, warn};
 
 use super::keys::{KeyError, VerifyKey};
-use crate::liveness::Readiness;
+use crate::readiness::Readiness;
 use crate::telemetry;
 
 /// Largest JWKS body read; identity providers publish a few keys, a few KiB.

@@ -42,21 +42,46 @@ impl std::fmt::Debug for VerifyKey {
 }
 
 /// Why the configured keys cannot be used. Never carries key material.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KeyError {
-    #[error(
-        "KURIR_JWT_SECRET: secret #{index} is {len} bytes; HS256 secrets must be at least {MIN_SECRET_BYTES} bytes"
-    )]
     ShortSecret { index: usize, len: usize },
-    #[error("KURIR_JWT_SECRET: empty (give one or more comma-separated secrets)")]
     NoSecret,
-    #[error("KURIR_JWT_PUBLIC_KEY_FILE: {path}: {reason}")]
     PublicKeyFile { path: PathBuf, reason: String },
-    #[error("KURIR_JWT_JWKS_URL: {0}")]
     JwksUrl(String),
-    #[error("KURIR_JWT_JWKS_URL: cannot build the HTTP client: {0}")]
     HttpClient(String),
 }
+
+impl KeyError {
+    /// The setting at fault.
+    pub fn setting(&self) -> &'static str {
+        match self {
+            Self::ShortSecret { .. } | Self::NoSecret => "KURIR_JWT_SECRET",
+            Self::PublicKeyFile { .. } => "KURIR_JWT_PUBLIC_KEY_FILE",
+            Self::JwksUrl(_) | Self::HttpClient(_) => "KURIR_JWT_JWKS_URL",
+        }
+    }
+
+    /// What is wrong with it.
+    pub fn reason(&self) -> String {
+        match self {
+            Self::ShortSecret { index, len } => format!(
+                "secret #{index} is {len} bytes; HS256 secrets must be at least {MIN_SECRET_BYTES} bytes"
+            ),
+            Self::NoSecret => "empty (give one or more comma-separated secrets)".to_owned(),
+            Self::PublicKeyFile { path, reason } => format!("{}: {reason}", path.display()),
+            Self::JwksUrl(reason) => reason.clone(),
+            Self::HttpClient(reason) => format!("cannot build the HTTP client: {reason}"),
+        }
+    }
+}
+
+impl std::fmt::Display for KeyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.setting(), self.reason())
+    }
+}
+
+impl std::error::Error for KeyError {}
 
 /// The secrets of `KURIR_JWT_SECRET`, split on commas, each checked for length.
 ///

@@ -18,8 +18,8 @@ use futures::task::AtomicWaker;
 use kurir_backends::{ConnId, NotificationId, Topic, UserId};
 use parking_lot::Mutex;
 
+use crate::protocol::CloseReason;
 use crate::telemetry;
-use crate::ws::close::CloseReason;
 use shard::Shards;
 
 /// A notification frame on its way to sockets, built once and shared by every

@@ -335,7 +335,7 @@ mod tests {
             edge <= plain + 8,
             "EdgeStream {edge} bytes, TcpStream {plain}"
         );
-        let socket = std::mem::size_of::<crate::ws::socket::WsSocket<EdgeStream>>();
+        let socket = std::mem::size_of::<kurir_wire::WsSocket<EdgeStream>>();
         assert!(socket <= 96, "socket grew to {socket} bytes");
     }
 

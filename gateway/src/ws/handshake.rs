@@ -3,19 +3,20 @@
 //! that answer, so the session owns the bare stream (no HTTP-layer buffers or boxes stay
 //! behind per connection).
 
+use std::sync::Arc;
+
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use base64::Engine as _;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
+use kurir_wire::{ReadLimits, WsSocket};
 use tracing::warn;
 
 pub use kurir_wire::handshake::accept_key;
 
 use super::accept::EdgeStream;
-use super::socket::{ReadLimits, WsSocket};
-use std::sync::Arc;
 
 /// A request that is not a WebSocket opening handshake we can answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

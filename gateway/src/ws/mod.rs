@@ -1,25 +1,19 @@
 //! ① The socket edge: `GET /ws` checks the WebSocket handshake, the Origin and the token
 //! *before* upgrading (refusals are plain HTTP with a JSON body), admits the connection
 //! under the node's and the user's connection caps (503 / 429), then takes the TCP
-//! stream back from the HTTP layer and hands it, as a [`socket::WsSocket`], to a
+//! stream back from the HTTP layer and hands it, as a [`kurir_wire::WsSocket`], to a
 //! [`session`] on the node's task tracker so that shutdown can drain it.
 //!
 //! `accept` serves the listener (HTTP/1.1, upgrades allowed), `handshake` is the RFC 6455
-//! opening handshake, `wire` the framing, `socket` one connection's frame stream,
-//! `session` its life, `stall` its writes' stall timeout, `heartbeat` the node's one keepalive timer, `frame` the JSON
-//! protocol on top, `close` the close codes.
+//! opening handshake, `session` one connection's life, `stall` its writes' stall
+//! timeout, `heartbeat` the node's one keepalive timer. The framing is `kurir_wire`'s
+//! and the JSON protocol on top [`crate::protocol`]'s.
 
 pub mod accept;
-/// The token checks every transport shares, under their former path.
-pub use crate::auth;
-pub mod close;
-pub mod frame;
 pub mod handshake;
 pub mod heartbeat;
 pub mod session;
-pub mod socket;
 pub mod stall;
-pub mod wire;
 
 use axum::extract::{Query, Request, State};
 use axum::http::{header, StatusCode};
@@ -29,10 +23,10 @@ use kurir_backends::inbox::Cursor;
 use serde::Deserialize;
 use std::sync::Arc;
 
+use crate::auth::AuthError;
 use crate::hub::{ConnHandle, Refused};
 use crate::state::AppState;
 use crate::telemetry;
-use auth::AuthError;
 use kurir_backends::ConnId;
 
 #[derive(Debug, Deserialize)]

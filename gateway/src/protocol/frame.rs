@@ -1,5 +1,5 @@
 //! Protocol v1 frames (JSON text). Client frames are parsed here; server frames are
-//! encoded here, already framed for the wire ([`wire`]): a notification once per
+//! encoded here, already framed for the wire (`kurir_wire::frame`): a notification once per
 //! envelope into [`PreparedNotification`], whose bytes every recipient shares.
 
 use bytes::Bytes;
@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::LazyLock;
 
-use super::wire::{self, FrameBuf};
+use kurir_wire::frame::{self as wire, FrameBuf};
 
 /// What a client may send.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -66,7 +66,7 @@ pub fn parse(text: &str) -> Result<ClientFrame, FrameError> {
 }
 
 fn truncate_for_error(s: &str) -> &str {
-    crate::ws::close::truncate(s, 64)
+    wire::truncate(s, 64)
 }
 
 #[derive(Serialize)]
@@ -213,7 +213,7 @@ impl PreparedNotification {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ws::wire::payload_of;
+    use kurir_wire::frame::payload_of;
 
     #[test]
     fn parses_client_frames() {

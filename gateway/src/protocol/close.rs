@@ -2,8 +2,15 @@
 //! place close codes are chosen.
 
 use bytes::Bytes;
+use kurir_wire::frame::{self as wire, truncate};
 
-use super::wire;
+/// The close reason (code 1008) of a session whose token expired: clients that can get
+/// a fresh token reconnect with it, others stop.
+pub const TOKEN_EXPIRED: &str = "token expired";
+
+/// The close reason (code 1008) of a session whose client left a message unfinished
+/// past `KURIR_PARTIAL_MESSAGE_TIMEOUT_MS`.
+pub const MESSAGE_TOO_SLOW: &str = "message too slow";
 
 /// Closed set of reasons a session ends.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,6 +83,7 @@ impl CloseReason {
         }
     }
 
+    /// Every [`CloseReason::label`], for series registered at zero.
     pub const LABELS: [&'static str; 12] = [
         "client",
         "idle",
@@ -126,8 +134,6 @@ pub enum ProtocolError {
     /// A text message that is not UTF-8 (close 1007).
     InvalidText,
 }
-
-pub use super::wire::truncate;
 
 #[cfg(test)]
 mod tests {

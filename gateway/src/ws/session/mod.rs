@@ -16,8 +16,14 @@
 //! routing both deliver it.
 //!
 //! Any error ends this session only; it is logged once, with the connection id.
+//!
+//! `delivery` is what the session writes (replay, queued notifications, receipts,
+//! duplicates dropped); `client` is what it reads (client frames, the rate limit,
+//! subscriptions and acks).
 
-use std::collections::{HashMap, VecDeque};
+mod client;
+mod delivery;
+
 use std::future::Future;
 use std::pin::pin;
 use std::sync::Arc;
@@ -26,39 +32,25 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use kurir_backends::inbox::Cursor;
-use kurir_backends::{NotificationId, Topic};
-use kurir_proto::internal::v1::Delivery;
-use kurir_proto::v1::ReceiptStatus;
-use prost::Message as _;
+use kurir_backends::Topic;
+use kurir_wire::frame as wire;
+use kurir_wire::{Incoming, ReadError, WireFrame, WsSocket};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 use tracing::{debug, debug_span, warn, Instrument};
 
-use super::auth::Identity;
-use super::close::{CloseReason, ProtocolError};
-use super::frame::{self, ClientFrame, FrameError, PreparedNotification};
-use super::socket::{Incoming, ReadError, WireFrame, WsSocket};
 use super::stall::{Stall, Stalled};
-use super::wire::{self, WireError};
-use crate::hub::{Queued, Registration};
-use crate::relay::TopicError;
+use crate::auth::Identity;
+use crate::hub::Registration;
+use crate::protocol::close::TOKEN_EXPIRED;
+use crate::protocol::{frame, CloseReason};
 use crate::state::AppState;
 use crate::telemetry;
-
-/// Frames written per vectored write at most (coalescing under load).
-const WRITE_BATCH: usize = 64;
+use delivery::SeenIds;
 
 /// Client frames handled in a row before queued deliveries get their turn: pings that
 /// arrive together are answered with one pong.
 const READ_BATCH: usize = 32;
-
-/// The close reason (code 1008) of a session whose token expired: clients that can get
-/// a fresh token reconnect with it, others stop.
-pub const TOKEN_EXPIRED: &str = "token expired";
-
-/// The close reason (code 1008) of a session whose client left a message unfinished
-/// past `KURIR_PARTIAL_MESSAGE_TIMEOUT_MS`.
-pub const MESSAGE_TOO_SLOW: &str = "message too slow";
 
 /// How long a closing socket waits for the client's side of the close.
 const CLOSE_LINGER: Duration = Duration::from_secs(1);
@@ -70,12 +62,6 @@ const CLOSE_WAIT: Duration = Duration::from_secs(1);
 
 /// Rate limiter unit: a thousandth of a frame, so that refilling needs no floats.
 const MILLI: u64 = 1000;
-
-impl WireFrame for crate::hub::Outbound {
-    fn wire(&self) -> &[u8] {
-        &self.frame
-    }
-}
 
 /// Run a session to its end and clean up after it. `registration` is the connection's
 /// place in the hub, taken when its upgrade was admitted.
@@ -272,81 +258,6 @@ where
         Ok(())
     }
 
-    /// Deliver pending stored notifications after `after` (all when `None`), oldest
-    /// first, skipping what this connection already has.
-    async fn replay(&mut self, mut after: Option<Cursor>) -> Result<(), CloseReason> {
-        let inbox = self.state.backends.inbox.clone();
-        let page = self.state.config.replay_page;
-        let mut budget = self.state.config.inbox_capacity;
-        while budget > 0 {
-            let entries = inbox
-                .pending(&self.identity.user, after.as_ref(), page.min(budget))
-                .await
-                .map_err(|e| {
-                    warn!(conn_id = %self.registration.conn().id, user = %self.identity.user, error = %e, "inbox read failed");
-                    CloseReason::Internal
-                })?;
-            let n = entries.len();
-            for entry in entries {
-                budget -= 1;
-                after = Some(entry.cursor.clone());
-                if !self.first_time(entry.id) {
-                    continue;
-                }
-                let Ok(d) = Delivery::decode(entry.payload.as_ref()) else {
-                    warn!(conn_id = %self.registration.conn().id, user = %self.identity.user, id = %entry.id, "undecodable inbox entry skipped");
-                    continue;
-                };
-                let frame = PreparedNotification::new(&d).frame(true, Some(entry.cursor.as_str()));
-                self.send(frame).await?;
-                let hot = &self.state.metrics;
-                hot.replayed.increment(1);
-                // A replay is not a delivery delay: only live writes feed the histogram.
-                hot.deliveries.increment(1);
-                self.receipt(entry.id, ReceiptStatus::Delivered);
-            }
-            if n < page {
-                break;
-            }
-        }
-        Ok(())
-    }
-
-    /// Write `first` and whatever else is queued, up to [`WRITE_BATCH`], in one vectored
-    /// write.
-    async fn write_batch(&mut self, first: Queued) -> Result<(), CloseReason> {
-        let mut batch: Vec<Queued> = Vec::with_capacity(8);
-        let mut next = Some(first);
-        let mut n = 0;
-        while let Some(out) = next.take() {
-            if out.stored && !self.first_time(out.id) {
-                telemetry::dropped("duplicate");
-            } else {
-                batch.push(out);
-            }
-            n += 1;
-            if n < WRITE_BATCH {
-                next = self.registration.conn().mailbox.pop();
-            }
-        }
-        if batch.is_empty() {
-            return Ok(());
-        }
-        self.write(&batch, Interrupt::OnClose).await?;
-        let hot = &self.state.metrics;
-        hot.deliveries.increment(batch.len() as u64);
-        let now = now_ms();
-        for out in batch {
-            // created_at has millisecond resolution.
-            hot.latency
-                .record((now - out.created_at).max(0) as f64 / 1000.0);
-            if out.direct {
-                self.receipt(out.id, ReceiptStatus::Delivered);
-            }
-        }
-        Ok(())
-    }
-
     /// The one way bytes reach the socket. Fails when the write makes no progress for
     /// `KURIR_WRITE_STALL_TIMEOUT_MS` (the client does not read: 1013), and, unless
     /// `interrupt` is `Never`, gives way to a close request (`Disconnect`, drain, a full
@@ -427,199 +338,6 @@ where
         }
     }
 
-    /// Record a stored notification as sent here; `false` if it already was.
-    fn first_time(&mut self, id: NotificationId) -> bool {
-        let cap = self.state.config.inbox_capacity;
-        self.seen
-            .get_or_insert_with(|| Box::new(SeenIds::new(cap)))
-            .insert(id)
-    }
-
-    fn receipt(&self, id: NotificationId, status: ReceiptStatus) {
-        self.state.receipts.emit(id, &self.identity.user, status);
-    }
-
-    /// Take one frame's worth from the client's token bucket, refilled at
-    /// `KURIR_CLIENT_FRAMES_PER_SECOND` since the last frame; `false` when empty.
-    fn take_token(&mut self, since_last: Duration) -> bool {
-        let cfg = &self.state.config;
-        let burst = u64::from(cfg.client_frames_burst) * MILLI;
-        // One frame per second is one thousandth per millisecond.
-        let refill =
-            (since_last.as_millis() as u64).saturating_mul(u64::from(cfg.client_frames_per_second));
-        self.tokens = self.tokens.saturating_add(refill).min(burst);
-        match self.tokens.checked_sub(MILLI) {
-            Some(left) => {
-                self.tokens = left;
-                true
-            }
-            None => false,
-        }
-    }
-
-    /// Whether a client frame is free of the rate limit: the first ack of a stored
-    /// notification sent on this connection (the client acks what we send it, as fast
-    /// as we send it).
-    fn is_free(&mut self, incoming: &Incoming) -> bool {
-        let Incoming::Text(t) = incoming else {
-            return false;
-        };
-        // Cheap test first; the frame is parsed again by `frame::parse`.
-        if !t.contains("\"ack\"") {
-            return false;
-        }
-        let Ok(ClientFrame::Ack { id }) = frame::parse(t) else {
-            return false;
-        };
-        match (NotificationId::parse(&id), self.seen.as_deref_mut()) {
-            (Ok(id), Some(seen)) => seen.ack_once(id),
-            _ => false,
-        }
-    }
-
-    async fn on_incoming(&mut self, incoming: Result<Incoming, ReadError>) -> Option<CloseReason> {
-        let now = Instant::now();
-        let since_last = now.duration_since(self.last_heard);
-        self.last_heard = now;
-        if let Ok(msg) = &incoming {
-            if !matches!(msg, Incoming::Close(_))
-                && !self.is_free(msg)
-                && !self.take_token(since_last)
-            {
-                return Some(CloseReason::RateLimited);
-            }
-        }
-        let reply = match incoming {
-            Ok(Incoming::Text(t)) => match frame::parse(&t) {
-                Ok(f) => self.on_frame(f).await,
-                Err(e) => Some(frame::error(&e)),
-            },
-            Ok(Incoming::Binary(_)) => Some(frame::error(&FrameError::new(
-                "bad_frame",
-                "binary frames are not supported; send JSON text",
-            ))),
-            Ok(Incoming::Ping(payload)) => {
-                // Answered with the next pongs, once, however many came meanwhile.
-                self.pong = Some(wire::frame(wire::OP_PONG, &payload));
-                None
-            }
-            Ok(Incoming::Pong) => None,
-            Ok(Incoming::Close(code)) => {
-                // Answer the client's close with its own code (RFC 6455 §5.5.1).
-                let echo =
-                    code.map_or_else(|| wire::frame(wire::OP_CLOSE, &[]), |c| wire::close(c, ""));
-                let _ = self.write(&[echo], Interrupt::Never).await;
-                return Some(CloseReason::Client);
-            }
-            Err(ReadError::Closed) => return Some(CloseReason::Client),
-            Err(ReadError::Wire(WireError::TooLarge)) => return Some(CloseReason::FrameTooLarge),
-            Err(ReadError::Wire(WireError::Protocol(why))) => {
-                debug!(why, "protocol error");
-                return Some(CloseReason::Protocol(ProtocolError::Framing(why)));
-            }
-            Err(ReadError::InvalidText) => {
-                return Some(CloseReason::Protocol(ProtocolError::InvalidText))
-            }
-            Err(ReadError::MessageTooSlow) => return Some(CloseReason::Policy(MESSAGE_TOO_SLOW)),
-            Err(ReadError::Overloaded) => return Some(CloseReason::Overloaded),
-        };
-        match reply {
-            Some(r) => self.send(r).await.err(),
-            None => None,
-        }
-    }
-
-    async fn on_frame(&mut self, f: ClientFrame) -> Option<Bytes> {
-        match f {
-            ClientFrame::Ping => {
-                self.json_pong = true;
-                None
-            }
-            ClientFrame::Ack { id } => self.ack(&id).await.err().map(|e| frame::error(&e)),
-            ClientFrame::Subscribe { topic } => Some(match self.subscribe(&topic).await {
-                Ok(t) => frame::subscribed(t.as_str()),
-                Err(e) => frame::error(&e),
-            }),
-            ClientFrame::Unsubscribe { topic } => Some(match self.unsubscribe(&topic) {
-                Ok(t) => frame::unsubscribed(t.as_str()),
-                Err(e) => frame::error(&e),
-            }),
-        }
-    }
-
-    async fn ack(&mut self, id: &str) -> Result<(), FrameError> {
-        let id = NotificationId::parse(id)
-            .map_err(|e| FrameError::new("bad_request", format!("id: {e}")))?;
-        let removed = self
-            .state
-            .backends
-            .inbox
-            .ack(&self.identity.user, id)
-            .await
-            .map_err(|_| FrameError::new("unavailable", "ack not recorded; retry later"))?;
-        metrics::counter!(telemetry::ACKS).increment(1);
-        if removed {
-            self.receipt(id, ReceiptStatus::Acked);
-        }
-        Ok(())
-    }
-
-    async fn subscribe(&mut self, name: &str) -> Result<Topic, FrameError> {
-        let topic = Topic::parse(name)
-            .map_err(|e| FrameError::new("bad_request", format!("topic: {e}")))?;
-        if !self.identity.may_subscribe(&topic) {
-            return Err(FrameError::new(
-                "forbidden",
-                format!("token does not allow topic {topic}"),
-            ));
-        }
-        if self.topics.contains(&topic) {
-            return Ok(topic);
-        }
-        if self.topics.len() >= self.state.config.max_subscriptions {
-            return Err(FrameError::new(
-                "too_many_subscriptions",
-                format!(
-                    "at most {} topics per connection",
-                    self.state.config.max_subscriptions
-                ),
-            ));
-        }
-        // In the hub first, then the bus subscription: the topic owner never drops a
-        // subscription a connection is about to rely on (see `relay::Topics::ensure`).
-        let conn = self.registration.conn();
-        self.state.hub.subscribe(&topic, conn.clone());
-        if let Err(e) = self.state.topics.ensure(&topic).await {
-            // The topic owner finds the topic unused, if it is, on its next sweep.
-            self.state.hub.unsubscribe(&topic, conn.id);
-            return Err(match e {
-                TopicError::TooMany => FrameError::new(
-                    "too_many_topics",
-                    "this node holds its limit of topics; retry later",
-                ),
-                TopicError::Unavailable => {
-                    FrameError::new("unavailable", "subscription failed; retry later")
-                }
-            });
-        }
-        self.topics.push(topic.clone());
-        Ok(topic)
-    }
-
-    fn unsubscribe(&mut self, name: &str) -> Result<Topic, FrameError> {
-        let topic = Topic::parse(name)
-            .map_err(|e| FrameError::new("bad_request", format!("topic: {e}")))?;
-        if let Some(i) = self.topics.iter().position(|t| *t == topic) {
-            self.topics.swap_remove(i);
-            // The bus subscription goes a little later, when the topic owner finds the
-            // topic without local subscribers.
-            self.state
-                .hub
-                .unsubscribe(&topic, self.registration.conn().id);
-        }
-        Ok(topic)
-    }
-
     /// Leave the topics and presence, and say goodbye with the close code; the hub's
     /// registration goes when the session is dropped.
     async fn finish(&mut self, reason: &CloseReason) {
@@ -658,78 +376,9 @@ where
     }
 }
 
-pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
-/// Stored notification ids this connection has been sent, newest `cap` kept, each with
-/// whether the client acked it. Allocates nothing until the first stored notification.
-struct SeenIds {
-    order: VecDeque<NotificationId>,
-    acked: HashMap<NotificationId, bool>,
-    cap: usize,
-}
-
-impl SeenIds {
-    fn new(cap: usize) -> Self {
-        Self {
-            order: VecDeque::new(),
-            acked: HashMap::new(),
-            cap: cap.max(1),
-        }
-    }
-
-    /// `false` when already seen.
-    fn insert(&mut self, id: NotificationId) -> bool {
-        if self.acked.contains_key(&id) {
-            return false;
-        }
-        self.acked.insert(id, false);
-        self.order.push_back(id);
-        if self.order.len() > self.cap {
-            if let Some(old) = self.order.pop_front() {
-                self.acked.remove(&old);
-            }
-        }
-        true
-    }
-
-    /// `true` the first time a sent id is acked.
-    fn ack_once(&mut self, id: NotificationId) -> bool {
-        match self.acked.get_mut(&id) {
-            Some(acked) if !*acked => {
-                *acked = true;
-                true
-            }
-            _ => false,
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn seen_ids_are_bounded() {
-        let mut s = SeenIds::new(2);
-        let ids: Vec<_> = (0..3).map(|_| NotificationId::generate()).collect();
-        assert!(s.insert(ids[0]));
-        assert!(!s.insert(ids[0]));
-        assert!(s.insert(ids[1]));
-        assert!(s.insert(ids[2]));
-        assert!(s.insert(ids[0]), "oldest evicted");
-        assert!(s.ack_once(ids[2]));
-        assert!(!s.ack_once(ids[2]), "once");
-        assert!(!s.ack_once(ids[1]), "evicted: not free");
-    }
-}
-
 #[cfg(test)]
 mod idle_footprint {
-    use crate::ws::socket::WsSocket;
+    use kurir_wire::WsSocket;
 
     #[tokio::test]
     async fn an_idle_session_stays_small() {
@@ -743,7 +392,7 @@ mod idle_footprint {
         let node = kurir_backends::NodeId::generate();
         let (receipts, _r) = crate::receipts::Receipts::channel(8);
         let state = std::sync::Arc::new(crate::state::AppState {
-            config: std::sync::Arc::new(crate::Config::for_test(ns.clone(), "x")),
+            config: std::sync::Arc::new(crate::Config::for_test(ns.clone())),
             lease: crate::liveness::CurrentLease::new(node.clone()),
             node,
             backends: kurir_backends::Backends::memory(ns),
@@ -751,12 +400,12 @@ mod idle_footprint {
             topics,
             receipts,
             metrics: crate::telemetry::Hot::resolve(),
-            verifier: std::sync::Arc::new(crate::ws::auth::Verifier::hs256(b"x")),
+            verifier: std::sync::Arc::new(crate::auth::Verifier::hs256(b"x")),
             read_limits: Default::default(),
             readiness: Default::default(),
             tracker: Default::default(),
         });
-        let id = crate::ws::auth::Identity {
+        let id = crate::auth::Identity {
             user: kurir_backends::UserId::parse("a").unwrap(),
             topics: vec![],
             expires_at: 0,
