@@ -1,12 +1,11 @@
-//! The command line: the server's [`Config`] (flags and `KURIR_*` environment variables,
-//! validated before any port is bound) and the client subcommands (`send`, `presence`,
-//! `receipts`) that [`crate::client`] runs against a dispatcher.
+//! The server's [`Config`]: flags and `KURIR_*` environment variables, validated before
+//! any port is bound.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, ValueEnum};
 use kurir_backends::{BackboneSecurity, ConnectOptions, Namespace};
 use thiserror::Error;
 
@@ -49,22 +48,6 @@ pub const DEFAULT_TLS_RELOAD_INTERVAL_MS: u64 = 5_000;
 pub const TEST_API_KEY: &str = "test-api-key-0123456789abcdef0123456789";
 
 pub use kurir_backends::{Secret, ServerUrl};
-
-/// `kurir-dispatcher`: with no subcommand, the gRPC server; with one, a small client.
-#[derive(Debug, Parser)]
-#[command(
-    name = "kurir-dispatcher",
-    version,
-    about = "Kurir gRPC dispatcher: validates, stores and routes notifications to gateways"
-)]
-pub struct Cli {
-    /// Run a client command against a dispatcher instead of serving.
-    #[command(subcommand)]
-    pub command: Option<Command>,
-
-    #[command(flatten)]
-    pub config: Config,
-}
 
 /// Where the dispatcher listens, what it connects to and its limits.
 #[derive(Debug, Clone, Args)]
@@ -202,14 +185,14 @@ pub struct Config {
     #[arg(long, env = "KURIR_WORKER_THREADS", default_value_t = 0)]
     pub worker_threads: usize,
 
-    /// Development mode: everything in this one process, with in-memory backends (no
-    /// Redis or NATS), an embedded gateway on `KURIR_LISTEN` (default 0.0.0.0:8080) with
-    /// the demo page and `GET /dev/token`, and printed development credentials. Not for
-    /// production: nothing survives a restart.
+    /// Deprecated alias of the `kurir` command (a development node in one process):
+    /// prints a note and runs the `kurir` binary found beside this one, with the same
+    /// arguments and environment. Kept for one release.
     #[arg(long, env = "KURIR_STANDALONE")]
     pub standalone: bool,
 
-    /// With `--standalone`: publish the server time to topic `demo` this often (`5s`).
+    /// Development node only (`kurir`): publish the server time to topic `demo` this
+    /// often (`5s`).
     #[arg(long, env = "KURIR_DEMO_INTERVAL", value_parser = humantime::parse_duration)]
     pub demo_interval: Option<Duration>,
 
@@ -532,137 +515,17 @@ pub fn one_line(err: &clap::Error) -> String {
     }
 }
 
-/// Client commands, for people without `grpcurl`.
-#[derive(Debug, Subcommand)]
-pub enum Command {
-    /// Send a notification to users (Send), a topic (Publish) or everyone (Broadcast);
-    /// prints the reply as one JSON line.
-    Send(SendArgs),
-    /// Print users' presence (GetPresence) as one JSON line.
-    Presence(PresenceArgs),
-    /// Follow receipts (WatchReceipts) as JSON lines until interrupted.
-    Receipts(ReceiptsArgs),
-}
-
-/// How a client command reaches the dispatcher.
-#[derive(Debug, Clone, Args)]
-pub struct ClientArgs {
-    /// Dispatcher gRPC endpoint.
-    #[arg(long, env = "KURIR_ENDPOINT", default_value = "http://127.0.0.1:50051")]
-    pub endpoint: String,
-
-    /// API key, sent as `authorization: Bearer <key>`.
-    #[arg(long, env = "KURIR_API_KEY", hide_env_values = true)]
-    pub api_key: Option<Secret>,
-
-    /// PEM CA certificate(s) trusted for an `https://` endpoint (default: the system's
-    /// roots).
-    #[arg(long, env = "KURIR_TLS_CA")]
-    pub ca_file: Option<PathBuf>,
-
-    /// PEM client certificate for mTLS (with `--client-key`).
-    #[arg(long, env = "KURIR_TLS_CLIENT_CERT", requires = "client_key")]
-    pub client_cert: Option<PathBuf>,
-
-    /// PEM private key of `--client-cert`.
-    #[arg(long, env = "KURIR_TLS_CLIENT_KEY", requires = "client_cert")]
-    pub client_key: Option<PathBuf>,
-}
-
-#[derive(Debug, Args)]
-pub struct SendArgs {
-    #[command(flatten)]
-    pub client: ClientArgs,
-
-    #[command(flatten)]
-    pub target: Target,
-
-    /// Notification title.
-    #[arg(long, default_value = "")]
-    pub title: String,
-
-    /// Notification body.
-    #[arg(long, default_value = "")]
-    pub body: String,
-
-    /// Data entry for the app, repeatable.
-    #[arg(long = "data", value_name = "KEY=VALUE", value_parser = parse_key_value)]
-    pub data: Vec<(String, String)>,
-
-    /// Delivery priority.
-    #[arg(long, value_enum, default_value_t = PriorityArg::Normal)]
-    pub priority: PriorityArg,
-
-    /// Clients may replace an earlier notification with the same collapse key.
-    #[arg(long, default_value = "")]
-    pub collapse_key: String,
-
-    /// Seconds the notification stays in the users' inboxes; 0 = live only. `--user` only.
-    #[arg(long, default_value_t = 3600, conflicts_with_all = ["topic", "broadcast"])]
-    pub ttl: u32,
-
-    /// Retrying with the same key within 24 h returns the first id. `--user` only.
-    #[arg(long, conflicts_with_all = ["topic", "broadcast"])]
-    pub idempotency_key: Option<String>,
-}
-
-/// Who a `send` goes to: exactly one of `--user` (repeatable), `--topic`, `--broadcast`.
-#[derive(Debug, Args)]
-#[group(required = true, multiple = false)]
-pub struct Target {
-    /// Recipient user id (Send), repeatable.
-    #[arg(long = "user", value_name = "USER_ID")]
-    pub users: Vec<String>,
-
-    /// Topic to publish to (Publish).
-    #[arg(long)]
-    pub topic: Option<String>,
-
-    /// Every live connection of the cluster (Broadcast).
-    #[arg(long)]
-    pub broadcast: bool,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum PriorityArg {
-    Normal,
-    High,
-}
-
-#[derive(Debug, Args)]
-pub struct PresenceArgs {
-    #[command(flatten)]
-    pub client: ClientArgs,
-
-    /// User id to look up, repeatable.
-    #[arg(long = "user", value_name = "USER_ID", required = true)]
-    pub users: Vec<String>,
-}
-
-#[derive(Debug, Args)]
-pub struct ReceiptsArgs {
-    #[command(flatten)]
-    pub client: ClientArgs,
-
-    /// Only receipts of this user, repeatable; none = all users.
-    #[arg(long = "user", value_name = "USER_ID")]
-    pub users: Vec<String>,
-
-    /// Only receipts of this notification id, repeatable; none = all notifications.
-    #[arg(long = "id", value_name = "NOTIFICATION_ID")]
-    pub ids: Vec<String>,
-}
-
-fn parse_key_value(s: &str) -> Result<(String, String), String> {
-    s.split_once('=')
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .ok_or_else(|| format!("expected KEY=VALUE, got `{s}`"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::CommandFactory;
+    use clap::{CommandFactory, Parser};
+
+    /// The server's command line, as `main` parses it.
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        config: Config,
+    }
 
     fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
         Cli::try_parse_from(std::iter::once("kurir-dispatcher").chain(args.iter().copied()))
@@ -741,7 +604,6 @@ mod tests {
         config.validate().unwrap();
         config.tls_client_ca = None;
         assert_eq!(config.validate().unwrap_err().setting, "KURIR_API_KEYS");
-        assert!(parse(&["presence", "--user", "a", "--client-cert", "c.pem"]).is_err());
     }
 
     #[test]
@@ -824,35 +686,11 @@ mod tests {
     }
 
     #[test]
-    fn send_targets_are_exclusive() {
-        let cli = parse(&["send", "--user", "a", "--user", "b", "--title", "t"]).unwrap();
-        let Some(Command::Send(send)) = cli.command else {
-            panic!("not send")
-        };
-        assert_eq!(send.target.users, ["a", "b"]);
-        assert_eq!(send.ttl, 3600);
-        assert!(parse(&["send", "--user", "a", "--topic", "x", "--title", "t"]).is_err());
-        assert!(parse(&["send", "--title", "t"]).is_err());
-        assert!(parse(&["send", "--topic", "x", "--ttl", "5", "--title", "t"]).is_err());
-        assert!(parse(&["send", "--broadcast", "--data", "novalue", "--title", "t"]).is_err());
-        let cli = parse(&["send", "--broadcast", "--data", "k=v=w", "--title", "t"]).unwrap();
-        let Some(Command::Send(send)) = cli.command else {
-            panic!("not send")
-        };
-        assert_eq!(send.data, [("k".to_owned(), "v=w".to_owned())]);
-    }
-
-    #[test]
     fn bad_values_become_one_line() {
         let err = parse(&["--grpc-listen", "nope"]).unwrap_err();
         let line = one_line(&err);
         assert!(!line.contains('\n'));
         assert!(line.contains("grpc-listen"), "{line}");
-
-        let err = parse(&["send", "--title", "t"]).unwrap_err();
-        let line = one_line(&err);
-        assert!(!line.contains('\n'));
-        assert!(line.contains("--broadcast"), "{line}");
         assert!(!line.contains("Usage"), "{line}");
     }
 }

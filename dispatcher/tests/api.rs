@@ -45,7 +45,6 @@ cases!(
     a_receipt_watcher_that_falls_behind_is_ended,
     shutdown_ends_receipt_streams_and_returns,
     admin_endpoints_answer,
-    send_subcommand_talks_to_the_server,
 );
 
 fn send_req(users: &[&str], ttl_seconds: u32) -> SendRequest {
@@ -813,77 +812,6 @@ async fn admin_endpoints_answer(backends: Backends) {
     ] {
         assert!(metrics.contains(series), "missing {series}");
     }
-}
-
-async fn send_subcommand_talks_to_the_server(backends: Backends) {
-    let h = Harness::start(backends).await;
-    let run = |args: Vec<String>| async move {
-        tokio::process::Command::new(env!("CARGO_BIN_EXE_kurir-dispatcher"))
-            .args(args)
-            .env_remove("KURIR_API_KEY")
-            .env_remove("KURIR_ENDPOINT")
-            .output()
-            .await
-            .expect("run kurir-dispatcher")
-    };
-    let args = |extra: &[&str]| -> Vec<String> {
-        let endpoint = h.endpoint();
-        let mut v: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-        v.extend([
-            "--endpoint".into(),
-            endpoint,
-            "--api-key".into(),
-            KEY.into(),
-        ]);
-        v
-    };
-
-    let out = run(args(&[
-        "send", "--user", "alice", "--user", "bob", "--title", "Hi", "--body", "there", "--data",
-        "k=v", "--ttl", "0",
-    ]))
-    .await;
-    assert!(
-        out.status.success(),
-        "stderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8(out.stdout).expect("utf-8");
-    assert_eq!(stdout.lines().count(), 1, "{stdout}");
-    let reply: serde_json::Value = serde_json::from_str(&stdout).expect("json line");
-    NotificationId::parse(reply["id"].as_str().expect("id")).expect("uuid");
-    assert_eq!(reply["online_users"], 0);
-    assert_eq!(reply["stored_users"], 0);
-
-    let out = run(args(&["presence", "--user", "alice"])).await;
-    assert!(
-        out.status.success(),
-        "stderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let reply: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
-    assert_eq!(reply["users"][0]["user_id"], "alice");
-    assert_eq!(reply["users"][0]["online"], false);
-
-    let out = run(args(&["send", "--topic", "bad topic", "--title", "x"])).await;
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("InvalidArgument: topic: "), "{stderr}");
-
-    let out = run(vec![
-        "send".into(),
-        "--broadcast".into(),
-        "--title".into(),
-        "x".into(),
-        "--endpoint".into(),
-        h.endpoint(),
-        "--api-key".into(),
-        "wrong".into(),
-    ])
-    .await;
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("Unauthenticated"), "{stderr}");
 }
 
 // Cases that only make sense on real servers.
