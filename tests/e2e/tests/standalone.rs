@@ -355,7 +355,11 @@ async fn the_standalone_alias_notes_the_move_and_starts_a_node_through_kurir() -
     let (ws, grpc, metrics, closed) = (free_port(), free_port(), free_port(), free_port());
     let node = Captured::spawn_binary(
         "kurir-dispatcher",
-        &["--standalone", "--grpc-listen", &format!("127.0.0.1:{grpc}")],
+        &[
+            "--standalone",
+            "--grpc-listen",
+            &format!("127.0.0.1:{grpc}"),
+        ],
         &[
             ("KURIR_REDIS_URL", format!("redis://127.0.0.1:{closed}")),
             ("KURIR_NATS_URL", format!("nats://127.0.0.1:{closed}")),
