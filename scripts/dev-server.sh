@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# Start, stop or restart a `kurir-dispatcher --standalone` in the background, for the
+# Start, stop or restart a `kurir` development node in the background, for the
 # SDK and browser tests (which restart it mid-session). Ports and credentials come from
 # the environment; the PID and log live in $KURIR_DEV_STATE.
 #   KURIR_DEV_STATE=/tmp/x KURIR_BIN_DIR=target/debug scripts/dev-server.sh start|stop|restart
 set -euo pipefail
 : "${KURIR_DEV_STATE:?set KURIR_DEV_STATE to a state directory}"
-BIN="${KURIR_BIN_DIR:-target/debug}/kurir-dispatcher"
+BIN="${KURIR_BIN_DIR:-target/debug}/kurir"
 LISTEN="${KURIR_LISTEN:-127.0.0.1:8080}"
 mkdir -p "$KURIR_DEV_STATE"
 pidfile="$KURIR_DEV_STATE/standalone.pid"
@@ -24,14 +24,14 @@ stop() {
 }
 
 start() {
-  "$BIN" --standalone >>"$KURIR_DEV_STATE/standalone.out" 2>>"$KURIR_DEV_STATE/standalone.log" &
+  "$BIN" >>"$KURIR_DEV_STATE/standalone.out" 2>>"$KURIR_DEV_STATE/standalone.log" &
   echo $! >"$pidfile"
   for _ in $(seq 1 200); do
     port_open "$LISTEN" && return 0
     kill -0 "$(cat "$pidfile")" 2>/dev/null || { tail -5 "$KURIR_DEV_STATE/standalone.log" >&2; exit 1; }
     sleep 0.05
   done
-  echo "standalone did not listen on $LISTEN" >&2; exit 1
+  echo "kurir did not listen on $LISTEN" >&2; exit 1
 }
 
 case "${1:-}" in

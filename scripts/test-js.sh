@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The browser SDK's tests (node's test runner, including live tests against a real
-# standalone server), the demo page in headless Chromium (toast, fade, reconnect after a
+# `kurir` development node), the demo page in headless Chromium (toast, fade, reconnect after a
 # server restart) and the operations checks (manifests, alert rules against live
 # /metrics, the local cluster behind nginx). Run by scripts/test.sh after the Rust suite,
 # which builds the binaries in target/debug.
@@ -15,7 +15,7 @@ apt_install() {
   DEBIAN_FRONTEND=noninteractive apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
 }
-[ -x "$KURIR_BIN_DIR/kurir-dispatcher" ] || cargo build -p kurir-dispatcher -p kurir-gateway
+[ -x "$KURIR_BIN_DIR/kurir" ] || cargo build -p kurir -p kurir-dispatcher -p kurir-gateway
 command -v node >/dev/null || apt_install nodejs npm
 [ -x /usr/bin/chromium ] || apt_install chromium
 (cd clients/js && npm ci --no-audit --no-fund --loglevel=error)
@@ -25,27 +25,27 @@ export KURIR_DEV_STATE; KURIR_DEV_STATE="$(mktemp -d)"
 PORT="$(free_port)"; GRPC="$(free_port)"; CLOSED="$(free_port)"
 export KURIR_LISTEN="127.0.0.1:$PORT" KURIR_GRPC_LISTEN="127.0.0.1:$GRPC"
 export KURIR_METRICS_LISTEN="127.0.0.1:$(free_port)"
-# No JWT setting: standalone generates its secret and serves /dev/token, which the live
+# No JWT setting: `kurir` generates its secret and serves /dev/token, which the live
 # tests and the demo page take their tokens from.
 export KURIR_API_KEYS="js-test-key-0123456789abcdef-0123456789"
 unset KURIR_JWT_SECRET KURIR_JWT_PUBLIC_KEY_FILE KURIR_JWT_JWKS_URL
-# Standalone needs neither: prove it by pointing both at a closed port.
+# The development node needs neither: prove it by pointing both at a closed port.
 export KURIR_REDIS_URL="redis://127.0.0.1:$CLOSED" KURIR_NATS_URL="nats://127.0.0.1:$CLOSED"
 cleanup() { scripts/dev-server.sh stop || true; rm -rf "$KURIR_DEV_STATE"; }
 trap cleanup EXIT
 scripts/dev-server.sh start
 
 export KURIR_TEST_URL="http://127.0.0.1:$PORT" KURIR_REQUIRE_LIVE=1
-export KURIR_SEND_CMD="$KURIR_BIN_DIR/kurir-dispatcher send --endpoint http://127.0.0.1:$GRPC --api-key $KURIR_API_KEYS --user '{user}' --title '{title}' --body '{body}' --ttl 60"
+export KURIR_SEND_CMD="$KURIR_BIN_DIR/kurir send --endpoint http://127.0.0.1:$GRPC --api-key $KURIR_API_KEYS --user '{user}' --title '{title}' --body '{body}' --ttl 60"
 export KURIR_RESTART_CMD="$REPO/scripts/dev-server.sh restart"
 export KURIR_SCREENSHOT="${KURIR_SCREENSHOT:-$KURIR_DEV_STATE/demo.png}"
 
-log "SDK tests (node --test), live against standalone"
+log "SDK tests (node --test), live against the kurir development node"
 node --experimental-websocket --test clients/js/test/
 log "demo page in headless Chromium"
 node clients/js/test/browser.mjs
 
-# Release the environment the standalone server used before the ops checks.
+# Release the environment the development node used before the ops checks.
 unset KURIR_LISTEN KURIR_GRPC_LISTEN KURIR_METRICS_LISTEN KURIR_REDIS_URL KURIR_NATS_URL KURIR_API_KEYS KURIR_JWT_SECRET
 log "operations: manifests"
 python3 tests/ops/validate_manifests.py

@@ -6,15 +6,14 @@
 //! inbox → [`route`]: presence lookup → group by node → one publish per node;
 //! [`route::reroute`] tries again, in the background, what a stored `Send` could not
 //! route). Around it: [`admin`] (readiness for `/readyz`), [`config`], [`error`],
-//! [`method`] and [`telemetry`] (metrics), and [`client`] (the `send`, `presence` and
-//! `receipts` subcommands).
+//! [`method`] and [`telemetry`] (metrics). The clients and the development node live in
+//! the `kurir` command; [`standalone`] is the deprecated `--standalone` alias of it.
 //!
 //! [`Dispatcher::bind`] + [`Dispatcher::serve`] is what `main` and the tests run.
 #![forbid(unsafe_code)]
 
 pub mod admin;
 pub mod api;
-pub mod client;
 pub mod config;
 pub mod dispatch;
 pub mod error;
@@ -61,9 +60,6 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
-    /// The gateway embedded by `--standalone` could not start.
-    #[error("embedded gateway: {0}")]
-    Gateway(#[from] kurir_gateway::StartError),
 }
 
 /// Why a running dispatcher stopped other than by its shutdown signal.

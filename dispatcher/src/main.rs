@@ -1,5 +1,5 @@
-//! `kurir-dispatcher`: parse the command line; either run a client subcommand, or install
-//! telemetry, connect the backends and serve until SIGTERM/SIGINT.
+//! `kurir-dispatcher`: parse the command line, install telemetry, connect the backends
+//! and serve until SIGTERM/SIGINT. (`--standalone` hands over to the `kurir` command.)
 
 use std::process::ExitCode;
 
@@ -10,40 +10,40 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use clap::error::ErrorKind;
 use clap::Parser;
 use kurir_backends::Backends;
-use kurir_dispatcher::config::{one_line, Cli};
-use kurir_dispatcher::standalone::Standalone;
-use kurir_dispatcher::{client, telemetry, Config, Dispatcher, StartError};
+use kurir_dispatcher::{standalone, telemetry, Config, Dispatcher, StartError};
+use kurir_runtime::cli::{one_line, EX_UNAVAILABLE, EX_USAGE};
 
-/// `EX_USAGE`: bad flags, environment or configuration.
-const EX_USAGE: u8 = 64;
-/// `EX_UNAVAILABLE`: a port could not be bound.
-const EX_UNAVAILABLE: u8 = 69;
+/// The server's command line: flags and `KURIR_*` variables.
+#[derive(Debug, Parser)]
+#[command(
+    name = "kurir-dispatcher",
+    version,
+    about = "Kurir gRPC dispatcher: validates, stores and routes notifications to gateways"
+)]
+struct Cli {
+    #[command(flatten)]
+    config: Config,
+}
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
+    let config = match Cli::try_parse() {
+        Ok(cli) => cli.config,
         Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
             e.exit()
         }
         Err(e) => return fail(EX_USAGE, one_line(&e)),
     };
+    if config.standalone {
+        // Returns only when `kurir` could not be run.
+        return fail(EX_UNAVAILABLE, standalone::exec_kurir());
+    }
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    if cli.config.worker_threads > 0 {
-        runtime.worker_threads(cli.config.worker_threads);
+    if config.worker_threads > 0 {
+        runtime.worker_threads(config.worker_threads);
     }
     match runtime.enable_all().build() {
-        Ok(rt) => rt.block_on(run(cli)),
+        Ok(rt) => rt.block_on(serve(config)),
         Err(e) => fail(1, format!("runtime: {e}")),
-    }
-}
-
-async fn run(cli: Cli) -> ExitCode {
-    match cli.command {
-        Some(command) => match client::run(command).await {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => fail(1, e),
-        },
-        None => serve(cli.config).await,
     }
 }
 
@@ -51,14 +51,11 @@ async fn serve(config: Config) -> ExitCode {
     if let Err(e) = config.validate() {
         return fail(EX_USAGE, e);
     }
-    telemetry::init_tracing(config.log_format);
+    kurir_runtime::logging::init(config.log_format);
     let metrics = match telemetry::install_recorder() {
         Ok(handle) => handle,
         Err(e) => return fail(1, format!("metrics recorder: {e}")),
     };
-    if config.standalone {
-        return standalone(config, metrics).await;
-    }
     let backends = match Backends::connect(&config.connect_options()).await {
         Ok(b) => b,
         Err(e) => return fail(EX_USAGE, format!("backends: {e}")),
@@ -68,25 +65,8 @@ async fn serve(config: Config) -> ExitCode {
         Ok(d) => d,
         Err(e @ StartError::Config(_)) => return fail(EX_USAGE, e),
         Err(e @ StartError::Bind { .. }) => return fail(EX_UNAVAILABLE, e),
-        Err(e) => return fail(EX_USAGE, e),
     };
     match dispatcher.serve(shutdown_signal()).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => fail(1, e),
-    }
-}
-
-/// `--standalone`: in-memory backends and an embedded gateway in this process.
-async fn standalone(
-    config: Config,
-    metrics: metrics_exporter_prometheus::PrometheusHandle,
-) -> ExitCode {
-    let node = match Standalone::bind(config, metrics).await {
-        Ok(n) => n,
-        Err(e @ StartError::Bind { .. }) => return fail(EX_UNAVAILABLE, e),
-        Err(e) => return fail(EX_USAGE, e),
-    };
-    match node.serve(shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(1, e),
     }

@@ -75,8 +75,6 @@ pub fn install_recorder() -> Result<PrometheusHandle, RecorderError> {
     kurir_runtime::metrics::install(BUCKETS)
 }
 
-/// The log subscriber (`KURIR_LOG_FORMAT`, `RUST_LOG`), shared with every Kurir server.
-pub use kurir_runtime::logging::init as init_tracing;
 
 /// Describe every dispatcher metric and register its series at zero. Idempotent.
 pub fn describe() {

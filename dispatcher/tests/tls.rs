@@ -1,5 +1,5 @@
-//! gRPC over TLS and mTLS: what a client needs to get a call through, and the CLI client
-//! against an `https://` endpoint.
+//! gRPC over TLS and mTLS: what a client needs to get a call through. (The `kurir`
+//! client against an `https://` endpoint is tested with the `kurir` crate.)
 
 mod support;
 
@@ -165,43 +165,6 @@ async fn mtls_alone_is_enough_configuration() {
     .await;
     let good = pki.clients.issue("service");
     assert!(mtls_call(&h, &pki, Some(&good)).await);
-}
-
-#[tokio::test]
-async fn the_cli_client_speaks_https_with_a_ca_file_and_a_client_certificate() {
-    let pki = Pki::new();
-    let h = Harness::start_with(memory(), pki.tls(true)).await;
-    let good = pki.clients.issue("cli");
-    good.write(&pki.path("client.pem"), &pki.path("client-key.pem"));
-    let run = |extra: &[&str]| {
-        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_kurir-dispatcher"));
-        cmd.args(["presence", "--user", "alice", "--endpoint"])
-            .arg(format!("https://localhost:{}", h.grpc.port()))
-            .arg("--ca-file")
-            .arg(pki.path("ca.pem"))
-            .args(extra)
-            .env_remove("KURIR_API_KEY");
-        cmd.output()
-    };
-    let client_cert = pki.path("client.pem");
-    let client_key = pki.path("client-key.pem");
-    let ok = run(&[
-        "--client-cert",
-        client_cert.to_str().unwrap(),
-        "--client-key",
-        client_key.to_str().unwrap(),
-    ])
-    .await
-    .unwrap();
-    assert!(
-        ok.status.success(),
-        "{}",
-        String::from_utf8_lossy(&ok.stderr)
-    );
-    let out: serde_json::Value = serde_json::from_slice(&ok.stdout).unwrap();
-    assert_eq!(out["users"][0]["user_id"], "alice");
-    let refused = run(&[]).await.unwrap();
-    assert!(!refused.status.success(), "no client certificate");
 }
 
 #[tokio::test]

@@ -11,20 +11,21 @@ use http::HeaderMap;
 use kurir_backends::UserId;
 use kurir_dispatcher::api::validate;
 use kurir_dispatcher::error::DispatchError;
-use kurir_gateway::ws::{auth, frame, handshake, socket, wire};
+use kurir_gateway::auth;
+use kurir_gateway::protocol::frame;
+use kurir_gateway::ws::handshake;
 use kurir_proto::v1::{
     BroadcastRequest, DisconnectRequest, GetPresenceRequest, Notification, PublishRequest,
     SendRequest, WatchReceiptsRequest,
 };
+use kurir_wire::{frame as wire, socket};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 pub use kurir_dispatcher::api::validate::{
     MAX_IDEMPOTENCY_KEY_BYTES, MAX_NOTIFICATION_BYTES, MAX_NOTIFICATION_IDS, MAX_REASON_BYTES,
     MAX_TTL_SECONDS, MAX_USERS,
 };
-pub use kurir_gateway::ws::wire::{
-    OP_BINARY, OP_CLOSE, OP_CONTINUATION, OP_PING, OP_PONG, OP_TEXT,
-};
+pub use kurir_wire::frame::{OP_BINARY, OP_CLOSE, OP_CONTINUATION, OP_PING, OP_PONG, OP_TEXT};
 
 // ---- WebSocket framing -------------------------------------------------------------
 
@@ -103,7 +104,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// Partial messages get an hour and an unbounded node budget: the fuzz input, not the
     /// clock, decides what is read.
     pub fn new(io: S, early: &[u8], max_message: usize) -> Self {
-        let limits = socket::ReadLimits::new(
+        let limits = kurir_wire::ReadLimits::new(
             max_message,
             std::time::Duration::from_secs(3600),
             usize::MAX,

@@ -12,15 +12,11 @@ use clap::error::ErrorKind;
 use clap::Parser;
 use kurir_backends::Backends;
 use kurir_gateway::{telemetry, Config, Gateway, StartError};
+use kurir_runtime::cli::{one_line, EX_UNAVAILABLE, EX_USAGE};
 
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-/// `EX_USAGE`: bad flags, environment or configuration.
-const EX_USAGE: u8 = 64;
-/// `EX_UNAVAILABLE`: a port could not be bound.
-const EX_UNAVAILABLE: u8 = 69;
 
 fn main() -> ExitCode {
     let config = match Config::try_parse() {
@@ -69,21 +65,4 @@ async fn run(config: Config) -> ExitCode {
 fn fail(code: u8, message: impl Display) -> ExitCode {
     eprintln!("kurir-gateway: {message}");
     ExitCode::from(code)
-}
-
-/// A clap error as one line: its first paragraph, without usage or tips.
-fn one_line(err: &clap::Error) -> String {
-    let rendered = err.render().to_string();
-    let line = rendered
-        .lines()
-        .map(str::trim)
-        .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"))
-        .filter(|l| !l.is_empty() && !l.starts_with("tip:"))
-        .collect::<Vec<_>>()
-        .join(" ");
-    match line.strip_prefix("error: ") {
-        Some(rest) => rest.to_owned(),
-        None if line.is_empty() => "invalid arguments".to_owned(),
-        None => line,
-    }
 }

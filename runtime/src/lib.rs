@@ -5,6 +5,8 @@
 //! exists once.
 
 pub mod admin;
+#[cfg(feature = "clap")]
+pub mod cli;
 pub mod clock;
 pub mod logging;
 pub mod metrics;

@@ -1,7 +1,7 @@
 // browser.mjs — end-to-end check of the demo page in headless Chromium (playwright-core).
 //
 //   KURIR_TEST_URL=http://127.0.0.1:8080 \
-//   KURIR_SEND_CMD='kurir-dispatcher send --user {user} --title {title} --ttl 60' \
+//   KURIR_SEND_CMD='kurir send --user {user} --title {title} --ttl 60' \
 //   [KURIR_RESTART_CMD='…'] [KURIR_SCREENSHOT=/tmp/demo.png] node clients/js/test/browser.mjs
 //
 // Env:
@@ -134,7 +134,7 @@ async function main() {
   const shot = process.env.KURIR_SCREENSHOT;
   if (!base || !sendCmd) {
     check('KURIR_TEST_URL and KURIR_SEND_CMD are set', false,
-      'e.g. KURIR_TEST_URL=http://127.0.0.1:8080 KURIR_SEND_CMD=\'kurir-dispatcher send --user {user} --title {title} --ttl 60\'');
+      'e.g. KURIR_TEST_URL=http://127.0.0.1:8080 KURIR_SEND_CMD=\'kurir send --user {user} --title {title} --ttl 60\'');
     return;
   }
 
@@ -184,7 +184,7 @@ async function main() {
     check('state badge starts as "idle"', (await badge.textContent()) === 'idle' && (await badge.getAttribute('data-state')) === 'idle',
       `badge: ${await badge.textContent()}`);
     const help = (await page.locator('#send-cli').textContent()) ?? '';
-    check('send help shows the built-in client first', help.startsWith('kurir-dispatcher send') && help.includes('--ttl 3600')
+    check('send help shows the built-in client first', help.startsWith('kurir send') && help.includes('--ttl 3600')
       && (await page.locator('#send-cli ~ #send-grpcurl').count()) === 1, help.split('\n')[0]);
     const live = await page.locator('#toasts').evaluate((t) => `${t.getAttribute('role')}/${t.getAttribute('aria-live')}`);
     check('toast container is role=status aria-live=polite', live === 'status/polite', live);

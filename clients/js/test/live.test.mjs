@@ -1,7 +1,7 @@
-// Live tests: the SDK against a real standalone Kurir server.
+// Live tests: the SDK against a real Kurir development node (`kurir`).
 //
 //   KURIR_TEST_URL=http://127.0.0.1:8080 \
-//   KURIR_SEND_CMD='kurir-dispatcher send --user {user} --title {title} --ttl 60' \
+//   KURIR_SEND_CMD='kurir send --user {user} --title {title} --ttl 60' \
 //   node --experimental-websocket --test clients/js/test/live.test.mjs
 //
 // KURIR_TEST_URL   base URL of a gateway in standalone mode (serves /dev/token).
@@ -10,7 +10,7 @@
 //                  (no quoting needed) and also exported as KURIR_USER/KURIR_TITLE/KURIR_BODY.
 //                  Without it only the connection-level tests run.
 // KURIR_PUBLISH_CMD  optional: publishes to a topic ({topic}, {title}, {body}). Without it,
-//                  derived from a `kurir-dispatcher send` KURIR_SEND_CMD (`--user {user}`
+//                  derived from a `kurir send` KURIR_SEND_CMD (`--user {user}`
 //                  → `--topic {topic}`, `--ttl` dropped); if neither works, the re-subscribe
 //                  test checks the subscribe frame and its `subscribed` answer only.
 // KURIR_RESTART_CMD  optional: restarts the server. Run once, by the last test (it drops
@@ -32,7 +32,7 @@ const REQUIRE = process.env.KURIR_REQUIRE_LIVE === '1';
 
 /** A topic publish command from the built-in client's send command, or null. */
 function derivePublish(cmd) {
-  if (!cmd || !/kurir-dispatcher\S*\s+send\s/.test(cmd)) return null;
+  if (!cmd || !/\bkurir\S*\s+send\s/.test(cmd)) return null;
   const user = /--user[= ](?:'\{user\}'|"\{user\}"|\{user\})/;
   if (!user.test(cmd)) return null;
   return cmd.replace(user, '--topic {topic}').replace(/\s--(?:ttl|idempotency-key)[= ]\S+/g, '');
@@ -40,12 +40,12 @@ function derivePublish(cmd) {
 const PUBLISH_CMD = process.env.KURIR_PUBLISH_CMD || derivePublish(SEND_CMD);
 
 function reason() {
-  if (!BASE) return 'KURIR_TEST_URL is not set (base URL of a standalone Kurir server, e.g. http://127.0.0.1:8080)';
+  if (!BASE) return 'KURIR_TEST_URL is not set (base URL of a `kurir` development node, e.g. http://127.0.0.1:8080)';
   if (typeof globalThis.WebSocket !== 'function') return 'no global WebSocket: on Node 20 run with --experimental-websocket';
   return null;
 }
 const missing = reason();
-const sendMissing = 'KURIR_SEND_CMD is not set (e.g. "kurir-dispatcher send --user {user} --title {title} --ttl 60")';
+const sendMissing = 'KURIR_SEND_CMD is not set (e.g. "kurir send --user {user} --title {title} --ttl 60")';
 
 if (missing && REQUIRE) {
   test('live server settings', () => assert.fail(`KURIR_REQUIRE_LIVE=1 but ${missing}`));
@@ -60,7 +60,7 @@ const wsUrl = () => new URL('/ws', BASE).href;
 
 async function devToken(user, topics = 'demo') {
   const res = await fetch(new URL(`/dev/token?user=${encodeURIComponent(user)}&topics=${encodeURIComponent(topics)}`, BASE));
-  assert.equal(res.status, 200, `/dev/token answered ${res.status}: is the server in standalone mode?`);
+  assert.equal(res.status, 200, `/dev/token answered ${res.status}: is the server a `kurir` development node?`);
   const body = await res.json();
   assert.equal(typeof body.token, 'string');
   return body.token;

@@ -288,13 +288,3 @@ impl Config {
         Duration::from_millis(self.grpc_max_connection_age_grace_ms)
     }
 }
-
-/// The shared backend settings also read as the configuration's own
-/// (`config.namespace`, `config.inbox_capacity`), as the standalone node reads them.
-impl std::ops::Deref for Config {
-    type Target = BackendSettings;
-
-    fn deref(&self) -> &BackendSettings {
-        &self.backends
-    }
-}

@@ -80,7 +80,10 @@ impl Dispatch {
             id,
             expires_at: delivery.expires_at,
             payload: Bytes::from(delivery.encode_to_vec()),
-            collapse_key: delivery.notification.as_ref().map(|n| n.collapse_key.clone()),
+            collapse_key: delivery
+                .notification
+                .as_ref()
+                .map(|n| n.collapse_key.clone()),
         };
         let cursors = match self.backends.inbox.append(&users, &entry).await {
             Ok(c) if c.len() == users.len() => c,

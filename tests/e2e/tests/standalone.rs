@@ -1,5 +1,6 @@
-//! `kurir-dispatcher --standalone` is a whole Kurir in one process. Redis and
-//! NATS URLs point at closed ports to prove they are not used.
+//! `kurir` (no arguments) is a whole Kurir in one process. Redis and NATS URLs point at
+//! closed ports to prove they are not used. `kurir-dispatcher --standalone` still starts
+//! the same node, through `kurir`, for one release.
 
 use std::io::Read as _;
 use std::time::Duration;
@@ -27,7 +28,6 @@ async fn start(demo_interval: Option<&str>, jwt_secret: Option<&str>) -> Result<
         ("KURIR_GRPC_LISTEN", format!("127.0.0.1:{grpc}")),
         ("KURIR_METRICS_LISTEN", format!("127.0.0.1:{metrics}")),
         ("KURIR_API_KEYS", API_KEY.to_string()),
-        ("KURIR_STANDALONE", "true".to_string()),
     ];
     if let Some(every) = demo_interval {
         env.push(("KURIR_DEMO_INTERVAL", every.to_string()));
@@ -35,7 +35,7 @@ async fn start(demo_interval: Option<&str>, jwt_secret: Option<&str>) -> Result<
     if let Some(secret) = jwt_secret {
         env.push(("KURIR_JWT_SECRET", secret.to_string()));
     }
-    let proc = Proc::spawn("standalone", "kurir-dispatcher", &env)?;
+    let proc = Proc::spawn("standalone", "kurir", &env)?;
     let grpc: std::net::SocketAddr = format!("127.0.0.1:{grpc}").parse()?;
     eventually(Duration::from_secs(20), "standalone ports", || async {
         let a = tokio::net::TcpStream::connect(grpc).await.ok()?;
@@ -121,14 +121,13 @@ async fn demo_ticker_publishes_server_time_and_dev_tokens_work() -> Result<()> {
     Ok(())
 }
 
-/// The README's quick start: `--standalone` with nothing configured prints a development
-/// API key and a ready-made token, and those work as printed.
+/// The README's quick start: `kurir` with nothing configured prints a development API key
+/// and a ready-made token, and those work as printed.
 #[tokio::test]
 async fn the_printed_credentials_work() -> Result<()> {
     use std::io::BufRead;
     let (ws, grpc, metrics, closed) = (free_port(), free_port(), free_port(), free_port());
-    let mut child = std::process::Command::new(bin("kurir-dispatcher"))
-        .arg("--standalone")
+    let mut child = std::process::Command::new(bin("kurir"))
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("KURIR_REDIS_URL", format!("redis://127.0.0.1:{closed}"))
@@ -201,8 +200,11 @@ impl Output {
 
 impl Captured {
     fn spawn(args: &[&str], env: &[(&str, String)]) -> Result<Self> {
-        let mut child = std::process::Command::new(bin("kurir-dispatcher"))
-            .arg("--standalone")
+        Self::spawn_binary("kurir", args, env)
+    }
+
+    fn spawn_binary(binary: &str, args: &[&str], env: &[(&str, String)]) -> Result<Self> {
+        let mut child = std::process::Command::new(bin(binary))
             .args(args)
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -342,6 +344,47 @@ async fn listeners_bind_loopback_unless_told_otherwise() -> Result<()> {
             "{port} answered on 127.0.0.2: bound to all interfaces"
         );
     }
+    node.finish();
+    Ok(())
+}
+
+/// The deprecated alias: `kurir-dispatcher --standalone` says where the node went and
+/// runs `kurir` with its arguments and environment; the node is the same one.
+#[tokio::test]
+async fn the_standalone_alias_notes_the_move_and_starts_a_node_through_kurir() -> Result<()> {
+    let (ws, grpc, metrics, closed) = (free_port(), free_port(), free_port(), free_port());
+    let node = Captured::spawn_binary(
+        "kurir-dispatcher",
+        &[
+            "--standalone",
+            "--grpc-listen",
+            &format!("127.0.0.1:{grpc}"),
+        ],
+        &[
+            ("KURIR_REDIS_URL", format!("redis://127.0.0.1:{closed}")),
+            ("KURIR_NATS_URL", format!("nats://127.0.0.1:{closed}")),
+            ("KURIR_LISTEN", format!("127.0.0.1:{ws}")),
+            ("KURIR_METRICS_LISTEN", format!("127.0.0.1:{metrics}")),
+        ],
+    )?;
+    let banner = node.banner().await?;
+    assert!(
+        banner.contains("`kurir-dispatcher --standalone` is deprecated"),
+        "{banner}"
+    );
+    assert!(banner.contains(&format!("127.0.0.1:{grpc}")), "{banner}");
+    assert!(banner.contains("try:  kurir send"), "{banner}");
+    let c = Client::connect(&format!(
+        "ws://127.0.0.1:{ws}/ws?token={}",
+        banner
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("token"))
+            .map(str::trim)
+            .unwrap_or_default()
+    ))
+    .await?;
+    assert_eq!(c.welcome["user"], "alice");
+    drop(c);
     node.finish();
     Ok(())
 }
