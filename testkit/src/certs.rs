@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use kurir_tls::test_certs::TestCa;
+pub use kurir_tls::test_certs::{tempdir, TempDir};
 
 /// In one directory: `ca.pem`; `server.pem`/`server.key` and `client.pem`/`client.key`
 /// signed by it (both for `localhost` and `127.0.0.1`, each good for server and client
