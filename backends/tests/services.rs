@@ -10,12 +10,13 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use fred::prelude::{HashesInterface, KeysInterface, StreamsInterface};
 use futures::StreamExt;
-use kurir_backends::contract::{eventually, Factory};
+use kurir_backends::contract::Factory;
 use kurir_backends::inbox::{Claimant, Fingerprint, IdempotencyKey, NewEntry};
 use kurir_backends::presence::{Beat, Lease};
 use kurir_backends::{
     BackendError, Backends, ConnId, ConnectOptions, NodeId, NotificationId, UserId,
 };
+use kurir_testkit::eventually;
 use support::{closed_port, nats_url, redis_url, socket_addr, Proxy, ServicesFactory};
 
 /// How fast a call must fail while its server is down.
@@ -166,7 +167,7 @@ async fn malformed_urls_are_invalid_not_transient() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_calls_recover_after_an_outage() {
     let f = ServicesFactory::new().await;
-    let proxy = Proxy::start(socket_addr(&redis_url()).await).await;
+    let proxy = Proxy::start(socket_addr(&redis_url()).await).await.unwrap();
     let mut opts = f.options();
     opts.redis_url = format!("redis://127.0.0.1:{}", proxy.port).into();
     let backends = Backends::connect(&opts).await.unwrap();
@@ -179,7 +180,7 @@ async fn redis_calls_recover_after_an_outage() {
     backends.presence.add(&gw, &alice, ConnId(1)).await.unwrap();
 
     proxy.cut();
-    eventually("calls to fail during the outage", FAIL_FAST, || async {
+    eventually(FAIL_FAST, "calls to fail during the outage", || async {
         backends
             .presence
             .lookup(std::slice::from_ref(&alice))
@@ -195,8 +196,8 @@ async fn redis_calls_recover_after_an_outage() {
 
     proxy.restore();
     let found = eventually(
-        "calls to succeed again",
         Duration::from_secs(15),
+        "calls to succeed again",
         || async {
             backends
                 .presence
@@ -216,7 +217,7 @@ async fn redis_calls_recover_after_an_outage() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_reconnects_resubscribes_and_counts_it() {
     let f = ServicesFactory::new().await;
-    let proxy = Proxy::start(socket_addr(&nats_url()).await).await;
+    let proxy = Proxy::start(socket_addr(&nats_url()).await).await.unwrap();
     let mut opts = f.options();
     opts.nats_url = format!("nats://127.0.0.1:{}", proxy.port).into();
     let behind_proxy = Backends::connect(&opts).await.unwrap();
@@ -230,8 +231,8 @@ async fn nats_reconnects_resubscribes_and_counts_it() {
 
     proxy.cut();
     eventually(
-        "the client to notice the outage",
         Duration::from_secs(30),
+        "the client to notice the outage",
         || async { (!bus.is_connected()).then_some(()) },
     )
     .await;
@@ -332,8 +333,8 @@ async fn redis_presence_keys_carry_their_ttls_and_dead_entries_are_pruned() {
 
     // Once the dying node's mark is gone, a lookup prunes its entry from the hash.
     eventually(
-        "the dead node's entry to be pruned",
         Duration::from_secs(10),
+        "the dead node's entry to be pruned",
         || async {
             backends
                 .presence

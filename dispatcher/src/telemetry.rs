@@ -75,7 +75,6 @@ pub fn install_recorder() -> Result<PrometheusHandle, RecorderError> {
     kurir_runtime::metrics::install(BUCKETS)
 }
 
-
 /// Describe every dispatcher metric and register its series at zero. Idempotent.
 pub fn describe() {
     describe_counter!(REQUESTS, "Finished gRPC calls, by method and gRPC code");

@@ -80,7 +80,8 @@ where
 impl Cli {
     /// What to run: a subcommand, or the development node with the top-level flags.
     pub fn into_command(self) -> Command {
-        self.command.unwrap_or_else(|| Command::Dev(Box::new(self.dev)))
+        self.command
+            .unwrap_or_else(|| Command::Dev(Box::new(self.dev)))
     }
 }
 

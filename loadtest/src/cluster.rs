@@ -4,108 +4,65 @@
 //! (`peer.rs`). Processes we start are stopped by PID at the end: SIGTERM (gateways
 //! drain and remove their presence), then SIGKILL after a grace period.
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+use kurir_testkit::ports::free_addr;
+use kurir_testkit::process::clean_command;
+use kurir_testkit::Process;
 
 use crate::procs::{Role, Watched};
 
-/// A process this tool started; stopped (by PID) on drop.
+/// Long enough for a drain (KURIR_DRAIN_SECONDS=1) even under a profiler.
+const STOP_GRACE: Duration = Duration::from_secs(15);
+
+/// A process this tool started, with the role its CPU and memory are summed under;
+/// stopped by PID on drop (SIGTERM, SIGKILL after [`STOP_GRACE`]).
 pub struct Spawned {
-    pub name: String,
     pub role: Role,
-    child: Child,
+    pub process: Process,
 }
 
 impl Spawned {
-    pub fn spawn(name: &str, role: Role, mut cmd: Command, log_dir: &Path) -> Result<Self> {
-        cmd.stdin(Stdio::null());
-        Self::spawn_piped(name, role, cmd, log_dir)
-    }
-
-    /// Like `spawn`, keeping whatever stdin `cmd` was given (e.g. a pipe).
-    pub fn spawn_piped(name: &str, role: Role, mut cmd: Command, log_dir: &Path) -> Result<Self> {
-        std::fs::create_dir_all(log_dir)?;
-        let log = std::fs::File::create(log_dir.join(format!("{name}.log")))?;
-        cmd.stdout(Stdio::null()).stderr(log);
-        let child = cmd.spawn().with_context(|| format!("spawn {name}"))?;
+    /// Start `cmd` with stdin closed, stderr to `log_dir/<name>.log`.
+    pub fn spawn(name: &str, role: Role, cmd: Command, log_dir: &Path) -> Result<Self> {
         Ok(Self {
-            name: name.into(),
             role,
-            child,
+            process: Process::launch(name, cmd, log_dir)?.terminate_on_drop(STOP_GRACE),
         })
     }
 
+    /// Like `spawn`, keeping whatever stdin `cmd` was given (e.g. a pipe).
+    pub fn spawn_piped(name: &str, role: Role, cmd: Command, log_dir: &Path) -> Result<Self> {
+        Ok(Self {
+            role,
+            process: Process::launch_keeping_stdin(name, cmd, log_dir)?
+                .terminate_on_drop(STOP_GRACE),
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        self.process.name()
+    }
+
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.process.pid()
     }
 
     pub fn watched(&self) -> Watched {
         Watched {
-            name: self.name.clone(),
+            name: self.name().to_owned(),
             pid: self.pid(),
             role: self.role,
         }
     }
 
     pub fn take_stdin(&mut self) -> Option<std::process::ChildStdin> {
-        self.child.stdin.take()
+        self.process.take_stdin()
     }
-
-    /// `Some(status)` once the process has exited.
-    pub fn exited(&mut self) -> Option<String> {
-        match self.child.try_wait() {
-            Ok(None) => None,
-            Ok(Some(s)) => Some(s.to_string()),
-            Err(e) => Some(e.to_string()),
-        }
-    }
-}
-
-impl Drop for Spawned {
-    fn drop(&mut self) {
-        // Long enough for a drain (KURIR_DRAIN_SECONDS=1) even under a profiler.
-        let _ = crate::procs::terminate(&mut self.child, Duration::from_secs(15));
-    }
-}
-
-/// A free loopback port (bound, then released).
-pub fn free_port() -> Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
-/// Poll until a TCP connect to `addr` succeeds.
-pub async fn wait_port(addr: SocketAddr, within: Duration, what: &str) -> Result<()> {
-    let deadline = Instant::now() + within;
-    loop {
-        if tokio::net::TcpStream::connect(addr).await.is_ok() {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            bail!("{what} not listening on {addr} within {within:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// `GET path` → status code.
-pub async fn http_status(addr: SocketAddr, path: &str) -> Result<u16> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await?;
-    s.write_all(
-        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
-    )
-    .await?;
-    let mut buf = vec![0u8; 64];
-    let n = tokio::time::timeout(Duration::from_secs(2), s.read(&mut buf)).await??;
-    let head = String::from_utf8_lossy(&buf[..n]);
-    head.split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .context("bad HTTP reply")
 }
 
 /// Where the load goes.
@@ -141,13 +98,7 @@ impl Targets {
             .iter_mut()
             .filter(|s| s.role != Role::PeerEmitter)
         {
-            if let Some(status) = s.exited() {
-                bail!(
-                    "{} (pid {}) exited ({status}); see its log",
-                    s.name,
-                    s.pid()
-                );
-            }
+            s.process.check_alive()?;
         }
         Ok(())
     }
@@ -186,29 +137,20 @@ pub async fn spawn_kurir(opts: &SpawnOptions) -> Result<Targets> {
         }
         Ok(p)
     };
-    let common = |cmd: &mut Command| {
-        cmd.env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env(
-                "RUST_LOG",
-                std::env::var("KURIR_LOADTEST_SERVER_LOG").unwrap_or_else(|_| "warn".into()),
-            )
-            .env("KURIR_NAMESPACE", &namespace)
+    let level = std::env::var("KURIR_LOADTEST_SERVER_LOG").unwrap_or_else(|_| "warn".into());
+    let command = |binary: PathBuf| {
+        let mut cmd = clean_command(binary, &level);
+        cmd.env("KURIR_NAMESPACE", &namespace)
             .env("KURIR_NATS_URL", &opts.nats_url)
             .env("KURIR_REDIS_URL", &opts.redis_url);
+        cmd
     };
-    let grpc: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
-    let mut cmd = Command::new(bin("kurir-dispatcher")?);
-    common(&mut cmd);
+    let grpc = free_addr();
+    let mut cmd = command(bin("kurir-dispatcher")?);
     cmd.env("KURIR_GRPC_LISTEN", grpc.to_string())
-        .env(
-            "KURIR_METRICS_LISTEN",
-            format!("127.0.0.1:{}", free_port()?),
-        )
-        .env("KURIR_API_KEYS", &api_key);
-    for (k, v) in &opts.dispatcher_env {
-        cmd.env(k, v);
-    }
+        .env("KURIR_METRICS_LISTEN", free_addr().to_string())
+        .env("KURIR_API_KEYS", &api_key)
+        .envs(opts.dispatcher_env.iter().map(|(k, v)| (k, v)));
     t.spawned.push(Spawned::spawn(
         "dispatcher",
         Role::Dispatcher,
@@ -217,21 +159,15 @@ pub async fn spawn_kurir(opts: &SpawnOptions) -> Result<Targets> {
     )?);
     let mut gateway_addrs = Vec::new();
     for i in 0..opts.gateways {
-        let listen: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
-        let mut cmd = Command::new(bin("kurir-gateway")?);
-        common(&mut cmd);
+        let listen = free_addr();
+        let mut cmd = command(bin("kurir-gateway")?);
         cmd.env("KURIR_NODE_ID", format!("{namespace}-gw{i}"))
             .env("KURIR_LISTEN", listen.to_string())
-            .env(
-                "KURIR_METRICS_LISTEN",
-                format!("127.0.0.1:{}", free_port()?),
-            )
+            .env("KURIR_METRICS_LISTEN", free_addr().to_string())
             .env("KURIR_JWT_SECRET", &jwt_secret)
             .env("KURIR_MAX_CONNECTIONS", "1000000")
-            .env("KURIR_DRAIN_SECONDS", "1");
-        for (k, v) in &opts.gateway_env {
-            cmd.env(k, v);
-        }
+            .env("KURIR_DRAIN_SECONDS", "1")
+            .envs(opts.gateway_env.iter().map(|(k, v)| (k, v)));
         t.spawned.push(Spawned::spawn(
             &format!("gateway-{i}"),
             Role::Gateway,
@@ -240,19 +176,10 @@ pub async fn spawn_kurir(opts: &SpawnOptions) -> Result<Targets> {
         )?);
         gateway_addrs.push(listen);
     }
-    wait_port(grpc, Duration::from_secs(30), "dispatcher").await?;
-    for (i, addr) in gateway_addrs.iter().enumerate() {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if matches!(http_status(*addr, "/readyz").await, Ok(200)) {
-                break;
-            }
-            t.check_alive()?;
-            if Instant::now() > deadline {
-                bail!("gateway-{i} at {addr} not ready within 30 s");
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+    let ready = Duration::from_secs(30);
+    t.spawned[0].process.wait_listening(grpc, ready).await?;
+    for (s, addr) in t.spawned[1..].iter_mut().zip(&gateway_addrs) {
+        s.process.wait_http_ok(*addr, "/readyz", ready).await?;
     }
     t.gateways = gateway_addrs;
     t.dispatcher = Some(format!("http://{grpc}"));

@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
-use crate::cluster::{free_port, http_status, Spawned, Targets};
+use kurir_testkit::ports::free_addr;
+
+use crate::cluster::{Spawned, Targets};
 use crate::procs::Role;
 
 pub const SERVERS: usize = 2;
@@ -44,7 +46,7 @@ pub async fn spawn_socketio(
         cmd
     };
     for i in 0..SERVERS {
-        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
+        let addr: SocketAddr = free_addr();
         let mut cmd = node("server.mjs");
         cmd.env("PORT", addr.port().to_string());
         t.spawned.push(Spawned::spawn(
@@ -60,15 +62,10 @@ pub async fn spawn_socketio(
     let mut emitter = Spawned::spawn_piped("sio-emitter", Role::PeerEmitter, cmd, log_dir)?;
     let stdin = emitter.take_stdin().context("emitter stdin")?;
     t.spawned.push(emitter);
-    for addr in t.gateways.clone() {
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        while !matches!(http_status(addr, "/healthz").await, Ok(200)) {
-            t.check_alive()?;
-            if std::time::Instant::now() > deadline {
-                bail!("socket.io server {addr} not up within 20 s");
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+    for (s, addr) in t.spawned.iter_mut().zip(t.gateways.clone()) {
+        s.process
+            .wait_http_ok(addr, "/healthz", Duration::from_secs(20))
+            .await?;
     }
     t.watched = t.spawned.iter().map(Spawned::watched).collect();
     Ok((t, stdin))

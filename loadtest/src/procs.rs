@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use serde::Serialize;
 
 /// What a watched process is, for per-role sums.
@@ -177,27 +177,6 @@ pub fn raise_nofile() -> Result<u64> {
         .context("setrlimit NOFILE")?;
     }
     Ok(hard)
-}
-
-/// Stop a process we started: SIGTERM, wait up to `grace`, then SIGKILL.
-pub fn terminate(child: &mut std::process::Child, grace: std::time::Duration) -> Result<()> {
-    let Some(pid) = rustix::process::Pid::from_raw(child.id() as i32) else {
-        bail!("bad pid");
-    };
-    if matches!(child.try_wait(), Ok(Some(_))) {
-        return Ok(());
-    }
-    let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
-    let deadline = std::time::Instant::now() + grace;
-    while std::time::Instant::now() < deadline {
-        if matches!(child.try_wait(), Ok(Some(_))) {
-            return Ok(());
-        }
-        std::thread::sleep(std::time::Duration::from_millis(25));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    Ok(())
 }
 
 #[cfg(test)]

@@ -9,10 +9,10 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use kurir_proto::v1::dispatcher_client::DispatcherClient;
 use kurir_proto::v1::{BroadcastRequest, Notification, PublishRequest, SendRequest};
+use kurir_testkit::Bearer;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, Semaphore};
 use tokio::time::Instant;
-use tonic::metadata::MetadataValue;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
@@ -81,17 +81,7 @@ impl Content {
     }
 }
 
-type Api = DispatcherClient<InterceptedService<Channel, ApiKey>>;
-
-#[derive(Clone)]
-pub struct ApiKey(MetadataValue<tonic::metadata::Ascii>);
-
-impl tonic::service::Interceptor for ApiKey {
-    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        req.metadata_mut().insert("authorization", self.0.clone());
-        Ok(req)
-    }
-}
+type Api = DispatcherClient<InterceptedService<Channel, Bearer>>;
 
 /// The outcome of one send.
 pub enum Outcome {
@@ -116,7 +106,7 @@ pub enum Sender {
 impl Sender {
     /// `channels` HTTP/2 connections to the dispatcher, used round-robin.
     pub async fn grpc(url: &str, api_key: &str, channels: usize, content: Content) -> Result<Self> {
-        let key: MetadataValue<_> = format!("Bearer {api_key}").parse().context("api key")?;
+        let key = Bearer::new(api_key)?;
         let mut clients = Vec::new();
         for _ in 0..channels.max(1) {
             let ch = Endpoint::from_shared(url.to_string())?
@@ -127,7 +117,7 @@ impl Sender {
                 .await
                 .with_context(|| format!("connect to dispatcher {url}"))?;
             clients.push(
-                DispatcherClient::with_interceptor(ch, ApiKey(key.clone()))
+                DispatcherClient::with_interceptor(ch, key.clone())
                     .max_decoding_message_size(16 << 20),
             );
         }

@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use kurir_testkit::ClientToken;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -154,7 +155,6 @@ struct Measures {
 
 struct Shared {
     spec: ClientSpec,
-    key: jsonwebtoken::EncodingKey,
     stop: CancellationToken,
     receipts: AtomicU64,
     live: AtomicU64,
@@ -171,14 +171,10 @@ impl Shared {
     }
 
     fn token(&self, user: &str) -> String {
-        let exp = now_us() / 1_000_000 + 24 * 3600;
-        let claims = serde_json::json!({"sub": user, "exp": exp, "topics": ["lt.*"]});
-        jsonwebtoken::encode(
-            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-            &claims,
-            &self.key,
-        )
-        .unwrap_or_default()
+        ClientToken::new(user)
+            .expires_in(24 * 3600)
+            .topics(&["lt.*"])
+            .sign(&self.spec.jwt_secret)
     }
 
     fn gateway(&self, user_index: u64) -> SocketAddr {
@@ -332,10 +328,8 @@ impl Worker {
     async fn try_handle(&mut self, cmd: Command) -> Result<Reply> {
         match cmd {
             Command::Setup(spec) => {
-                let key = jsonwebtoken::EncodingKey::from_secret(spec.jwt_secret.as_bytes());
                 self.shared = Some(Arc::new(Shared {
                     spec,
-                    key,
                     stop: CancellationToken::new(),
                     receipts: AtomicU64::new(0),
                     live: AtomicU64::new(0),

@@ -3,7 +3,7 @@
 //!
 //! The real services come from `KURIR_REDIS_URL` / `KURIR_NATS_URL` (defaults: the
 //! local ones). Unreachable means a failing test with a clear message, never a skip.
-#![allow(dead_code, unused_macros)] // each test binary uses a part
+#![allow(dead_code, unused_macros, unused_imports)] // each test binary uses a part
 
 /// The contract cases of each suite, listed once: `bus_cases!(m!(args))` expands to
 /// `m!(args [case, case, …])`.
@@ -93,13 +93,9 @@ use kurir_backends::presence::{MemoryPresence, PresenceStore};
 use kurir_backends::{Backends, ConnectOptions, Namespace, DEFAULT_SUBSCRIPTION_CAPACITY};
 use parking_lot::Mutex;
 
-pub fn redis_url() -> String {
-    std::env::var("KURIR_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
-}
-
-pub fn nats_url() -> String {
-    std::env::var("KURIR_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
-}
+pub use kurir_testkit::faults::{Proxy, RedisCluster};
+pub use kurir_testkit::ports::free_port as closed_port;
+pub use kurir_testkit::{nats_url, redis_url};
 
 /// In-process implementations; one instance per distinct argument, shared by calls.
 pub struct MemoryFactory {
@@ -262,55 +258,6 @@ pub async fn delete_namespace(redis: &Client, ns: &Namespace) {
     }
 }
 
-/// A TCP proxy on `127.0.0.1:0` in front of `upstream`, which a test can cut (closing
-/// every connection and refusing new ones) and restore, to stage an outage of a shared
-/// server without touching it.
-pub struct Proxy {
-    pub port: u16,
-    up: Arc<tokio::sync::watch::Sender<bool>>,
-}
-
-impl Proxy {
-    pub async fn start(upstream: std::net::SocketAddr) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let up = Arc::new(tokio::sync::watch::Sender::new(true));
-        let state = up.clone();
-        tokio::spawn(async move {
-            loop {
-                let Ok((mut client, _)) = listener.accept().await else {
-                    return;
-                };
-                if !*state.borrow() {
-                    drop(client);
-                    continue;
-                }
-                let mut down = state.subscribe();
-                tokio::spawn(async move {
-                    let Ok(mut server) = tokio::net::TcpStream::connect(upstream).await else {
-                        return;
-                    };
-                    tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
-                        _ = down.wait_for(|up| !*up) => {}
-                    }
-                });
-            }
-        });
-        Self { port, up }
-    }
-
-    /// Close every proxied connection and refuse new ones.
-    pub fn cut(&self) {
-        self.up.send_replace(false);
-    }
-
-    /// Accept connections again.
-    pub fn restore(&self) {
-        self.up.send_replace(true);
-    }
-}
-
 /// `host:port` of a `scheme://host:port` URL, resolved.
 pub async fn socket_addr(url: &str) -> std::net::SocketAddr {
     let rest = url.split("://").nth(1).unwrap_or(url);
@@ -320,120 +267,4 @@ pub async fn socket_addr(url: &str) -> std::net::SocketAddr {
         .unwrap_or_else(|e| panic!("resolving {hostport}: {e}"))
         .next()
         .unwrap()
-}
-
-/// A local port nothing listens on.
-pub fn closed_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
-}
-
-/// A private three-node Redis Cluster on free local ports (`redis-server` and
-/// `redis-cli` from `PATH`), killed by PID on drop.
-pub struct RedisCluster {
-    nodes: Vec<std::process::Child>,
-    ports: Vec<u16>,
-    dir: std::path::PathBuf,
-}
-
-impl RedisCluster {
-    pub async fn start() -> Self {
-        let dir =
-            std::env::temp_dir().join(format!("kurir-cluster-{}", uuid::Uuid::new_v4().simple()));
-        let mut cluster = Self {
-            nodes: Vec::new(),
-            ports: Vec::new(),
-            dir,
-        };
-        for _ in 0..3 {
-            let port = closed_port();
-            let node_dir = cluster.dir.join(port.to_string());
-            std::fs::create_dir_all(&node_dir).unwrap();
-            let child = std::process::Command::new("redis-server")
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-                .args(["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"])
-                .args(["--save", "", "--appendonly", "no"])
-                .current_dir(&node_dir)
-                .stdout(std::process::Stdio::null())
-                .spawn()
-                .expect("redis-server is needed on PATH for the cluster tests (apt-get install redis-server)");
-            cluster.nodes.push(child);
-            cluster.ports.push(port);
-        }
-        for &port in &cluster.ports {
-            wait_for_port(port).await;
-        }
-        let addrs: Vec<String> = cluster
-            .ports
-            .iter()
-            .map(|p| format!("127.0.0.1:{p}"))
-            .collect();
-        let status = std::process::Command::new("redis-cli")
-            .args(["--cluster", "create"])
-            .args(&addrs)
-            .args(["--cluster-replicas", "0", "--cluster-yes"])
-            .stdout(std::process::Stdio::null())
-            .status()
-            .expect("redis-cli is needed on PATH for the cluster tests");
-        assert!(status.success(), "redis-cli --cluster create failed");
-        cluster.wait_until_ok().await;
-        cluster
-    }
-
-    /// `redis-cluster://` URL naming every node.
-    pub fn url(&self) -> String {
-        let others: Vec<String> = self.ports[1..]
-            .iter()
-            .map(|p| format!("node=127.0.0.1:{p}"))
-            .collect();
-        format!(
-            "redis-cluster://127.0.0.1:{}?{}",
-            self.ports[0],
-            others.join("&")
-        )
-    }
-
-    async fn wait_until_ok(&self) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        for &port in &self.ports {
-            loop {
-                let out = std::process::Command::new("redis-cli")
-                    .args(["-p", &port.to_string(), "cluster", "info"])
-                    .output()
-                    .unwrap();
-                if String::from_utf8_lossy(&out.stdout).contains("cluster_state:ok") {
-                    break;
-                }
-                assert!(
-                    tokio::time::Instant::now() < deadline,
-                    "cluster did not become ok"
-                );
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    }
-}
-
-impl Drop for RedisCluster {
-    fn drop(&mut self) {
-        for node in &mut self.nodes {
-            let _ = node.kill();
-            let _ = node.wait();
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-async fn wait_for_port(port: u16) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .is_err()
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "redis-server on {port} did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }

@@ -1,12 +1,11 @@
 //! Fixtures: a dispatcher served in process on `127.0.0.1:0`, gRPC clients, bus spies.
 
-#![allow(dead_code, unused_macros)] // Each test binary uses a different part of the fixtures.
+#![allow(dead_code, unused_macros, unused_imports)] // Each test binary uses a different part of the fixtures.
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 
@@ -30,6 +29,9 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
+
+pub use kurir_testkit::ports::free_port as closed_port;
+pub use kurir_testkit::{eventually, nats_url, redis_url, Bearer};
 
 pub const KEY: &str = TEST_API_KEY;
 /// A second API key, for cases with two callers.
@@ -58,14 +60,6 @@ macro_rules! cases {
     };
 }
 
-pub fn redis_url() -> String {
-    std::env::var("KURIR_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
-}
-
-pub fn nats_url() -> String {
-    std::env::var("KURIR_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
-}
-
 /// In-memory seams in a fresh namespace.
 pub fn memory() -> Backends {
     Backends::memory(Namespace::random_for_test())
@@ -81,12 +75,6 @@ pub async fn real_with(redis_url: &str) -> Backends {
     Backends::connect(&opts)
         .await
         .unwrap_or_else(|e| panic!("NATS {} / Redis {redis_url}: {e}", nats_url()))
-}
-
-/// A port nothing listens on.
-pub fn closed_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
 }
 
 /// A dispatcher serving in this process; shut down when dropped.
@@ -139,7 +127,8 @@ impl Harness {
 
     /// A Dispatcher client presenting `key` (none when `None`).
     pub async fn client(&self, key: Option<&str>) -> Api {
-        DispatcherClient::with_interceptor(self.channel().await, ApiKey(key.map(str::to_owned)))
+        let bearer = Bearer::optional(key).expect("a key usable as a header");
+        DispatcherClient::with_interceptor(self.channel().await, bearer)
     }
 
     /// Signal shutdown and wait for `serve` to return.
@@ -164,39 +153,14 @@ impl Drop for Harness {
     }
 }
 
-pub type Api = DispatcherClient<InterceptedService<Channel, ApiKey>>;
+pub type Api = DispatcherClient<InterceptedService<Channel, Bearer>>;
 
-/// Adds `authorization: Bearer <key>` to every call.
-#[derive(Clone)]
-pub struct ApiKey(Option<String>);
-
-impl tonic::service::Interceptor for ApiKey {
-    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        if let Some(k) = &self.0 {
-            let v = format!("Bearer {k}").parse().expect("ascii key");
-            req.metadata_mut().insert("authorization", v);
-        }
-        Ok(req)
-    }
-}
-
-/// A minimal HTTP/1.0 GET (no client dependency for two admin endpoints).
+/// `GET path` on `addr`: status code and body (panics when it cannot connect).
 pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr)
+    let reply = kurir_testkit::http::get(addr, path, Duration::from_secs(10))
         .await
-        .expect("connect admin");
-    let request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.expect("write");
-    let mut raw = String::new();
-    stream.read_to_string(&mut raw).await.expect("read");
-    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    (status, body.to_owned())
+        .unwrap_or_else(|e| panic!("{e}"));
+    (reply.status, reply.body)
 }
 
 pub fn note(title: &str) -> Option<Notification> {
@@ -297,22 +261,6 @@ impl Spy {
                     .expect("envelope kind")
             })
             .collect()
-    }
-}
-
-/// Poll `check` until it returns `Some`, for at most `limit`.
-pub async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

@@ -55,7 +55,7 @@ async fn targeted_sends_reach_only_their_users_and_only_their_nodes() -> Result<
         eventually(T, &format!("{} counts its deliveries", g.node), || async {
             (g.metric(DELIVERIES).await.ok()? >= 2.0).then_some(())
         })
-        .await?;
+        .await;
     }
     // The third gateway holds nobody: no targeted envelope ever reached it, and it
     // delivered nothing. It must export both series (registered at start-up), so a
@@ -171,7 +171,7 @@ async fn presence_and_disconnect() -> Result<()> {
             (!p.into_inner().users[0].online).then_some(())
         }
     })
-    .await?;
+    .await;
     Ok(())
 }
 
@@ -206,11 +206,11 @@ async fn sigkill_drops_presence_within_the_liveness_ttl_and_sigterm_drains() -> 
         "alice offline within the liveness TTL + 1.5 s of the SIGKILL",
         || async { (online(&api, &alice).await == Some(false)).then_some(()) },
     )
-    .await?;
+    .await;
 
     // SIGTERM: the client gets 1012 and presence is gone at once.
     let g1 = &mut cluster.gateways[1];
-    g1.proc.signal("TERM");
+    g1.proc.signal(Signal::TERM);
     assert_eq!(b.closed(Duration::from_secs(5)).await?, Ended::Closed(1012));
     assert_eq!(online(&api, &bob).await, Some(false));
     let status = g1.proc.wait_exit(Duration::from_secs(15)).await?;
@@ -274,7 +274,7 @@ async fn readiness_follows_the_bus_and_subscriptions_come_back() -> Result<()> {
         "gateway unready without NATS",
         || async { (!gw.ready().await).then_some(()) },
     )
-    .await?;
+    .await;
     assert!(
         gw.metric(r#"kurir_gateway_readiness_failures_total{check="bus_probe"}"#)
             .await?
@@ -518,14 +518,14 @@ async fn presence_is_rewritten_after_redis_comes_back_empty() -> Result<()> {
         "gateway unready without Redis",
         || async { (!gw.ready().await).then_some(()) },
     )
-    .await?;
+    .await;
     redis.restart().await?;
     gw.wait_ready(Duration::from_secs(10)).await?;
     // The socket stayed open; its presence must be back without a reconnect.
     eventually(Duration::from_secs(10), "alice online again", || async {
         (online(&api, &alice).await == Some(true)).then_some(())
     })
-    .await?;
+    .await;
     let mut api = api.clone();
     send(&mut api, &[&alice], "after the wipe", 0).await?;
     assert_eq!(a.next_notification(T).await?["title"], "after the wipe");
@@ -586,7 +586,7 @@ async fn a_lapsed_liveness_mark_heals_without_a_reconnect() -> Result<()> {
     eventually(Duration::from_secs(5), "alice online again", || async {
         (online(&api, &alice).await == Some(true)).then_some(())
     })
-    .await?;
+    .await;
     send(&mut api, &[&alice], "after the lapse", 0).await?;
     assert_eq!(a.next_notification(T).await?["title"], "after the lapse");
     Ok(())

@@ -165,7 +165,8 @@ async fn watchers_open(d: &DispatcherProc, n: f64) -> Result<()> {
     eventually(T, &format!("{n} receipt watchers open"), || async {
         (d.metric("kurir_dispatcher_receipt_watchers").await.ok()? >= n).then_some(())
     })
-    .await
+    .await;
+    Ok(())
 }
 
 /// The next `n` receipts of a watch stream: (id, user, status).
@@ -396,7 +397,7 @@ async fn reached(
     eventually(Duration::from_secs(60), &format!("send {i}"), || async {
         (progress.load(Ordering::SeqCst) >= i || sender.is_finished()).then_some(())
     })
-    .await?;
+    .await;
     if progress.load(Ordering::SeqCst) < i {
         sender.await??;
         anyhow::bail!("the send loop ended before send {i}");
@@ -423,7 +424,7 @@ async fn chaos(mut fault: Fault) -> Result<()> {
     eventually(Duration::from_secs(20), "the fleet connected", || async {
         (fleet.connected().len() == USERS).then_some(())
     })
-    .await?;
+    .await;
 
     let progress = Arc::new(AtomicUsize::new(0));
     let redis_fault = matches!(fault, Fault::RestartRedis(_));
@@ -460,7 +461,7 @@ async fn chaos(mut fault: Fault) -> Result<()> {
         );
     }
     let expected = sent.ok;
-    eventually(
+    poll(
         Duration::from_secs(60),
         "every (user, id) received",
         || async { (fleet.missing(&expected) == 0).then_some(()) },
@@ -478,7 +479,7 @@ async fn chaos(mut fault: Fault) -> Result<()> {
         "every inbox empty (all acked)",
         || async { (inbox_entries(&redis, &cluster.namespace).ok()? == 0).then_some(()) },
     )
-    .await?;
+    .await;
     assert_eq!(
         fleet.duplicates.load(Ordering::Relaxed),
         0,

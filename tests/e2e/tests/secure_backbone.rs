@@ -5,13 +5,15 @@
 //! A stored notification, a live one, a topic publish and a receipt all make it through.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use futures::StreamExt;
 use kurir_e2e::*;
 use kurir_proto::v1::{PublishRequest, ReceiptStatus, WatchReceiptsRequest};
+use kurir_testkit::certs::BackbonePki;
+use kurir_testkit::faults::find_program;
 
 const T: Duration = Duration::from_secs(10);
 /// Passwords as the manifests want them: URL-safe.
@@ -23,26 +25,20 @@ fn repo() -> PathBuf {
 }
 
 fn nats_server() -> Option<PathBuf> {
-    [
-        "/usr/sbin/nats-server",
-        "/usr/bin/nats-server",
-        "/usr/local/bin/nats-server",
-    ]
-    .into_iter()
-    .map(PathBuf::from)
-    .find(|p| p.exists())
+    find_program(
+        "nats-server",
+        &["/usr/sbin/nats-server", "/usr/local/bin/nats-server"],
+    )
 }
 
-/// A child process and its scratch directory, killed by PID and removed on drop.
+/// A server process and its scratch directory, killed by PID and removed on drop.
 struct Owned {
-    child: Child,
+    _proc: Proc,
     dir: PathBuf,
 }
 
 impl Drop for Owned {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -54,90 +50,6 @@ fn scratch(what: &str) -> PathBuf {
     ));
     std::fs::create_dir_all(&dir).unwrap();
     dir
-}
-
-fn openssl(dir: &Path, args: &[&str]) -> Result<()> {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()?;
-    anyhow::ensure!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(())
-}
-
-/// ca.pem, server.pem/server.key for 127.0.0.1, client.pem/client.key.
-fn pki(dir: &Path) -> Result<()> {
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-    ];
-    let mut ca = vec!["req", "-x509"];
-    ca.extend(ec);
-    ca.extend([
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=kurir e2e ca",
-        "-addext",
-        "basicConstraints=critical,CA:TRUE",
-        "-addext",
-        "keyUsage=critical,keyCertSign,cRLSign",
-    ]);
-    openssl(dir, &ca)?;
-    for (name, ext) in [
-        (
-            "server",
-            "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
-        ),
-        (
-            "client",
-            "subjectAltName=DNS:kurir\nextendedKeyUsage=clientAuth\n",
-        ),
-    ] {
-        std::fs::write(dir.join(format!("{name}.ext")), ext)?;
-        let (key, csr, pem) = (
-            format!("{name}.key"),
-            format!("{name}.csr"),
-            format!("{name}.pem"),
-        );
-        let mut req = vec!["req"];
-        req.extend(ec);
-        req.extend(["-keyout", &key, "-out", &csr, "-subj", "/CN=kurir e2e"]);
-        openssl(dir, &req)?;
-        let extfile = format!("{name}.ext");
-        openssl(
-            dir,
-            &[
-                "x509",
-                "-req",
-                "-in",
-                &csr,
-                "-CA",
-                "ca.pem",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-out",
-                &pem,
-                "-days",
-                "2",
-                "-extfile",
-                &extfile,
-            ],
-        )?;
-    }
-    Ok(())
 }
 
 /// `name { … }` of a config text, braces matched.
@@ -161,30 +73,19 @@ fn block(text: &str, start: &str) -> Option<String> {
 
 /// The Redis ACL rules the manifests use (and the backends' secure test proves).
 fn kurir_redis_acl() -> String {
-    let test = std::fs::read_to_string(repo().join("backends/tests/secure_backbone.rs")).unwrap();
+    let test =
+        std::fs::read_to_string(repo().join("backends/tests/secure_backbone/main.rs")).unwrap();
     let start = test.find("pub const KURIR_REDIS_ACL: &str = \"").unwrap() + 35;
     let len = test[start..].find('"').unwrap();
     test[start..start + len].to_owned()
 }
 
-async fn wait_port(port: u16, child: &mut Child, what: &str) -> Result<()> {
-    let deadline = tokio::time::Instant::now() + T;
-    loop {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-        {
-            return Ok(());
-        }
-        if let Some(status) = child.try_wait()? {
-            anyhow::bail!("{what} exited: {status}");
-        }
-        anyhow::ensure!(
-            tokio::time::Instant::now() < deadline,
-            "{what} did not listen on {port}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+/// Start `cmd` as `name` with its log in `dir`, and wait for `port`.
+async fn serve(name: &str, cmd: Command, dir: PathBuf, port: u16) -> Result<Owned> {
+    let mut proc = Proc::launch(name, cmd, &dir)?;
+    proc.wait_listening(([127, 0, 0, 1], port).into(), T)
+        .await?;
+    Ok(Owned { _proc: proc, dir })
 }
 
 async fn secure_nats(pki: &Path) -> Result<(Owned, u16)> {
@@ -200,15 +101,12 @@ async fn secure_nats(pki: &Path) -> Result<(Owned, u16)> {
         pki.join("ca.pem").display(),
     );
     std::fs::write(dir.join("nats.conf"), conf)?;
-    let mut child = Command::new(nats_server().unwrap())
-        .arg("-c")
+    let mut cmd = Command::new(nats_server().unwrap());
+    cmd.arg("-c")
         .arg(dir.join("nats.conf"))
         .env("KURIR_NATS_GATEWAY_PASSWORD", GATEWAY_PW)
-        .env("KURIR_NATS_DISPATCHER_PASSWORD", DISPATCHER_PW)
-        .stdout(Stdio::null())
-        .spawn()?;
-    wait_port(port, &mut child, "nats-server").await?;
-    Ok((Owned { child, dir }, port))
+        .env("KURIR_NATS_DISPATCHER_PASSWORD", DISPATCHER_PW);
+    Ok((serve("nats-server", cmd, dir, port).await?, port))
 }
 
 async fn secure_redis(pki: &Path) -> Result<(Owned, u16)> {
@@ -243,9 +141,8 @@ async fn secure_redis(pki: &Path) -> Result<(Owned, u16)> {
         cmd.args(["--user", user, "on", &format!(">{pw}")])
             .args(acl.split(' '));
     }
-    let mut child = cmd.current_dir(&dir).stdout(Stdio::null()).spawn()?;
-    wait_port(port, &mut child, "redis-server").await?;
-    Ok((Owned { child, dir }, port))
+    cmd.current_dir(&dir);
+    Ok((serve("redis-server", cmd, dir, port).await?, port))
 }
 
 fn tls_env(pki: &Path) -> Vec<(&'static str, String)> {
@@ -262,12 +159,12 @@ fn tls_env(pki: &Path) -> Vec<(&'static str, String)> {
 
 #[tokio::test]
 async fn gateway_and_dispatcher_work_with_both_hops_secured() -> Result<()> {
-    if nats_server().is_none() || Command::new("openssl").arg("version").output().is_err() {
-        eprintln!("SKIPPED: nats-server or openssl not installed");
+    if nats_server().is_none() {
+        eprintln!("SKIPPED: nats-server not installed");
         return Ok(());
     }
     let pki_dir = scratch("pki");
-    pki(&pki_dir)?;
+    BackbonePki::write(&pki_dir);
     let (_nats, nats_port) = secure_nats(&pki_dir).await?;
     let (_redis, redis_port) = secure_redis(&pki_dir).await?;
     let ns = random_namespace();

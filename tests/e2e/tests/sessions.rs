@@ -144,11 +144,11 @@ async fn disconnect_ends_a_client_that_never_reads() -> Result<()> {
     eventually(Duration::from_secs(5), "mallory offline", || async {
         (online(&api, &mallory).await == Some(false)).then_some(())
     })
-    .await?;
+    .await;
     eventually(Duration::from_secs(5), "session ended", || async {
         (gw.metric("kurir_gateway_connections").await.ok()? == 0.0).then_some(())
     })
-    .await?;
+    .await;
     eprintln!(
         "disconnect: offline and session ended {:?} after the RPC",
         asked.elapsed()
@@ -167,7 +167,7 @@ async fn drain_ends_clients_that_never_read() -> Result<()> {
         wedged.push(never_reading(gw.addr, &token(&user(&format!("w{i}")), &[], 300)).await?);
     }
     let term = Instant::now();
-    gw.proc.signal("TERM");
+    gw.proc.signal(Signal::TERM);
     gw.proc.wait_exit(Duration::from_secs(30)).await?;
     let took = term.elapsed();
     // The drain window, then at most a couple of seconds for the last closes.
@@ -202,7 +202,7 @@ async fn the_stall_timeout_frees_what_200_never_reading_clients_hold() -> Result
     let opened = started.elapsed();
     let held = rss().await?;
     let open = gw.metric("kurir_gateway_connections").await?;
-    let all_closed = eventually(
+    let all_closed = poll(
         // Filling 200 clients' socket buffers with the node's answers takes a while on
         // a loaded machine: a client's write can block before the node's does.
         Duration::from_secs(120),

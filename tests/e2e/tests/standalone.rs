@@ -45,7 +45,7 @@ async fn start(demo_interval: Option<&str>, jwt_secret: Option<&str>) -> Result<
         drop((a, b));
         Some(())
     })
-    .await?;
+    .await;
     Ok(Standalone {
         _proc: proc,
         ws: format!("127.0.0.1:{ws}"),
@@ -173,7 +173,7 @@ async fn the_printed_credentials_work() -> Result<()> {
     eventually(Duration::from_secs(10), "gRPC port", || async {
         tokio::net::TcpStream::connect(grpc).await.ok().map(drop)
     })
-    .await?;
+    .await;
     let mut c = Client::connect(&format!("ws://127.0.0.1:{ws}/ws?token={tok}")).await?;
     assert_eq!(c.welcome["user"], "alice", "the printed token is alice's");
     let mut api = api_client(grpc, Some(&key)).await?;
@@ -238,11 +238,13 @@ impl Captured {
 
     /// Wait for the banner (printed once every listener is bound).
     async fn banner(&self) -> Result<String> {
-        eventually(Duration::from_secs(20), "the standalone banner", || async {
-            let text = self.out.text();
-            text.contains("try:").then_some(text)
-        })
-        .await
+        Ok(
+            eventually(Duration::from_secs(20), "the standalone banner", || async {
+                let text = self.out.text();
+                text.contains("try:").then_some(text)
+            })
+            .await,
+        )
     }
 
     /// Stop the process and return everything it wrote.

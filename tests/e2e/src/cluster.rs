@@ -1,0 +1,56 @@
+//! A whole cluster for one test: one dispatcher and N gateways in a fresh namespace.
+
+use anyhow::Result;
+use kurir_testkit::{nats_url, random_namespace, redis_url};
+
+use crate::dispatcher::DispatcherProc;
+use crate::gateway::{GatewayOpts, GatewayProc};
+
+/// 1 dispatcher + N gateways in a fresh namespace.
+pub struct Cluster {
+    pub namespace: String,
+    pub dispatcher: DispatcherProc,
+    pub gateways: Vec<GatewayProc>,
+}
+
+impl Cluster {
+    pub async fn start(gateways: usize) -> Result<Self> {
+        Self::start_on(gateways, &nats_url(), &redis_url()).await
+    }
+
+    /// A cluster on the given NATS and Redis.
+    pub async fn start_on(gateways: usize, nats: &str, redis: &str) -> Result<Self> {
+        let namespace = random_namespace();
+        let opts = GatewayOpts {
+            namespace: namespace.clone(),
+            nats_url: nats.to_string(),
+            redis_url: redis.to_string(),
+            extra: vec![],
+        };
+        let dispatcher = DispatcherProc::start(&namespace, nats, redis).await?;
+        let mut gws = Vec::new();
+        for i in 0..gateways {
+            let node = format!("gw{i}-{}", &namespace[5..13]);
+            gws.push(GatewayProc::start(&node, &opts).await?);
+        }
+        Ok(Self {
+            namespace,
+            dispatcher,
+            gateways: gws,
+        })
+    }
+
+    /// Start one more gateway like the others (e.g. a restart with the same node id).
+    pub async fn start_gateway(&self, node: &str, nats: &str, redis: &str) -> Result<GatewayProc> {
+        GatewayProc::start(
+            node,
+            &GatewayOpts {
+                namespace: self.namespace.clone(),
+                nats_url: nats.to_string(),
+                redis_url: redis.to_string(),
+                extra: vec![],
+            },
+        )
+        .await
+    }
+}

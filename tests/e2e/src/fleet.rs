@@ -1,0 +1,284 @@
+//! Many users at once, as a fleet of self-reconnecting clients: what a rolling restart
+//! or a fault looks like from the outside (who received what, how sessions ended, how
+//! long users took to come back).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use serde_json::Value;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::tokens::token_with_secret;
+use crate::ws_client::Client;
+use crate::JWT_SECRET;
+
+/// How a session of the [`Fleet`] ended on the server's side.
+#[derive(Clone, Debug)]
+pub struct SessionEnd {
+    pub user: String,
+    /// Node of the session (from its `welcome`).
+    pub node: String,
+    /// Close code the server sent; 1006 when the socket ended without a close frame.
+    pub code: u16,
+    pub at: Instant,
+}
+
+/// A session that ended on the server's side and the user's next `welcome`.
+#[derive(Clone, Debug)]
+pub struct Reconnect {
+    pub end: SessionEnd,
+    /// Node of the next session.
+    pub to: String,
+    /// From the end of the old session to the `welcome` of the next one.
+    pub gap: Duration,
+}
+
+/// Close code recorded for a socket that ended without a close frame.
+pub const DROPPED: u16 = 1006;
+
+/// What the fleet's tasks share.
+#[derive(Default)]
+struct FleetShared {
+    urls: Mutex<Vec<String>>,
+    secret: String,
+    stop: AtomicBool,
+    /// User → node of its open session.
+    connected: Mutex<HashMap<String, String>>,
+    ends: Mutex<Vec<SessionEnd>>,
+    reconnects: Mutex<Vec<Reconnect>>,
+    /// Users whose session should be closed by the client (then reconnect).
+    bounce: Mutex<HashSet<String>>,
+    connect_failures: AtomicUsize,
+    error_frames: AtomicUsize,
+}
+
+/// Self-reconnecting clients that ack what they get, one task per user. Records every
+/// (user, id) received, ids seen twice on one connection, how sessions ended (close
+/// codes) and how long each user took to come back.
+pub struct Fleet {
+    pub received: Arc<Mutex<HashMap<String, HashSet<String>>>>,
+    pub duplicates: Arc<AtomicUsize>,
+    shared: Arc<FleetShared>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Fleet {
+    /// One task per user, connecting round-robin to `addrs` (`host:port`), with tokens
+    /// signed by [`JWT_SECRET`].
+    pub fn start(users: &[String], addrs: &[String]) -> Self {
+        Self::start_with_secret(users, addrs, JWT_SECRET)
+    }
+
+    /// Like [`Fleet::start`], with tokens signed by `secret`.
+    pub fn start_with_secret(users: &[String], addrs: &[String], secret: &str) -> Self {
+        let shared = Arc::new(FleetShared {
+            urls: Mutex::new(addrs.to_vec()),
+            secret: secret.to_string(),
+            ..Default::default()
+        });
+        let received: Arc<Mutex<HashMap<String, HashSet<String>>>> = Arc::default();
+        let duplicates: Arc<AtomicUsize> = Arc::default();
+        let tasks = users
+            .iter()
+            .enumerate()
+            .map(|(i, u)| {
+                tokio::spawn(fleet_user(
+                    i,
+                    u.clone(),
+                    shared.clone(),
+                    received.clone(),
+                    duplicates.clone(),
+                ))
+            })
+            .collect();
+        Self {
+            received,
+            duplicates,
+            shared,
+            tasks,
+        }
+    }
+
+    pub fn set_gateways(&self, addrs: &[String]) {
+        *self.shared.urls.lock().unwrap() = addrs.to_vec();
+    }
+
+    /// How many expected (user, id) pairs no client has received yet.
+    pub fn missing(&self, expected: &[(String, String)]) -> usize {
+        let r = self.received.lock().unwrap();
+        expected
+            .iter()
+            .filter(|(u, id)| !r.get(u).is_some_and(|s| s.contains(id)))
+            .count()
+    }
+
+    /// User → node, for every user with an open session (after its `welcome`).
+    pub fn connected(&self) -> HashMap<String, String> {
+        self.shared.connected.lock().unwrap().clone()
+    }
+
+    /// Open sessions per node.
+    pub fn connected_per_node(&self) -> HashMap<String, usize> {
+        let mut out = HashMap::new();
+        for node in self.shared.connected.lock().unwrap().values() {
+            *out.entry(node.clone()).or_default() += 1;
+        }
+        out
+    }
+
+    /// Every session the server ended so far, in order.
+    pub fn ends(&self) -> Vec<SessionEnd> {
+        self.shared.ends.lock().unwrap().clone()
+    }
+
+    /// Close code → how many sessions the server ended with it ([`DROPPED`] for none).
+    pub fn close_codes(&self) -> HashMap<u16, usize> {
+        let mut out = HashMap::new();
+        for e in self.shared.ends.lock().unwrap().iter() {
+            *out.entry(e.code).or_default() += 1;
+        }
+        out
+    }
+
+    /// Every session the server ended that was followed by a new `welcome`, in order.
+    pub fn reconnects(&self) -> Vec<Reconnect> {
+        self.shared.reconnects.lock().unwrap().clone()
+    }
+
+    /// Connection attempts that failed (refused, HTTP error, timeout, no `welcome`).
+    pub fn connect_failures(&self) -> usize {
+        self.shared.connect_failures.load(Ordering::Relaxed)
+    }
+
+    /// `error` frames received (each makes the client reconnect).
+    pub fn error_frames(&self) -> usize {
+        self.shared.error_frames.load(Ordering::Relaxed)
+    }
+
+    /// Close these users' sessions from the client side (code 1000); they reconnect
+    /// at once, so the load balancer places them again.
+    pub fn bounce(&self, users: &[String]) {
+        self.shared
+            .bounce
+            .lock()
+            .unwrap()
+            .extend(users.iter().cloned());
+    }
+
+    pub async fn stop(mut self) {
+        self.shared.stop.store(true, Ordering::Relaxed);
+        for t in std::mem::take(&mut self.tasks) {
+            let _ = t.await;
+        }
+    }
+}
+
+impl Drop for Fleet {
+    /// A fleet dropped without [`Fleet::stop`] (a failed test) stops reconnecting.
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// One user of a [`Fleet`]: connect, ack everything, reconnect after any end.
+async fn fleet_user(
+    i: usize,
+    u: String,
+    shared: Arc<FleetShared>,
+    received: Arc<Mutex<HashMap<String, HashSet<String>>>>,
+    dups: Arc<AtomicUsize>,
+) {
+    let mut pick = i;
+    let mut last_end: Option<SessionEnd> = None;
+    while !shared.stop.load(Ordering::Relaxed) {
+        let addr = {
+            let urls = shared.urls.lock().unwrap();
+            pick += 1;
+            urls[pick % urls.len()].clone()
+        };
+        let url = format!(
+            "ws://{addr}/ws?token={}",
+            token_with_secret(&u, &[], 600, &shared.secret)
+        );
+        let Ok(mut c) = Client::connect(&url).await else {
+            shared.connect_failures.fetch_add(1, Ordering::Relaxed);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        let node = c.welcome["node"].as_str().unwrap_or_default().to_string();
+        shared
+            .connected
+            .lock()
+            .unwrap()
+            .insert(u.clone(), node.clone());
+        if let Some(end) = last_end.take() {
+            let gap = end.at.elapsed();
+            shared.reconnects.lock().unwrap().push(Reconnect {
+                end,
+                to: node.clone(),
+                gap,
+            });
+        }
+        let mut here = HashSet::new();
+        let server_end = loop {
+            if shared.stop.load(Ordering::Relaxed) {
+                break None;
+            }
+            if shared.bounce.lock().unwrap().remove(&u) {
+                let _ = c.ws.close(None).await;
+                break None;
+            }
+            let msg = match tokio::time::timeout(Duration::from_millis(200), c.ws.next()).await {
+                Err(_) => continue,
+                Ok(m) => m,
+            };
+            let f: Value = match msg {
+                Some(Ok(Message::Text(t))) => match serde_json::from_str(&t) {
+                    Ok(v) => v,
+                    Err(_) => continue,
+                },
+                Some(Ok(Message::Close(f))) => {
+                    break Some(f.map_or(CloseCode::Status.into(), |f| u16::from(f.code)))
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => break Some(DROPPED),
+            };
+            if f["type"] == "notification" {
+                let id = f["id"].as_str().unwrap_or_default().to_string();
+                if !here.insert(id.clone()) {
+                    dups.fetch_add(1, Ordering::Relaxed);
+                }
+                received
+                    .lock()
+                    .unwrap()
+                    .entry(u.clone())
+                    .or_default()
+                    .insert(id.clone());
+                if c.ack(&id).await.is_err() {
+                    break Some(DROPPED);
+                }
+            } else if f["type"] == "error" {
+                // An ack the server could not record: reconnect, the inbox replays
+                // what is still unacked.
+                shared.error_frames.fetch_add(1, Ordering::Relaxed);
+                break None;
+            }
+        };
+        shared.connected.lock().unwrap().remove(&u);
+        if let Some(code) = server_end {
+            let end = SessionEnd {
+                user: u.clone(),
+                node,
+                code,
+                at: Instant::now(),
+            };
+            shared.ends.lock().unwrap().push(end.clone());
+            last_end = Some(end);
+        }
+        tokio::time::sleep(Duration::from_millis(50 + (pick as u64 % 100))).await;
+    }
+}
