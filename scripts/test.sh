@@ -66,6 +66,8 @@ log "rustfmt"
 cargo fmt --all -- --check
 log "clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+log "module cycles"
+python3 scripts/module-cycles.py
 log "rust tests"
 cargo nextest run --workspace --locked --no-fail-fast
 
@@ -77,6 +79,9 @@ if [ -x scripts/test-js.sh ]; then
   log "javascript, browser and operations checks"
   scripts/test-js.sh
 fi
+
+log "backend examples (Python, Node) against a kurir node"
+scripts/test-examples.sh
 
 log "protocol buffers (buf lint, and compatibility with the released API)"
 command -v npx >/dev/null || apt_install nodejs npm
