@@ -171,7 +171,8 @@ pub struct Config {
     #[arg(long, env = "KURIR_STANDALONE")]
     pub standalone: bool,
 
-    /// With `--standalone`: publish the server time to topic `demo` this often (`5s`).
+    /// In the development node (`kurir`): publish the server time to topic `demo` this
+    /// often (`5s`).
     #[arg(long, env = "KURIR_DEMO_INTERVAL", value_parser = humantime::parse_duration)]
     pub demo_interval: Option<Duration>,
 
