@@ -23,8 +23,11 @@ enum State {
     Open {
         until: Instant,
     },
-    /// One probe is in flight; others are refused until it reports.
-    HalfOpen,
+    /// One probe is in flight; others are refused until it reports, or until a pause
+    /// has passed (the probe's caller may have given up without reporting).
+    HalfOpen {
+        since: Instant,
+    },
 }
 
 /// Whether a call may go ahead.
@@ -55,71 +58,65 @@ impl CircuitBreaker {
 
     /// Asks to make a call; a refused call must not be made.
     pub fn admit(&self) -> Admission {
-        let mut state = self
-            .state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut state = self.lock();
+        let now = Instant::now();
         match *state {
             State::Closed { .. } => Admission::Allowed,
-            State::Open { until } => {
-                let now = Instant::now();
-                if now >= until {
-                    *state = State::HalfOpen;
-                    Admission::Allowed
-                } else {
-                    Admission::Refused {
-                        retry_in: until - now,
-                    }
+            State::Open { until } if now < until => Admission::Refused {
+                retry_in: until - now,
+            },
+            State::HalfOpen { since } if now.duration_since(since) < self.policy.open_for => {
+                Admission::Refused {
+                    retry_in: self.policy.open_for - now.duration_since(since),
                 }
             }
-            State::HalfOpen => Admission::Refused {
-                retry_in: self.policy.open_for,
-            },
+            State::Open { .. } | State::HalfOpen { .. } => {
+                *state = State::HalfOpen { since: now };
+                Admission::Allowed
+            }
         }
     }
 
     /// An admitted call got a healthy answer (including a gone device or a rejected
     /// request: the service works).
     pub fn record_success(&self) {
-        *self
-            .state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = State::Closed { failures: 0 };
+        *self.lock() = State::Closed { failures: 0 };
     }
 
-    /// An admitted call failed in a way that speaks of the service's health.
-    pub fn record_failure(&self) {
-        let mut state = self
-            .state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let open = State::Open {
-            until: Instant::now() + self.policy.open_for,
-        };
-        *state = match *state {
-            State::Closed { failures } if failures + 1 < self.policy.failure_threshold => {
+    /// An admitted call failed in a way that speaks of the service's health; true when
+    /// this failure opened the circuit.
+    pub fn record_failure(&self) -> bool {
+        let mut state = self.lock();
+        let (next, opened) = match *state {
+            State::Closed { failures } if failures + 1 < self.policy.failure_threshold => (
                 State::Closed {
                     failures: failures + 1,
-                }
-            }
-            State::Closed { .. } | State::HalfOpen => {
-                tracing::warn!(
-                    open_for_ms = self.policy.open_for.as_millis(),
-                    "push circuit opened"
-                );
-                open
-            }
+                },
+                false,
+            ),
+            State::Closed { .. } | State::HalfOpen { .. } => (
+                State::Open {
+                    until: Instant::now() + self.policy.open_for,
+                },
+                true,
+            ),
             // A call admitted before the circuit opened: keep the pause as it is.
-            State::Open { until } => State::Open { until },
+            State::Open { until } => (State::Open { until }, false),
         };
+        *state = next;
+        opened
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // The state is a plain value, valid even if a holder panicked.
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Whether the circuit refuses calls now (for readiness and tests).
     #[must_use]
     pub fn is_open(&self) -> bool {
-        matches!(
-            *self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner),
-            State::Open { until } if Instant::now() < until
-        )
+        matches!(*self.lock(), State::Open { until } if Instant::now() < until)
     }
 }

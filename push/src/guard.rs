@@ -119,7 +119,14 @@ impl Guard {
         telemetry::record_attempt(self.provider, began.elapsed());
         match &outcome {
             Outcome::Failed(failure) if speaks_of_health(&failure.reason) && failure.retryable => {
-                self.breaker.record_failure();
+                if self.breaker.record_failure() {
+                    tracing::warn!(
+                        provider = %self.provider,
+                        open_for_ms = self.policy.breaker.open_for.as_millis(),
+                        reason = %failure.reason,
+                        "push circuit opened"
+                    );
+                }
             }
             _ => self.breaker.record_success(),
         }
