@@ -56,6 +56,7 @@ impl Guard {
     {
         let started = Instant::now();
         let mut tries = 0;
+        let mut previous: Option<Failure> = None;
         let outcome = loop {
             tries += 1;
             let outcome = self.once(&mut attempt).await;
@@ -63,7 +64,15 @@ impl Guard {
                 break outcome;
             };
             if failure.reason == FailureReason::CircuitOpen {
-                break outcome;
+                // Opened by this push's own failures: report the provider's reason,
+                // to be retried no sooner than the circuit lets a probe through.
+                break match previous {
+                    Some(last) => Outcome::Failed(Failure {
+                        retry_after: last.retry_after.max(failure.retry_after),
+                        ..last
+                    }),
+                    None => outcome,
+                };
             }
             let Some(delay) = self
                 .policy
@@ -73,6 +82,7 @@ impl Guard {
                 break outcome;
             };
             tracing::debug!(provider = %self.provider, attempt = tries, delay_ms = delay.as_millis(), reason = %failure.reason, "push retry");
+            previous = Some(failure.clone());
             tokio::time::sleep(delay).await;
         };
         telemetry::record_outcome(self.provider, &outcome);

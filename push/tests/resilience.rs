@@ -268,3 +268,31 @@ fn backoff_grows_stays_bounded_and_honours_retry_after() {
     });
     assert_eq!(policy.next_delay(1, Duration::ZERO, &permanent), None);
 }
+
+#[tokio::test]
+async fn a_push_whose_failures_open_the_circuit_keeps_the_providers_reason() {
+    let (origin, script) = scripted(vec![], (StatusCode::BAD_GATEWAY, None, Duration::ZERO)).await;
+    let pusher = Pusher::new(policy(5, 2)).with_webpush(webpush_client(&origin));
+    let outcome = pusher
+        .send(&webpush_device(format!("{origin}/push/1")), &message())
+        .await;
+    let Outcome::Failed(failure) = outcome else {
+        panic!("{outcome:?}")
+    };
+    assert!(
+        matches!(failure.reason, FailureReason::Rejected { status: 502, .. }),
+        "{failure:?}"
+    );
+    assert!(failure.retryable);
+    assert!(
+        failure
+            .retry_after
+            .is_some_and(|d| d > Duration::from_secs(30)),
+        "not before the circuit's pause"
+    );
+    assert_eq!(
+        script.arrivals.lock().unwrap().len(),
+        2,
+        "the open circuit stopped the retries"
+    );
+}
