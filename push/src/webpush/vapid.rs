@@ -1,0 +1,111 @@
+//! RFC 8292 VAPID: the application server's identity towards push services, an ES256
+//! JWT per push-service origin signed with a long-lived P-256 key.
+
+use std::fmt;
+use std::time::Duration;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use p256::elliptic_curve::sec1::ToEncodedPoint;
+use p256::pkcs8::EncodePrivateKey;
+use p256::SecretKey;
+use serde::Serialize;
+use thiserror::Error;
+
+/// How long a VAPID token is valid; RFC 8292 §2 caps it at 24 hours.
+pub const TOKEN_LIFETIME: Duration = Duration::from_secs(12 * 3600);
+
+/// A VAPID key that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum VapidError {
+    #[error("KURIR_VAPID_PRIVATE_KEY is not base64url of a 32-byte P-256 private key")]
+    BadKey,
+    #[error("KURIR_VAPID_SUBJECT must be a mailto: or https: URI")]
+    BadSubject,
+    #[error("signing the VAPID token failed")]
+    Signing,
+}
+
+/// The server's VAPID key and contact.
+#[derive(Clone)]
+pub struct VapidKey {
+    signing: EncodingKey,
+    public: String,
+    subject: String,
+}
+
+impl fmt::Debug for VapidKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VapidKey")
+            .field("public", &self.public)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Serialize)]
+struct Claims<'a> {
+    aud: &'a str,
+    exp: u64,
+    sub: &'a str,
+}
+
+impl VapidKey {
+    /// From the base64url raw private key (what `web-push generate-vapid-keys` prints)
+    /// and the subject.
+    ///
+    /// # Errors
+    /// A malformed key or subject.
+    pub fn new(private_key_b64: &str, subject: &str) -> Result<Self, VapidError> {
+        let raw = URL_SAFE_NO_PAD
+            .decode(private_key_b64.trim().trim_end_matches('='))
+            .map_err(|_| VapidError::BadKey)?;
+        if raw.len() != 32 {
+            return Err(VapidError::BadKey);
+        }
+        let secret = SecretKey::from_slice(&raw).map_err(|_| VapidError::BadKey)?;
+        Self::from_secret(&secret, subject)
+    }
+
+    /// From a P-256 secret key.
+    ///
+    /// # Errors
+    /// A malformed subject.
+    pub fn from_secret(secret: &SecretKey, subject: &str) -> Result<Self, VapidError> {
+        if !(subject.starts_with("mailto:") || subject.starts_with("https://")) {
+            return Err(VapidError::BadSubject);
+        }
+        let der = secret.to_pkcs8_der().map_err(|_| VapidError::BadKey)?;
+        let public = URL_SAFE_NO_PAD.encode(secret.public_key().to_encoded_point(false).as_bytes());
+        Ok(Self {
+            signing: EncodingKey::from_ec_der(der.as_bytes()),
+            public,
+            subject: subject.to_owned(),
+        })
+    }
+
+    /// The public key as the browser's `applicationServerKey`: base64url of the
+    /// uncompressed point.
+    #[must_use]
+    pub fn public_key(&self) -> &str {
+        &self.public
+    }
+
+    /// The `Authorization` header value for a push service `origin`
+    /// (`vapid t=<jwt>, k=<public key>`), valid for [`TOKEN_LIFETIME`] from `now_s`.
+    ///
+    /// # Errors
+    /// Signing failed.
+    pub fn authorization(&self, origin: &str, now_s: u64) -> Result<String, VapidError> {
+        let claims = Claims {
+            aud: origin,
+            exp: now_s + TOKEN_LIFETIME.as_secs(),
+            sub: &self.subject,
+        };
+        let mut header = Header::new(Algorithm::ES256);
+        header.typ = Some("JWT".into());
+        let token = jsonwebtoken::encode(&header, &claims, &self.signing)
+            .map_err(|_| VapidError::Signing)?;
+        Ok(format!("vapid t={token}, k={}", self.public))
+    }
+}
