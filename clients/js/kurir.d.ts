@@ -145,6 +145,14 @@ export interface KurirNotification {
   data: Record<string, string>;
   /** Topic for topic publishes; null for targeted sends (and broadcasts). */
   topic: string | null;
+  /** What the sender asked for: `high` for alerts worth interrupting the user. */
+  priority: 'normal' | 'high';
+  /**
+   * Notifications with the same key supersede each other: a stored one replaces the
+   * user's unacked stored one with that key (a reconnect replays only the newest), and a
+   * page may replace the one it shows. null when none was given.
+   */
+  collapse_key: string | null;
   /** Unix milliseconds. */
   created_at: number;
   /** True when replayed from the inbox on (re)connect rather than routed live. */
