@@ -8,6 +8,7 @@ use futures::StreamExt;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use kurir_backends::{Backends, Namespace};
 use kurir_gateway::{Config, Gateway};
+use kurir_testkit::ClientToken;
 use serde_json::json;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
@@ -27,20 +28,11 @@ fn config() -> Config {
 }
 
 fn claims(user: &str) -> serde_json::Value {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    json!({"sub": user, "exp": now + 60})
+    ClientToken::new(user).expires_in(60).claims()
 }
 
 fn hs256(user: &str, secret: &[u8]) -> String {
-    jsonwebtoken::encode(
-        &Header::new(Algorithm::HS256),
-        &claims(user),
-        &EncodingKey::from_secret(secret),
-    )
-    .unwrap()
+    kurir_testkit::token::hs256(secret, &claims(user))
 }
 
 fn fixture(name: &str) -> PathBuf {

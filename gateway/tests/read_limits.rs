@@ -5,9 +5,9 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use kurir_backends::{Backends, Namespace};
 use kurir_gateway::{Config, Gateway};
+use kurir_testkit::ClientToken;
 use kurir_wire::frame::{self, OP_CLOSE, OP_PING, OP_TEXT};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -23,17 +23,7 @@ async fn start(config: Config) -> SocketAddr {
 }
 
 fn token(user: &str) -> String {
-    let exp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        + 120;
-    jsonwebtoken::encode(
-        &Header::new(Algorithm::HS256),
-        &serde_json::json!({"sub": user, "exp": exp}),
-        &EncodingKey::from_secret(SECRET.as_bytes()),
-    )
-    .unwrap()
+    ClientToken::new(user).expires_in(120).sign(SECRET)
 }
 
 /// A raw upgraded connection; bytes after the `101` head are kept in `rx`.

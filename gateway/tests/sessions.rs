@@ -10,9 +10,9 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use futures::{SinkExt, StreamExt};
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use kurir_backends::{Backends, ConnectOptions, Namespace, UserId};
 use kurir_gateway::{telemetry, Config, Gateway};
+use kurir_testkit::{eventually, ClientToken};
 use metrics_exporter_prometheus::PrometheusHandle;
 use prost::Message as _;
 use serde_json::{json, Value};
@@ -85,34 +85,10 @@ async fn start(config: Config) -> Node {
 }
 
 fn token(user: &str) -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    jsonwebtoken::encode(
-        &Header::new(Algorithm::HS256),
-        &json!({"sub": user, "exp": now + 300, "topics": ["*"]}),
-        &EncodingKey::from_secret(SECRET.as_bytes()),
-    )
-    .unwrap()
-}
-
-async fn eventually<T, F, Fut>(within: Duration, what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {within:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    ClientToken::new(user)
+        .expires_in(300)
+        .topics(&["*"])
+        .sign(SECRET)
 }
 
 /// One series from the node's `/metrics` (0 when absent).

@@ -11,11 +11,12 @@ use kurir_backends::{Backends, ConnectOptions, Namespace, NotificationId};
 use kurir_gateway::{Config, Gateway};
 use kurir_proto::internal::v1::{envelope::Kind, Delivery, Envelope, Recipient};
 use kurir_proto::v1::Notification;
+use kurir_testkit::ClientToken;
 use kurir_tls::test_certs::{tempdir, Leaf, TempDir, TestCa};
 use kurir_tls::ALPN_HTTP1;
 use prost::Message as _;
 use rustls_pki_types::{CertificateDer, ServerName};
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
@@ -93,16 +94,7 @@ fn tls_config(pki: &Pki, tweak: impl FnOnce(&mut Config)) -> impl FnOnce(&mut Co
 }
 
 fn token(user: &str) -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    jsonwebtoken::encode(
-        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-        &json!({"sub": user, "exp": now + 60}),
-        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
-    )
-    .unwrap()
+    ClientToken::new(user).expires_in(60).sign(SECRET)
 }
 
 async fn tls_connect(addr: SocketAddr, ca: &TestCa) -> std::io::Result<TlsStream<TcpStream>> {

@@ -6,6 +6,7 @@ use std::time::Duration;
 use futures::{SinkExt, StreamExt};
 use kurir_backends::{Backends, Namespace};
 use kurir_gateway::{Config, Gateway};
+use kurir_testkit::ClientToken;
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -26,16 +27,7 @@ async fn start() -> (std::net::SocketAddr, tokio::sync::oneshot::Sender<()>) {
 }
 
 fn token(user: &str, exp_in: i64) -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
-    jsonwebtoken::encode(
-        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-        &json!({"sub": user, "exp": now + exp_in}),
-        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
-    )
-    .unwrap()
+    ClientToken::new(user).expires_in(exp_in).sign(SECRET)
 }
 
 type Ws =
