@@ -60,7 +60,7 @@ const wsUrl = () => new URL('/ws', BASE).href;
 
 async function devToken(user, topics = 'demo') {
   const res = await fetch(new URL(`/dev/token?user=${encodeURIComponent(user)}&topics=${encodeURIComponent(topics)}`, BASE));
-  assert.equal(res.status, 200, `/dev/token answered ${res.status}: is the server a `kurir` development node?`);
+  assert.equal(res.status, 200, `/dev/token answered ${res.status}: is the server a kurir development node?`);
   const body = await res.json();
   assert.equal(typeof body.token, 'string');
   return body.token;
