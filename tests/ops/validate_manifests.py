@@ -519,11 +519,11 @@ def check_backing_services(res: Results, target: str, docs: list[dict]) -> None:
 
 SECRET_KEYS = {"KURIR_JWT_SECRET", "KURIR_API_KEYS", "KURIR_NATS_GATEWAY_PASSWORD", "KURIR_NATS_DISPATCHER_PASSWORD",
                "KURIR_REDIS_GATEWAY_PASSWORD", "KURIR_REDIS_DISPATCHER_PASSWORD", "KURIR_REDIS_EXPORTER_PASSWORD"}
-SECURE_TEST = REPO / "backends/tests/secure_backbone.rs"
+SECURE_TEST = REPO / "backends/tests/secure_backbone/main.rs"
 
 
 def kurir_redis_acl() -> list[str]:
-    """The ACL rules backends/tests/secure_backbone.rs proves sufficient on a real server."""
+    """The ACL rules backends/tests/secure_backbone/main.rs proves sufficient on a real server."""
     m = re.search(r'pub const KURIR_REDIS_ACL: &str = "([^"]+)";', SECURE_TEST.read_text())
     return m.group(1).split() if m else []
 
@@ -592,7 +592,7 @@ def check_backbone_auth(res: Results, target: str, docs: list[dict]) -> None:
         if rules[:2] != ["on", f">$(KURIR_REDIS_{role.upper()}_PASSWORD)"]:
             errors.append(f"redis: user {role} must be on with the password $(KURIR_REDIS_{role.upper()}_PASSWORD)")
         if rules[2:] != acl:
-            errors.append(f"redis: user {role}'s rules differ from KURIR_REDIS_ACL in backends/tests/secure_backbone.rs "
+            errors.append(f"redis: user {role}'s rules differ from KURIR_REDIS_ACL in backends/tests/secure_backbone/main.rs "
                           f"(the set proven against a real server): {rules[2:]}")
     for role in ("gateway", "dispatcher"):
         w = find(docs, "Deployment", f"kurir-{role}")
