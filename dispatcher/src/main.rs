@@ -66,7 +66,7 @@ async fn serve(config: Config) -> ExitCode {
         Err(e @ StartError::Config(_)) => return fail(EX_USAGE, e),
         Err(e @ StartError::Bind { .. }) => return fail(EX_UNAVAILABLE, e),
     };
-    match dispatcher.serve(shutdown_signal()).await {
+    match dispatcher.serve(kurir_runtime::shutdown::signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(1, e),
     }
@@ -76,22 +76,4 @@ async fn serve(config: Config) -> ExitCode {
 fn fail(code: u8, message: impl std::fmt::Display) -> ExitCode {
     eprintln!("kurir-dispatcher: {message}");
     ExitCode::from(code)
-}
-
-/// SIGTERM or SIGINT.
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "no SIGTERM handler; only SIGINT stops the dispatcher");
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
-    tracing::info!("shutdown signal received");
 }
