@@ -52,12 +52,23 @@ pub struct BackendSettings {
     pub backend_timeout_ms: u64,
 }
 
-/// A backend setting the servers refuse to start with.
-#[derive(Debug, Error, PartialEq, Eq)]
+/// A setting a server refuses to start with, named by its variable or flag: the backend
+/// settings here, and every other setting of the gateway and the dispatcher.
+#[derive(Debug, Clone, Error, PartialEq, Eq)]
 #[error("{setting}: {reason}")]
 pub struct SettingsError {
+    /// The variable (or variables) at fault, e.g. `KURIR_HEARTBEAT_MS`.
     pub setting: &'static str,
     pub reason: String,
+}
+
+impl SettingsError {
+    pub fn new(setting: &'static str, reason: impl Into<String>) -> Self {
+        Self {
+            setting,
+            reason: reason.into(),
+        }
+    }
 }
 
 impl BackendSettings {

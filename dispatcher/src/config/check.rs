@@ -3,25 +3,16 @@
 
 use std::time::Duration;
 
-use thiserror::Error;
-
 use super::server::{Config, MIN_API_KEY_BYTES};
 use crate::limits::{MAX_REQUEST_TIMEOUT, MAX_SEND_REQUEST_BYTES};
 
-/// A configuration the dispatcher refuses to start with.
-#[derive(Debug, Error)]
-#[error("{setting}: {reason}")]
-pub struct ConfigError {
-    pub setting: &'static str,
-    pub reason: String,
-}
+/// A configuration the dispatcher refuses to start with (the servers share one error
+/// shape).
+pub use kurir_backends::SettingsError as ConfigError;
 
 /// A [`ConfigError`] for `setting`.
 fn config_error(setting: &'static str, reason: impl Into<String>) -> ConfigError {
-    ConfigError {
-        setting,
-        reason: reason.into(),
-    }
+    ConfigError::new(setting, reason)
 }
 
 impl Config {

@@ -1,37 +1,19 @@
 //! What clap cannot check: settings that depend on each other, bounds, key material
 //! and files. Each refusal names its setting.
 
-use kurir_backends::SettingsError;
-use thiserror::Error;
-
 use super::{Config, MAX_FRAME_BYTES_CEILING};
 use crate::auth;
 
-/// A setting the gateway refuses to start with.
-#[derive(Debug, Clone, Error, PartialEq, Eq)]
-#[error("{setting}: {reason}")]
-pub struct ConfigError {
-    /// The variable (or variables) at fault, e.g. `KURIR_HEARTBEAT_MS`.
-    pub setting: &'static str,
-    pub reason: String,
-}
+/// A setting the gateway refuses to start with (the servers share one error shape).
+pub use kurir_backends::SettingsError as ConfigError;
 
 fn config_error(setting: &'static str, reason: impl Into<String>) -> ConfigError {
-    ConfigError {
-        setting,
-        reason: reason.into(),
-    }
+    ConfigError::new(setting, reason)
 }
 
 impl From<auth::KeyError> for ConfigError {
     fn from(e: auth::KeyError) -> Self {
         config_error(e.setting(), e.reason())
-    }
-}
-
-impl From<SettingsError> for ConfigError {
-    fn from(e: SettingsError) -> Self {
-        config_error(e.setting, e.reason)
     }
 }
 
