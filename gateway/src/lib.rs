@@ -1,7 +1,9 @@
-//! Kurir gateway: holds users' WebSockets and writes notifications to them.
+//! Kurir gateway: holds users' connections (WebSocket, SSE) and writes notifications to
+//! them.
 //!
-//! The data path, in order: [`ws`] (① upgrade + auth, one [`ws::session`] per socket)
-//! ↔ [`hub`] (② user → connections, topic → connections, bounded per-connection
+//! The data path, in order: [`ws`] and [`sse`] (① the transports, one [`ws::session`]
+//! or [`sse::stream`] per connection; [`admission`] lets a client in, [`client`] is what
+//! it does whatever carries it) ↔ [`hub`] (② user → connections, topic → connections, bounded per-connection
 //! queues) ↔ [`relay`] (③ bus subscriptions → hub) ; [`liveness`] (④ presence, node
 //! liveness, readiness probe), [`receipts`], [`drain`] (SIGTERM). Below them all,
 //! [`protocol`] (the client frames and close codes), [`auth`], [`readiness`] and
@@ -10,7 +12,9 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod admission;
 pub mod auth;
+pub mod client;
 pub mod config;
 pub mod drain;
 pub mod hub;
@@ -19,6 +23,7 @@ pub mod protocol;
 pub mod readiness;
 pub mod receipts;
 pub mod relay;
+pub mod sse;
 pub mod state;
 pub mod telemetry;
 pub mod ws;
@@ -133,6 +138,7 @@ impl Gateway {
             verifier: Arc::new(verifier),
             readiness,
             tracker: TaskTracker::new(),
+            streams: Default::default(),
         };
         Ok(Self {
             state,
@@ -167,6 +173,7 @@ impl Gateway {
     fn router(state: Arc<AppState>) -> Router {
         let mut router = Router::new()
             .route("/ws", get(ws::upgrade))
+            .merge(sse::routes(state.clone()))
             .merge(kurir_runtime::admin::health_routes(state.readiness.clone()))
             .merge(demo::routes());
         if state.config.dev_tokens {

@@ -199,17 +199,18 @@ fn deliver_direct(hub: &Hub, d: &Delivery) {
     let Some(id) = live(d) else { return };
     let prepared = PreparedNotification::new(d);
     let stored = d.expires_at > 0;
-    let outbound = |frame| {
+    let outbound = |frame, cursor: Option<&str>| {
         Arc::new(Outbound {
             id,
             stored,
             direct: true,
             created_at: d.created_at,
+            cursor: cursor.map(Box::from),
             frame,
         })
     };
     if !stored {
-        let shared = outbound(prepared.into_frame());
+        let shared = outbound(prepared.into_frame(), None);
         for r in &d.recipients {
             hub.to_user(&r.user_id, &shared);
         }
@@ -217,7 +218,7 @@ fn deliver_direct(hub: &Hub, d: &Delivery) {
     }
     for r in &d.recipients {
         let cursor = (!r.cursor.is_empty()).then_some(r.cursor.as_str());
-        hub.to_user(&r.user_id, &outbound(prepared.frame(false, cursor)));
+        hub.to_user(&r.user_id, &outbound(prepared.frame(false, cursor), cursor));
     }
 }
 
@@ -241,6 +242,7 @@ async fn relay_fanout(hub: Hub, mut sub: Subscription, topic: Option<Topic>) {
             stored: false,
             direct: false,
             created_at: d.created_at,
+            cursor: None,
             frame: PreparedNotification::new(&d).into_frame(),
         });
         match &topic {

@@ -8,6 +8,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::auth::Verifier;
 use crate::config::Config;
+use crate::hub::streams::Streams;
 use crate::hub::Hub;
 use crate::liveness::CurrentLease;
 use crate::readiness::Readiness;
@@ -33,4 +34,6 @@ pub struct AppState {
     pub readiness: Readiness,
     /// Sessions, so that shutdown can wait for them.
     pub tracker: TaskTracker,
+    /// This node's SSE streams, where client requests over HTTP find them.
+    pub streams: Streams,
 }

@@ -22,6 +22,12 @@ pub const DELIVERY_LATENCY: &str = "kurir_delivery_latency_seconds";
 pub const BUS_MESSAGES: &str = "kurir_gateway_bus_messages_total";
 pub const JWKS_REFRESHES: &str = "kurir_gateway_jwks_refreshes_total";
 pub const JWKS_KEYS: &str = "kurir_gateway_jwks_keys";
+/// Open connections and deliveries, by `transport` (`websocket`, `sse`, `mqtt`); the
+/// unlabelled series above count every transport.
+pub const TRANSPORT_CONNECTIONS: &str = "kurir_gateway_transport_connections";
+pub const TRANSPORT_DELIVERIES: &str = "kurir_gateway_transport_deliveries_total";
+/// The transports' labels (`client::Transport::label`).
+pub const TRANSPORTS: [&str; 3] = ["websocket", "sse", "mqtt"];
 
 /// The accept loop's handshake bound (`ws::accept`).
 pub const HANDSHAKES_PENDING: &str = "kurir_gateway_handshakes_pending";
@@ -54,10 +60,18 @@ pub const HISTOGRAMS: &[Buckets] = &[Buckets {
 /// Describe every gateway metric and register its series at zero; `close_reasons` are
 /// the `reason` labels of [`CLOSED`].
 pub fn describe(close_reasons: &[&'static str]) {
-    describe_gauge!(CONNECTIONS, "Open WebSocket connections");
-    describe_counter!(OPENED, "WebSocket connections accepted");
-    describe_counter!(CLOSED, "WebSocket connections closed, by reason");
-    describe_counter!(DELIVERIES, "Notification frames written to sockets");
+    describe_gauge!(CONNECTIONS, "Open client connections (every transport)");
+    describe_counter!(OPENED, "Client connections accepted (every transport)");
+    describe_counter!(CLOSED, "Client connections closed, by reason");
+    describe_counter!(DELIVERIES, "Notifications written to clients");
+    describe_gauge!(
+        TRANSPORT_CONNECTIONS,
+        "Open client connections, by transport"
+    );
+    describe_counter!(
+        TRANSPORT_DELIVERIES,
+        "Notifications written to clients, by transport"
+    );
     describe_counter!(DROPPED, "Notifications not written, by reason");
     describe_counter!(ACKS, "Acks received from clients");
     describe_counter!(REPLAYED, "Stored notifications replayed from inboxes");
@@ -87,6 +101,10 @@ pub fn describe(close_reasons: &[&'static str]) {
     counter!(DELIVERIES).absolute(0);
     counter!(ACKS).absolute(0);
     counter!(REPLAYED).absolute(0);
+    for t in TRANSPORTS {
+        gauge!(TRANSPORT_CONNECTIONS, "transport" => t).set(0.0);
+        counter!(TRANSPORT_DELIVERIES, "transport" => t).absolute(0);
+    }
     for &r in close_reasons {
         counter!(CLOSED, "reason" => r).absolute(0);
     }
@@ -148,6 +166,8 @@ pub struct Hot {
     pub deliveries: Counter,
     pub replayed: Counter,
     pub latency: Histogram,
+    /// Deliveries by transport, in [`TRANSPORTS`] order.
+    transports: [Counter; 3],
 }
 
 impl Hot {
@@ -157,8 +177,29 @@ impl Hot {
             deliveries: counter!(DELIVERIES),
             replayed: counter!(REPLAYED),
             latency: metrics::histogram!(DELIVERY_LATENCY),
+            transports: TRANSPORTS.map(|t| counter!(TRANSPORT_DELIVERIES, "transport" => t)),
         }
     }
+
+    /// Deliveries over the transport labelled `transport` (one of [`TRANSPORTS`]).
+    pub fn by_transport(&self, transport: &str) -> &Counter {
+        let i = TRANSPORTS.iter().position(|t| *t == transport).unwrap_or(0);
+        &self.transports[i]
+    }
+}
+
+/// A client connected over `transport`.
+pub fn connection_opened(transport: &'static str) {
+    gauge!(CONNECTIONS).increment(1.0);
+    counter!(OPENED).increment(1);
+    gauge!(TRANSPORT_CONNECTIONS, "transport" => transport).increment(1.0);
+}
+
+/// A client's connection over `transport` ended for `reason`.
+pub fn connection_closed(transport: &'static str, reason: &'static str) {
+    gauge!(CONNECTIONS).decrement(1.0);
+    counter!(CLOSED, "reason" => reason).increment(1);
+    gauge!(TRANSPORT_CONNECTIONS, "transport" => transport).decrement(1.0);
 }
 
 /// An upgrade refused at a connection cap.

@@ -3,7 +3,7 @@
 //! the write stall timeout; `Disconnect` ends a session stuck writing; per-user and node
 //! caps hold under concurrent upgrades; a frame flood is closed with 1008; a topic flood
 //! leaves no bus subscription behind and the node's topic cap holds; a malformed Origin is
-//! refused.
+//! refused; an SSE client that never reads is hung up.
 
 use std::net::SocketAddr;
 use std::sync::OnceLock;
@@ -505,4 +505,91 @@ async fn an_origin_that_is_not_visible_ascii_is_refused() {
     assert_eq!(status, 403);
     let (_s, status) = raw_upgrade(node.addr, &path, "Origin: https://app.example\r\n").await;
     assert_eq!(status, 101);
+}
+
+/// An SSE stream whose client never reads: the stream's writer stalls, and the
+/// connection is hung up (no body end can reach such a client) within the stall timeout.
+#[tokio::test]
+async fn an_sse_client_that_never_reads_is_hung_up_within_the_stall_timeout() {
+    use kurir_backends::NotificationId;
+    use kurir_proto::internal::v1::{envelope::Kind, Delivery, Envelope, Recipient};
+    use kurir_proto::v1::Notification;
+    let mut c = config();
+    c.write_stall_timeout_ms = 1_000;
+    // Room for everything sent: the stall, not the queue, must end it.
+    c.outbound_queue = 100_000;
+    let node = start(c).await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut s = socket.connect(node.addr).await.unwrap();
+    let req = format!(
+        "GET /sse?token={} HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n",
+        token("deaf")
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    eventually(Duration::from_secs(5), "stream open", || async {
+        (metric(
+            &node,
+            "kurir_gateway_transport_connections{transport=\"sse\"}",
+        )
+        .await
+            == 1.0)
+            .then_some(())
+    })
+    .await;
+    let body = "x".repeat(8 * 1024);
+    let started = Instant::now();
+    // 8 MiB of live notifications: far more than the socket buffers hold.
+    for _ in 0..1024 {
+        let env = Envelope {
+            kind: Some(Kind::Delivery(Delivery {
+                id: NotificationId::generate().to_string(),
+                notification: Some(Notification {
+                    body: body.clone(),
+                    ..Default::default()
+                }),
+                created_at: 1,
+                recipients: vec![Recipient {
+                    user_id: "deaf".into(),
+                    cursor: String::new(),
+                }],
+                ..Default::default()
+            })),
+        };
+        node.backends
+            .bus
+            .publish(
+                node.backends.namespace.node_subject(&node.node),
+                env.encode_to_vec().into(),
+            )
+            .await
+            .unwrap();
+    }
+    eventually(Duration::from_secs(10), "stalled stream ended", || async {
+        (connections(&node).await == 0.0).then_some(())
+    })
+    .await;
+    let took = started.elapsed();
+    assert_eq!(
+        metric(
+            &node,
+            "kurir_gateway_connections_closed_total{reason=\"write_stalled\"}"
+        )
+        .await,
+        1.0,
+        "counted as write_stalled"
+    );
+    // Hung up: reading what is buffered ends in EOF or a reset, not a wait.
+    let mut sink = vec![0u8; 64 * 1024];
+    let drained = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match s.read(&mut sink).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(drained.is_ok(), "the connection was not closed");
+    eprintln!("stalled stream hung up {took:?} after the burst began");
 }

@@ -6,6 +6,7 @@
 //! Maps are sharded, behind synchronous locks held only for map operations.
 
 mod shard;
+pub mod streams;
 
 use std::collections::VecDeque;
 use std::future::poll_fn;
@@ -33,6 +34,9 @@ pub struct Outbound {
     pub direct: bool,
     /// Unix ms, for the delivery latency histogram.
     pub created_at: i64,
+    /// A stored notification's inbox cursor (also in the frame): what a transport that
+    /// resumes by event id (SSE) names it by.
+    pub cursor: Option<Box<str>>,
     pub frame: Bytes,
 }
 
@@ -404,6 +408,7 @@ mod tests {
             stored: false,
             direct: false,
             created_at: 0,
+            cursor: None,
             frame: Bytes::from_static(b"{}"),
         })
     }

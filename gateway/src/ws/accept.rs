@@ -108,9 +108,11 @@ pub async fn serve(listener: TcpListener, app: Router, edge: Edge, stop: Cancell
                 }
             };
             let arrived = handshake.arrived.clone();
+            let hangup = Hangup::default();
             let service = FirstRequest {
                 inner: service,
                 handshake: handshake.clone(),
+                hangup: hangup.clone(),
             };
             let conn = http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -135,8 +137,13 @@ pub async fn serve(listener: TcpListener, app: Router, edge: Edge, stop: Cancell
                     r = conn.as_mut() => r,
                     () = stop.cancelled() => {
                         conn.as_mut().graceful_shutdown();
-                        conn.await
+                        tokio::select! {
+                            r = conn => r,
+                            () = hangup.0.cancelled() => return,
+                        }
                     }
+                    // A response stream gave up on its client (see `Hangup`).
+                    () = hangup.0.cancelled() => return,
                 },
             };
             if let Err(e) = done {
@@ -193,11 +200,27 @@ impl Handshake {
     }
 }
 
-/// The HTTP service, noting the first request's arrival.
+/// Drops an HTTP connection from outside hyper: a long response (an SSE stream) whose
+/// client stopped reading cannot end through its body, which hyper polls only when it
+/// can write, so its writer hangs the connection up instead. Every request carries its
+/// connection's `Hangup` as an extension.
+#[derive(Clone, Default, Debug)]
+pub struct Hangup(CancellationToken);
+
+impl Hangup {
+    /// Close the connection now, whatever is in flight.
+    pub fn now(&self) {
+        self.0.cancel();
+    }
+}
+
+/// The HTTP service, noting the first request's arrival and handing each request its
+/// connection's [`Hangup`].
 #[derive(Clone)]
 struct FirstRequest<S> {
     inner: S,
     handshake: Handshake,
+    hangup: Hangup,
 }
 
 impl<S> hyper::service::Service<hyper::Request<Incoming>> for FirstRequest<S>
@@ -208,8 +231,9 @@ where
     type Error = S::Error;
     type Future = S::Future;
 
-    fn call(&self, req: hyper::Request<Incoming>) -> Self::Future {
+    fn call(&self, mut req: hyper::Request<Incoming>) -> Self::Future {
         self.handshake.finish();
+        req.extensions_mut().insert(self.hangup.clone());
         self.inner.call(req)
     }
 }

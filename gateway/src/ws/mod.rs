@@ -16,31 +16,18 @@ pub mod session;
 pub mod stall;
 
 use axum::extract::{Query, Request, State};
-use axum::http::{header, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
-use kurir_backends::inbox::Cursor;
 use serde::Deserialize;
 use std::sync::Arc;
 
-use crate::auth::AuthError;
-use crate::hub::{ConnHandle, Refused};
+use crate::admission::{self, Admitted, Denied};
 use crate::state::AppState;
-use crate::telemetry;
-use kurir_backends::ConnId;
 
 #[derive(Debug, Deserialize)]
 pub struct ConnectParams {
     token: Option<String>,
     cursor: Option<String>,
-}
-
-fn refuse(status: StatusCode, error: &'static str, message: &str) -> Response {
-    (
-        status,
-        Json(serde_json::json!({ "error": error, "message": message })),
-    )
-        .into_response()
 }
 
 pub async fn upgrade(
@@ -53,102 +40,29 @@ pub async fn upgrade(
         Err(refusal) => return refusal.into_response(),
     };
     let Some(on_upgrade) = req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>() else {
-        return refuse(
+        return Denied::new(
             StatusCode::UPGRADE_REQUIRED,
             "not_upgradable",
             "this connection cannot be upgraded (HTTP/1.1 required)",
-        );
+        )
+        .into_response();
     };
-    let headers = req.headers();
-    let cfg = &state.config;
-    if !cfg.allowed_origins.iter().all(String::is_empty) {
-        // No Origin: not a browser, let through. An Origin that is not visible ASCII
-        // is no browser's either: refused like one not on the list, never let through
-        // as if absent.
-        if let Some(origin) = headers.get(header::ORIGIN) {
-            let allowed = origin
-                .to_str()
-                .is_ok_and(|origin| cfg.allowed_origins.iter().any(|o| o == origin));
-            if !allowed {
-                telemetry::auth_failure("origin");
-                return refuse(
-                    StatusCode::FORBIDDEN,
-                    "origin_not_allowed",
-                    "origin not allowed",
-                );
-            }
-        }
-    }
-    let token = params.token.or_else(|| {
-        headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(|t| t.trim().to_owned())
-    });
-    let identity = match state
-        .verifier
-        .verify_fresh(token.as_deref().unwrap_or_default())
-        .await
+    let admitted = match admission::admit(
+        &state,
+        req.headers(),
+        params.token,
+        params.cursor.as_deref(),
+    )
+    .await
     {
-        Ok(id) => id,
-        Err(e) => {
-            telemetry::auth_failure(e.label());
-            let code = match e {
-                AuthError::Missing => "missing_token",
-                AuthError::Invalid => "invalid_token",
-                AuthError::Expired => "token_expired",
-            };
-            return refuse(StatusCode::UNAUTHORIZED, code, &e.to_string());
-        }
+        Ok(a) => a,
+        Err(denied) => return denied.into_response(),
     };
-    let cursor = match params.cursor.as_deref().filter(|c| !c.is_empty()) {
-        None => None,
-        Some(c) => match Cursor::parse(c) {
-            Some(c) => Some(c),
-            None => return refuse(StatusCode::BAD_REQUEST, "bad_cursor", "malformed cursor"),
-        },
-    };
-    if state.readiness.is_draining() {
-        return refuse(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "draining",
-            "node is draining",
-        );
-    }
-    // Admitted now, before the 101: the connection counts against both caps from
-    // here, and its registration is released if the upgrade never completes.
-    let conn = ConnHandle::new(
-        ConnId::generate(),
-        identity.user.clone(),
-        cfg.outbound_queue,
-    );
-    let registration =
-        match state
-            .hub
-            .admit(conn, cfg.max_connections, cfg.max_connections_per_user)
-        {
-            Ok(r) => r,
-            Err(Refused::NodeFull) => {
-                telemetry::admission_refused("node_full");
-                return refuse(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "at_capacity",
-                    "node at connection limit",
-                );
-            }
-            Err(Refused::UserFull) => {
-                telemetry::admission_refused("user_full");
-                return refuse(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "too_many_connections",
-                    &format!(
-                        "at most {} connections per user on this node",
-                        cfg.max_connections_per_user
-                    ),
-                );
-            }
-        };
+    let Admitted {
+        identity,
+        cursor,
+        registration,
+    } = admitted;
     let tracker = state.tracker.clone();
     // The task lives as long as the connection: capture one pointer, not the parts.
     let parts = Box::new((state.clone(), identity, cursor, registration));

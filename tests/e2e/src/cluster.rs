@@ -18,14 +18,28 @@ impl Cluster {
         Self::start_on(gateways, &nats_url(), &redis_url()).await
     }
 
+    /// A cluster whose gateways also get `env`.
+    pub async fn start_with_env(gateways: usize, env: &[(&'static str, String)]) -> Result<Self> {
+        Self::start_full(gateways, &nats_url(), &redis_url(), env).await
+    }
+
     /// A cluster on the given NATS and Redis.
     pub async fn start_on(gateways: usize, nats: &str, redis: &str) -> Result<Self> {
+        Self::start_full(gateways, nats, redis, &[]).await
+    }
+
+    async fn start_full(
+        gateways: usize,
+        nats: &str,
+        redis: &str,
+        env: &[(&'static str, String)],
+    ) -> Result<Self> {
         let namespace = random_namespace();
         let opts = GatewayOpts {
             namespace: namespace.clone(),
             nats_url: nats.to_string(),
             redis_url: redis.to_string(),
-            extra: vec![],
+            extra: env.to_vec(),
         };
         let dispatcher = DispatcherProc::start(&namespace, nats, redis).await?;
         let mut gws = Vec::new();

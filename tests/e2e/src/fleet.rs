@@ -1,6 +1,6 @@
-//! Many users at once, as a fleet of self-reconnecting clients: what a rolling restart
-//! or a fault looks like from the outside (who received what, how sessions ended, how
-//! long users took to come back).
+//! Many users at once, as a fleet of self-reconnecting clients over WebSocket or SSE:
+//! what a rolling restart or a fault looks like from the outside (who received what, how
+//! sessions ended, how long users took to come back).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -12,9 +12,20 @@ use serde_json::Value;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
 
+use crate::sse_client::SseClient;
 use crate::tokens::token_with_secret;
 use crate::ws_client::Client;
 use crate::JWT_SECRET;
+
+/// What the fleet's clients connect over.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Transport {
+    #[default]
+    WebSocket,
+    /// `GET /sse`, acks as `POST /v1/ack`, reconnecting with `Last-Event-ID` as a
+    /// browser's `EventSource` does.
+    Sse,
+}
 
 /// How a session of the [`Fleet`] ended on the server's side.
 #[derive(Clone, Debug)]
@@ -45,6 +56,7 @@ pub const DROPPED: u16 = 1006;
 struct FleetShared {
     urls: Mutex<Vec<String>>,
     secret: String,
+    transport: Transport,
     stop: AtomicBool,
     /// User → node of its open session.
     connected: Mutex<HashMap<String, String>>,
@@ -75,9 +87,20 @@ impl Fleet {
 
     /// Like [`Fleet::start`], with tokens signed by `secret`.
     pub fn start_with_secret(users: &[String], addrs: &[String], secret: &str) -> Self {
+        Self::start_over(Transport::WebSocket, users, addrs, secret)
+    }
+
+    /// Like [`Fleet::start_with_secret`], over `transport`.
+    pub fn start_over(
+        transport: Transport,
+        users: &[String],
+        addrs: &[String],
+        secret: &str,
+    ) -> Self {
         let shared = Arc::new(FleetShared {
             urls: Mutex::new(addrs.to_vec()),
             secret: secret.to_string(),
+            transport,
             ..Default::default()
         });
         let received: Arc<Mutex<HashMap<String, HashSet<String>>>> = Arc::default();
@@ -184,6 +207,86 @@ impl Drop for Fleet {
     }
 }
 
+/// One connection of a fleet user.
+enum Conn {
+    Ws(Box<Client>),
+    Sse(Box<SseClient>),
+}
+
+/// What a connection gave next.
+enum Next {
+    Frame(Value),
+    Nothing,
+    /// The server ended it: its close code, [`DROPPED`] for none.
+    Ended(u16),
+}
+
+impl Conn {
+    async fn open(t: Transport, addr: &str, token: &str, last_id: Option<&str>) -> Option<Self> {
+        match t {
+            Transport::WebSocket => Client::connect(&format!("ws://{addr}/ws?token={token}"))
+                .await
+                .ok()
+                .map(|c| Self::Ws(Box::new(c))),
+            Transport::Sse => SseClient::connect(addr, token, last_id)
+                .await
+                .ok()
+                .map(|c| Self::Sse(Box::new(c))),
+        }
+    }
+
+    fn welcome(&self) -> &Value {
+        match self {
+            Self::Ws(c) => &c.welcome,
+            Self::Sse(c) => &c.welcome,
+        }
+    }
+
+    fn last_id(&self) -> Option<String> {
+        match self {
+            Self::Ws(_) => None,
+            Self::Sse(c) => c.last_id.clone(),
+        }
+    }
+
+    async fn next(&mut self, wait: Duration) -> Next {
+        match self {
+            Self::Ws(c) => match tokio::time::timeout(wait, c.ws.next()).await {
+                Err(_) => Next::Nothing,
+                Ok(Some(Ok(Message::Text(t)))) => serde_json::from_str(&t)
+                    .map(Next::Frame)
+                    .unwrap_or(Next::Nothing),
+                Ok(Some(Ok(Message::Close(f)))) => {
+                    Next::Ended(f.map_or(CloseCode::Status.into(), |f| u16::from(f.code)))
+                }
+                Ok(Some(Ok(_))) => Next::Nothing,
+                Ok(Some(Err(_)) | None) => Next::Ended(DROPPED),
+            },
+            Self::Sse(c) => match c.next_frame(wait).await {
+                Ok(f) if f["type"] == "close" => {
+                    Next::Ended(f["code"].as_u64().map_or(DROPPED, |c| c as u16))
+                }
+                Ok(f) => Next::Frame(f),
+                Err(e) if e.to_string().starts_with("no frame") => Next::Nothing,
+                Err(_) => Next::Ended(DROPPED),
+            },
+        }
+    }
+
+    async fn ack(&mut self, id: &str) -> anyhow::Result<()> {
+        match self {
+            Self::Ws(c) => c.ack(id).await,
+            Self::Sse(c) => c.ack(id).await,
+        }
+    }
+
+    async fn close(self) {
+        if let Self::Ws(mut c) = self {
+            let _ = c.ws.close(None).await;
+        }
+    }
+}
+
 /// One user of a [`Fleet`]: connect, ack everything, reconnect after any end.
 async fn fleet_user(
     i: usize,
@@ -194,22 +297,21 @@ async fn fleet_user(
 ) {
     let mut pick = i;
     let mut last_end: Option<SessionEnd> = None;
+    let mut last_id: Option<String> = None;
     while !shared.stop.load(Ordering::Relaxed) {
         let addr = {
             let urls = shared.urls.lock().unwrap();
             pick += 1;
             urls[pick % urls.len()].clone()
         };
-        let url = format!(
-            "ws://{addr}/ws?token={}",
-            token_with_secret(&u, &[], 600, &shared.secret)
-        );
-        let Ok(mut c) = Client::connect(&url).await else {
+        let token = token_with_secret(&u, &[], 600, &shared.secret);
+        let Some(mut c) = Conn::open(shared.transport, &addr, &token, last_id.as_deref()).await
+        else {
             shared.connect_failures.fetch_add(1, Ordering::Relaxed);
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         };
-        let node = c.welcome["node"].as_str().unwrap_or_default().to_string();
+        let node = c.welcome()["node"].as_str().unwrap_or_default().to_string();
         shared
             .connected
             .lock()
@@ -229,23 +331,12 @@ async fn fleet_user(
                 break None;
             }
             if shared.bounce.lock().unwrap().remove(&u) {
-                let _ = c.ws.close(None).await;
                 break None;
             }
-            let msg = match tokio::time::timeout(Duration::from_millis(200), c.ws.next()).await {
-                Err(_) => continue,
-                Ok(m) => m,
-            };
-            let f: Value = match msg {
-                Some(Ok(Message::Text(t))) => match serde_json::from_str(&t) {
-                    Ok(v) => v,
-                    Err(_) => continue,
-                },
-                Some(Ok(Message::Close(f))) => {
-                    break Some(f.map_or(CloseCode::Status.into(), |f| u16::from(f.code)))
-                }
-                Some(Ok(_)) => continue,
-                Some(Err(_)) | None => break Some(DROPPED),
+            let f = match c.next(Duration::from_millis(200)).await {
+                Next::Frame(f) => f,
+                Next::Nothing => continue,
+                Next::Ended(code) => break Some(code),
             };
             if f["type"] == "notification" {
                 let id = f["id"].as_str().unwrap_or_default().to_string();
@@ -268,6 +359,8 @@ async fn fleet_user(
                 break None;
             }
         };
+        last_id = c.last_id();
+        c.close().await;
         shared.connected.lock().unwrap().remove(&u);
         if let Some(code) = server_end {
             let end = SessionEnd {

@@ -5,8 +5,8 @@
 //!
 //! The pieces: `gateway`, `dispatcher` and `cluster` start processes (through
 //! `kurir-testkit`'s harness, which also finds any workspace binary with [`bin`]);
-//! `api` calls the dispatcher; `ws_client` is one WebSocket user, `fleet` many that
-//! reconnect; `metrics` reads `/metrics`; `tokens` makes users and their tokens;
+//! `api` calls the dispatcher; `ws_client` is one WebSocket user, `sse_client` one SSE
+//! user, `fleet` many that reconnect (over either); `metrics` reads `/metrics`; `tokens` makes users and their tokens;
 //! `redis_keys` inspects and deletes a namespace's keys. Faults (private NATS and Redis,
 //! `redis-cli`) and polling come from `kurir-testkit` and are re-exported here.
 #![forbid(unsafe_code)]
@@ -18,16 +18,18 @@ mod fleet;
 mod gateway;
 mod metrics;
 mod redis_keys;
+mod sse_client;
 mod tokens;
 mod ws_client;
 
 pub use api::{api_client, note, send, Api};
 pub use cluster::Cluster;
 pub use dispatcher::DispatcherProc;
-pub use fleet::{Fleet, Reconnect, SessionEnd, DROPPED};
+pub use fleet::{Fleet, Reconnect, SessionEnd, Transport, DROPPED};
 pub use gateway::{GatewayOpts, GatewayProc};
 pub use metrics::{metric, parse_metrics, series_value};
 pub use redis_keys::{cleanup_namespace, inbox_entries};
+pub use sse_client::SseClient;
 pub use tokens::{token, token_with_secret, user};
 pub use ws_client::{Client, Ended};
 

@@ -1,5 +1,6 @@
 //! Issue 3, end to end: inbox, replay, cursors, acks, receipts, idempotency, order, slow
-//! consumers, and the chaos runs (gateway SIGKILL, NATS restart, Redis restart).
+//! consumers, and the chaos runs (gateway SIGKILL over WebSocket and SSE, NATS restart,
+//! Redis restart).
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -405,7 +406,7 @@ async fn reached(
     Ok(())
 }
 
-async fn chaos(mut fault: Fault) -> Result<()> {
+async fn chaos(mut fault: Fault, transport: Transport) -> Result<()> {
     let nats = match &fault {
         Fault::RestartNats(n) => n.url(),
         _ => nats_url(),
@@ -416,9 +417,11 @@ async fn chaos(mut fault: Fault) -> Result<()> {
     };
     let mut cluster = Cluster::start_on(2, &nats, &redis).await?;
     let users: Vec<String> = (0..USERS).map(|i| user(&format!("u{i}"))).collect();
-    let fleet = Fleet::start(
+    let fleet = Fleet::start_over(
+        transport,
         &users,
         &addrs(&[&cluster.gateways[0], &cluster.gateways[1]]),
+        JWT_SECRET,
     );
     let api = cluster.dispatcher.client().await?;
     eventually(Duration::from_secs(20), "the fleet connected", || async {
@@ -494,15 +497,29 @@ async fn chaos(mut fault: Fault) -> Result<()> {
 // a moment, and must not block the send loop with it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn chaos_gateway_sigkill_mid_stream_loses_nothing() -> Result<()> {
-    chaos(Fault::KillGateway).await
+    chaos(Fault::KillGateway, Transport::WebSocket).await
+}
+
+/// The same over SSE: the clients come back with `Last-Event-ID`, as browsers do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn chaos_gateway_sigkill_mid_stream_loses_nothing_over_sse() -> Result<()> {
+    chaos(Fault::KillGateway, Transport::Sse).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn chaos_nats_restart_mid_stream_loses_nothing() -> Result<()> {
-    chaos(Fault::RestartNats(OwnNats::start().await?)).await
+    chaos(
+        Fault::RestartNats(OwnNats::start().await?),
+        Transport::WebSocket,
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn chaos_redis_restart_mid_stream_loses_no_acknowledged_send() -> Result<()> {
-    chaos(Fault::RestartRedis(OwnRedis::start().await?)).await
+    chaos(
+        Fault::RestartRedis(OwnRedis::start().await?),
+        Transport::WebSocket,
+    )
+    .await
 }

@@ -5,8 +5,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use kurir_backends::{NotificationId, Topic};
-use kurir_proto::v1::ReceiptStatus;
+use kurir_backends::NotificationId;
 use kurir_wire::frame::{self as wire, WireError};
 use kurir_wire::{Incoming, ReadError};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -17,8 +16,6 @@ use super::{Interrupt, Session, MILLI};
 use crate::protocol::close::MESSAGE_TOO_SLOW;
 use crate::protocol::frame::{self, ClientFrame, FrameError};
 use crate::protocol::{CloseReason, ProtocolError};
-use crate::relay::TopicError;
-use crate::telemetry;
 
 impl<S> Session<S>
 where
@@ -27,7 +24,7 @@ where
     /// Take one frame's worth from the client's token bucket, refilled at
     /// `KURIR_CLIENT_FRAMES_PER_SECOND` since the last frame; `false` when empty.
     fn take_token(&mut self, since_last: Duration) -> bool {
-        let cfg = &self.state.config;
+        let cfg = &self.client.state.config;
         let burst = u64::from(cfg.client_frames_burst) * MILLI;
         // One frame per second is one thousandth per millisecond.
         let refill =
@@ -56,10 +53,7 @@ where
         let Ok(ClientFrame::Ack { id }) = frame::parse(t) else {
             return false;
         };
-        match (NotificationId::parse(&id), self.seen.as_deref_mut()) {
-            (Ok(id), Some(seen)) => seen.ack_once(id),
-            _ => false,
-        }
+        NotificationId::parse(&id).is_ok_and(|id| self.client.ack_once(id))
     }
 
     pub(super) async fn on_incoming(
@@ -123,88 +117,15 @@ where
                 self.json_pong = true;
                 None
             }
-            ClientFrame::Ack { id } => self.ack(&id).await.err().map(|e| frame::error(&e)),
-            ClientFrame::Subscribe { topic } => Some(match self.subscribe(&topic).await {
+            ClientFrame::Ack { id } => self.client.ack(&id).await.err().map(|e| frame::error(&e)),
+            ClientFrame::Subscribe { topic } => Some(match self.client.subscribe(&topic).await {
                 Ok(t) => frame::subscribed(t.as_str()),
                 Err(e) => frame::error(&e),
             }),
-            ClientFrame::Unsubscribe { topic } => Some(match self.unsubscribe(&topic) {
+            ClientFrame::Unsubscribe { topic } => Some(match self.client.unsubscribe(&topic) {
                 Ok(t) => frame::unsubscribed(t.as_str()),
                 Err(e) => frame::error(&e),
             }),
         }
-    }
-
-    async fn ack(&mut self, id: &str) -> Result<(), FrameError> {
-        let id = NotificationId::parse(id)
-            .map_err(|e| FrameError::new("bad_request", format!("id: {e}")))?;
-        let removed = self
-            .state
-            .backends
-            .inbox
-            .ack(&self.identity.user, id)
-            .await
-            .map_err(|_| FrameError::new("unavailable", "ack not recorded; retry later"))?;
-        metrics::counter!(telemetry::ACKS).increment(1);
-        if removed {
-            self.receipt(id, ReceiptStatus::Acked);
-        }
-        Ok(())
-    }
-
-    async fn subscribe(&mut self, name: &str) -> Result<Topic, FrameError> {
-        let topic = Topic::parse(name)
-            .map_err(|e| FrameError::new("bad_request", format!("topic: {e}")))?;
-        if !self.identity.may_subscribe(&topic) {
-            return Err(FrameError::new(
-                "forbidden",
-                format!("token does not allow topic {topic}"),
-            ));
-        }
-        if self.topics.contains(&topic) {
-            return Ok(topic);
-        }
-        if self.topics.len() >= self.state.config.max_subscriptions {
-            return Err(FrameError::new(
-                "too_many_subscriptions",
-                format!(
-                    "at most {} topics per connection",
-                    self.state.config.max_subscriptions
-                ),
-            ));
-        }
-        // In the hub first, then the bus subscription: the topic owner never drops a
-        // subscription a connection is about to rely on (see `relay::Topics::ensure`).
-        let conn = self.registration.conn();
-        self.state.hub.subscribe(&topic, conn.clone());
-        if let Err(e) = self.state.topics.ensure(&topic).await {
-            // The topic owner finds the topic unused, if it is, on its next sweep.
-            self.state.hub.unsubscribe(&topic, conn.id);
-            return Err(match e {
-                TopicError::TooMany => FrameError::new(
-                    "too_many_topics",
-                    "this node holds its limit of topics; retry later",
-                ),
-                TopicError::Unavailable => {
-                    FrameError::new("unavailable", "subscription failed; retry later")
-                }
-            });
-        }
-        self.topics.push(topic.clone());
-        Ok(topic)
-    }
-
-    fn unsubscribe(&mut self, name: &str) -> Result<Topic, FrameError> {
-        let topic = Topic::parse(name)
-            .map_err(|e| FrameError::new("bad_request", format!("topic: {e}")))?;
-        if let Some(i) = self.topics.iter().position(|t| *t == topic) {
-            self.topics.swap_remove(i);
-            // The bus subscription goes a little later, when the topic owner finds the
-            // topic without local subscribers.
-            self.state
-                .hub
-                .unsubscribe(&topic, self.registration.conn().id);
-        }
-        Ok(topic)
     }
 }

@@ -32,7 +32,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use kurir_backends::inbox::Cursor;
-use kurir_backends::Topic;
 use kurir_wire::frame as wire;
 use kurir_wire::{Incoming, ReadError, WireFrame, WsSocket};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -41,12 +40,12 @@ use tracing::{debug, debug_span, warn, Instrument};
 
 use super::stall::{Stall, Stalled};
 use crate::auth::Identity;
+use crate::client::{Client, Transport};
 use crate::hub::Registration;
 use crate::protocol::close::TOKEN_EXPIRED;
 use crate::protocol::{frame, CloseReason};
 use crate::state::AppState;
 use crate::telemetry;
-use delivery::SeenIds;
 
 /// Client frames handled in a row before queued deliveries get their turn: pings that
 /// arrive together are answered with one pong.
@@ -82,17 +81,11 @@ where
     // A debug span: at the default level it is never created, so an idle connection
     // carries no span state; warnings name the connection themselves.
     let span = debug_span!("session", conn_id = %registration.conn().id, user = %identity.user);
-    metrics::gauge!(telemetry::CONNECTIONS).increment(1.0);
-    metrics::counter!(telemetry::OPENED).increment(1);
+    telemetry::connection_opened(Transport::WebSocket.label());
     let burst = u64::from(state.config.client_frames_burst) * MILLI;
     let mut session = Session {
         socket,
-        state,
-        identity,
-        registration,
-        topics: Vec::new(),
-        seen: None,
-        resume: cursor.map(Box::new),
+        client: Client::new(state, identity, cursor, registration, Transport::WebSocket),
         last_heard: Instant::now(),
         tokens: burst,
         pong: None,
@@ -103,23 +96,14 @@ where
         let reason = session.run().await;
         debug!(reason = reason.label(), "session closed");
         Box::pin(session.finish(&reason)).await;
-        metrics::gauge!(telemetry::CONNECTIONS).decrement(1.0);
-        metrics::counter!(telemetry::CLOSED, "reason" => reason.label()).increment(1);
+        telemetry::connection_closed(Transport::WebSocket.label(), reason.label());
     }
     .instrument(span)
 }
 
 struct Session<S> {
     socket: WsSocket<S>,
-    state: Arc<AppState>,
-    identity: Identity,
-    registration: Registration,
-    topics: Vec<Topic>,
-    /// Stored notification ids sent on this connection; allocated on the first one.
-    seen: Option<Box<SeenIds>>,
-    /// The cursor the client connected with: what it already has. The first replay and
-    /// every resync read the inbox from there.
-    resume: Option<Box<Cursor>>,
+    client: Client,
     /// When the last client frame came: the idle timeout and the rate limiter's refill.
     last_heard: Instant,
     /// Frames the client may still send at once, in thousandths (token bucket).
@@ -146,18 +130,18 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     async fn run(&mut self) -> CloseReason {
-        let user = self.identity.user.clone();
+        let client = &self.client;
         // Presence before the inbox read: a notification sent meanwhile is then either
-        // in what we read or routed to us live (or both; `seen` drops the second copy).
-        if let Err(e) = Box::pin(self.register_presence()).await {
-            warn!(conn_id = %self.registration.conn().id, user = %user, error = %e, "presence write failed");
+        // in what we read or routed to us live (or both; it is written once).
+        if let Err(e) = Box::pin(client.register_presence()).await {
+            warn!(conn_id = %client.conn().id, user = %client.identity.user, error = %e, "presence write failed");
             return CloseReason::Internal;
         }
         let welcome = frame::welcome(
-            self.registration.conn().id.to_string(),
-            self.state.node.as_str(),
-            user.as_str(),
-            self.state.config.heartbeat_ms,
+            client.conn().id.to_string(),
+            client.state.node.as_str(),
+            client.identity.user.as_str(),
+            client.state.config.heartbeat_ms,
         );
         // Sends in `run` and `live` are boxed: a write's state (~200 bytes) then lives
         // on the heap only while it runs, not in every idle connection's task.
@@ -166,15 +150,14 @@ where
         }
         // Replay and frame handling are boxed: their state lives on the heap only while
         // they run, so an idle connection's task stays small.
-        let from = self.resume.as_deref().cloned();
-        if let Err(reason) = Box::pin(self.replay(from)).await {
+        if let Err(reason) = Box::pin(self.replay()).await {
             return reason;
         }
         self.live().await
     }
 
     async fn live(&mut self) -> CloseReason {
-        let mailbox = self.registration.conn().mailbox.clone();
+        let mailbox = self.client.conn().mailbox.clone();
         loop {
             // Signals first, then queued frames, then answers to pings; wait only when
             // there is nothing to do.
@@ -182,17 +165,16 @@ where
                 return reason;
             }
             if mailbox.take_resync() {
-                let from = self.resume.as_deref().cloned();
-                if let Err(reason) = Box::pin(self.replay(from)).await {
+                if let Err(reason) = Box::pin(self.replay()).await {
                     return reason;
                 }
             }
             if mailbox.take_heartbeat() {
-                if self.last_heard.elapsed() > self.state.config.idle_timeout() {
+                if self.last_heard.elapsed() > self.client.state.config.idle_timeout() {
                     return CloseReason::Idle;
                 }
                 // A session lives no longer than its token (checked once per heartbeat).
-                if self.identity.expired() {
+                if self.client.identity.expired() {
                     return CloseReason::Policy(TOKEN_EXPIRED);
                 }
                 if let Err(reason) = Box::pin(self.send(wire::ping())).await {
@@ -268,9 +250,9 @@ where
         frames: &[F],
         interrupt: Interrupt,
     ) -> Result<(), CloseReason> {
-        let stall = self.state.config.write_stall_timeout();
-        let mailbox = &self.registration.conn().mailbox;
-        let identity = &self.identity;
+        let stall = self.client.state.config.write_stall_timeout();
+        let mailbox = self.client.mailbox();
+        let identity = &self.client.identity;
         let write = pin!(self.socket.write(frames));
         let mut write = Stall::new(write, stall);
         // The write first: it usually completes at once, and then nothing else is
@@ -320,31 +302,9 @@ where
             .await
     }
 
-    /// Write this connection's presence under the node's current epoch. Should the epoch
-    /// change meanwhile (the node's liveness lapsed), the re-registration of every
-    /// connection may have run before this write landed: write again under the new one.
-    async fn register_presence(&mut self) -> Result<(), kurir_backends::BackendError> {
-        let presence = &self.state.backends.presence;
-        let mut lease = self.state.lease.get();
-        loop {
-            presence
-                .add(&lease, &self.identity.user, self.registration.conn().id)
-                .await?;
-            let now = self.state.lease.get();
-            if now.epoch == lease.epoch {
-                return Ok(());
-            }
-            lease = now;
-        }
-    }
-
-    /// Leave the topics and presence, and say goodbye with the close code; the hub's
+    /// Say goodbye with the close code, then leave the topics and presence; the hub's
     /// registration goes when the session is dropped.
     async fn finish(&mut self, reason: &CloseReason) {
-        let id = self.registration.conn().id;
-        for t in &self.topics {
-            self.state.hub.unsubscribe(t, id);
-        }
         // The client's own close was answered when it came; a broken socket gets none;
         // a client that does not read cannot take one: its connection is dropped.
         if !matches!(reason, CloseReason::Client) && !self.abandoned {
@@ -361,18 +321,7 @@ where
         if !self.abandoned {
             self.socket.close(None, CLOSE_WAIT, CLOSE_LINGER).await;
         }
-        if !matches!(reason, CloseReason::Draining) {
-            // On drain the node removes all its presence at once.
-            if let Err(e) = self
-                .state
-                .backends
-                .presence
-                .remove(&self.identity.user, id)
-                .await
-            {
-                debug!(error = %e, "presence removal failed; the entry expires with the node");
-            }
-        }
+        self.client.leave(reason).await;
     }
 }
 
@@ -404,6 +353,7 @@ mod idle_footprint {
             read_limits: Default::default(),
             readiness: Default::default(),
             tracker: Default::default(),
+            streams: Default::default(),
         });
         let id = crate::auth::Identity {
             user: kurir_backends::UserId::parse("a").unwrap(),
