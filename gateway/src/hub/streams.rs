@@ -18,6 +18,9 @@ pub const QUEUED_REQUESTS: usize = 4;
 pub enum Request {
     Subscribe(String, oneshot::Sender<Result<Topic, FrameError>>),
     Unsubscribe(String, oneshot::Sender<Result<Topic, FrameError>>),
+    /// Write a `pong` event on the stream: the client's proof that its stream is alive
+    /// (an `EventSource` shows no heartbeat comments).
+    Ping(oneshot::Sender<()>),
 }
 
 struct Entry {

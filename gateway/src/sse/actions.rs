@@ -1,9 +1,10 @@
 //! What an SSE client asks of the node, as HTTP requests with the stream's token
-//! (`Authorization: Bearer …`, or `?token=`): `POST /v1/ack {"id"}`, and
-//! `POST /v1/subscribe` / `/v1/unsubscribe {"connection_id", "topic"}`. An ack needs no
-//! stream (it is the user's inbox); a subscription is the named stream's, which must be
-//! on this node and the token's user's (behind a load balancer, route these requests
-//! with the stream, or name the topics when opening it).
+//! (`Authorization: Bearer …`, or `?token=`): `POST /v1/ack {"id"}`,
+//! `POST /v1/subscribe` / `/v1/unsubscribe {"connection_id", "topic"}` and
+//! `POST /v1/ping {"connection_id"}` (a `pong` event follows on the stream). An ack needs
+//! no stream (it is the user's inbox); the others are the named stream's, which must be
+//! on this node and the token's user's (behind a load balancer, route them with the
+//! stream, or name the topics when opening it).
 //!
 //! Answers are JSON: `200` with what was done, or an error body with the same codes as
 //! a WebSocket `error` frame.
@@ -18,7 +19,7 @@ use bytes::Bytes;
 use kurir_backends::ConnId;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::admission::{self, Denied};
 use crate::auth::Identity;
@@ -36,6 +37,12 @@ pub struct TokenParam {
 #[serde(deny_unknown_fields)]
 struct AckBody {
     id: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PingBody {
+    connection_id: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -94,6 +101,35 @@ pub async fn unsubscribe(
     .await
 }
 
+/// `POST /v1/ping`: `202`, and a `pong` event on the stream.
+pub async fn ping(
+    State(state): State<Arc<AppState>>,
+    Query(q): Query<TokenParam>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let identity = match caller(&state, &headers, q).await {
+        Ok(id) => id,
+        Err(denied) => return denied.into_response(),
+    };
+    let body: PingBody = match parse(&body) {
+        Ok(b) => b,
+        Err(denied) => return denied.into_response(),
+    };
+    let stream = match find(&state, &body.connection_id, &identity) {
+        Ok(s) => s,
+        Err(denied) => return denied.into_response(),
+    };
+    let (tx, rx) = oneshot::channel();
+    if let Err(denied) = queue(&stream, Request::Ping(tx)) {
+        return denied.into_response();
+    }
+    match rx.await {
+        Ok(()) => StatusCode::ACCEPTED.into_response(),
+        Err(_) => gone().into_response(),
+    }
+}
+
 type Reply = oneshot::Sender<Result<kurir_backends::Topic, FrameError>>;
 
 async fn on_topic(
@@ -112,37 +148,57 @@ async fn on_topic(
         Ok(b) => b,
         Err(denied) => return denied.into_response(),
     };
-    let stream = u64::from_str_radix(&body.connection_id, 16)
-        .ok()
-        .and_then(|id| state.streams.find(ConnId(id), &identity.user));
-    let Some(stream) = stream else {
-        return Denied::new(
-            StatusCode::NOT_FOUND,
-            "unknown_connection",
-            "no stream of yours with this connection_id on this node",
-        )
-        .into_response();
+    let stream = match find(&state, &body.connection_id, &identity) {
+        Ok(s) => s,
+        Err(denied) => return denied.into_response(),
     };
     let (tx, rx) = oneshot::channel();
-    if stream.try_send(request(body.topic, tx)).is_err() {
-        return Denied::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "busy",
-            "this stream has requests in flight; retry",
-        )
-        .into_response();
+    if let Err(denied) = queue(&stream, request(body.topic, tx)) {
+        return denied.into_response();
     }
     match rx.await {
         Ok(Ok(topic)) => Json(serde_json::json!({ done: topic.as_str() })).into_response(),
         Ok(Err(e)) => refused(&e).into_response(),
-        // The stream ended meanwhile.
-        Err(_) => Denied::new(
-            StatusCode::NOT_FOUND,
-            "unknown_connection",
-            "the stream ended",
-        )
-        .into_response(),
+        Err(_) => gone().into_response(),
     }
+}
+
+/// The caller's stream named by `connection_id` (hex, as in `welcome`), on this node.
+fn find(
+    state: &AppState,
+    connection_id: &str,
+    identity: &Identity,
+) -> Result<mpsc::Sender<Request>, Denied> {
+    u64::from_str_radix(connection_id, 16)
+        .ok()
+        .and_then(|id| state.streams.find(ConnId(id), &identity.user))
+        .ok_or_else(|| {
+            Denied::new(
+                StatusCode::NOT_FOUND,
+                "unknown_connection",
+                "no stream of yours with this connection_id on this node",
+            )
+        })
+}
+
+/// Queue a request without waiting: a stream answers a few at a time.
+fn queue(stream: &mpsc::Sender<Request>, request: Request) -> Result<(), Denied> {
+    stream.try_send(request).map_err(|_| {
+        Denied::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "busy",
+            "this stream has requests in flight; retry",
+        )
+    })
+}
+
+/// The stream ended while a request waited.
+fn gone() -> Denied {
+    Denied::new(
+        StatusCode::NOT_FOUND,
+        "unknown_connection",
+        "the stream ended",
+    )
 }
 
 async fn caller(state: &AppState, headers: &HeaderMap, q: TokenParam) -> Result<Identity, Denied> {

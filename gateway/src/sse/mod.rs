@@ -5,7 +5,7 @@
 //! streams live notifications. Each stored notification's `id:` is its cursor, so the
 //! browser's own reconnect resumes where it stopped. What a WebSocket client sends as
 //! frames, an SSE client sends as HTTP requests ([`actions`]: `POST /v1/ack`,
-//! `/v1/subscribe`, `/v1/unsubscribe`, with the same token).
+//! `/v1/subscribe`, `/v1/unsubscribe`, `/v1/ping`, with the same token).
 //!
 //! [`event`] is the text format, [`stream`] one stream's life, [`cors`] cross-origin
 //! access; `/v1/subscribe` finds its stream in [`crate::hub::streams`].
@@ -56,6 +56,10 @@ pub fn routes(state: Arc<AppState>) -> Router<Arc<AppState>> {
         .route(
             "/v1/unsubscribe",
             post(actions::unsubscribe).options(StatusCode::NO_CONTENT),
+        )
+        .route(
+            "/v1/ping",
+            post(actions::ping).options(StatusCode::NO_CONTENT),
         )
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(middleware::from_fn_with_state(state, cors::layer))

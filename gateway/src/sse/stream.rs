@@ -168,7 +168,11 @@ impl Stream {
             };
             match woke {
                 None => {}
-                Some(Some(request)) => self.answer(request).await,
+                Some(Some(request)) => {
+                    if let Err(reason) = self.answer(request).await {
+                        return reason;
+                    }
+                }
                 // The client left, or every request sender is gone (never: the
                 // registry holds one while the stream is listed).
                 Some(None) => return CloseReason::Client,
@@ -176,7 +180,7 @@ impl Stream {
         }
     }
 
-    async fn answer(&mut self, request: Request) {
+    async fn answer(&mut self, request: Request) -> Result<(), CloseReason> {
         match request {
             Request::Subscribe(topic, reply) => {
                 let _ = reply.send(self.client.subscribe(&topic).await);
@@ -184,7 +188,12 @@ impl Stream {
             Request::Unsubscribe(topic, reply) => {
                 let _ = reply.send(self.client.unsubscribe(&topic));
             }
+            Request::Ping(reply) => {
+                let _ = reply.send(());
+                self.send(event::from_frame(&frame::pong(), None)).await?;
+            }
         }
+        Ok(())
     }
 
     async fn replay(&mut self) -> Result<(), CloseReason> {

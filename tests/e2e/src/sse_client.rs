@@ -167,6 +167,15 @@ impl SseClient {
         self.topic_request("/v1/unsubscribe", topic).await
     }
 
+    /// `POST /v1/ping` for this stream: its status (a `pong` event follows on the stream).
+    pub async fn ping(&self) -> Result<u16> {
+        let conn = self.welcome["connection_id"].clone();
+        Ok(self
+            .post("/v1/ping", json!({ "connection_id": conn }))
+            .await?
+            .0)
+    }
+
     async fn topic_request(&self, path: &str, topic: &str) -> Result<(u16, Value)> {
         let conn = self.welcome["connection_id"].clone();
         self.post(path, json!({ "connection_id": conn, "topic": topic }))

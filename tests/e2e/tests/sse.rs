@@ -38,6 +38,9 @@ async fn a_stream_replays_acks_and_resumes_from_last_event_id() -> Result<()> {
         assert_eq!(c.last_id.as_deref(), n["cursor"].as_str());
         cursors.push(n["cursor"].as_str().unwrap().to_string());
     }
+    // The liveness probe: a ping over HTTP is answered on the stream.
+    assert_eq!(c.ping().await?, 202);
+    assert_eq!(c.next_frame(T).await?, json!({"type": "pong"}));
     c.ack(&ids[0]).await?;
     // Live stored notifications carry their cursor as the event id too.
     let live = send(&mut api, &[&alice], "live", 600).await?;
