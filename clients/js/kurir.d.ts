@@ -123,7 +123,42 @@ export interface KurirOptions {
   cursor?: string | null;
   /** Random source in [0, 1) for the jitter (tests). Default Math.random. */
   random?: () => number;
+  /**
+   * `auto` (default): WebSocket, switching to SSE (`GET /sse` + `POST /v1/…`) after
+   * `fallbackAfter` WebSocket attempts in a row failed before the welcome (a network
+   * that blocks WebSocket); the client stays on SSE until `close()` + `connect()`.
+   * `websocket` or `sse`: that transport only.
+   */
+  transport?: 'auto' | 'websocket' | 'sse';
+  /** WebSocket failures in a row before `auto` tries SSE. Default 2. */
+  fallbackAfter?: number;
+  /** Default `globalThis.EventSource` (the SSE transport). */
+  EventSource?: EventSourceConstructor;
+  /** Default `globalThis.fetch` (the SSE transport's requests). */
+  fetch?: typeof fetch;
 }
+
+/** A minimal EventSource constructor: browsers', or a polyfill. */
+export type EventSourceConstructor = new (url: string) => {
+  onmessage: ((ev: { data: string }) => void) | null;
+  onerror: ((ev: any) => void) | null;
+  close(): void;
+};
+
+/** The SSE transport behind the WebSocket interface the client uses (exported for tests and custom setups). */
+export declare class SseSocket implements WebSocketLike {
+  constructor(wsUrl: string, deps?: { EventSource?: EventSourceConstructor; fetch?: typeof fetch });
+  readonly readyState: number;
+  send(data: string): void;
+  close(code?: number, reason?: string): void;
+  onopen: ((ev: any) => void) | null;
+  onmessage: ((ev: { data: any }) => void) | null;
+  onerror: ((ev: any) => void) | null;
+  onclose: ((ev: { code: number; reason: string }) => void) | null;
+}
+
+/** WebSocket attempts that must fail before their welcome before `auto` tries SSE. */
+export declare const DEFAULT_FALLBACK_AFTER: number;
 
 export type KurirState = 'idle' | 'connecting' | 'open' | 'reconnecting' | 'closed';
 
@@ -175,7 +210,8 @@ export interface KurirErrorEvent {
    * `connect` (socket failed, e.g. HTTP 401), `timeout` (no welcome), `token` (getToken
    * threw, rejected or timed out), `stale` (silent connection, no answer to a ping: it is
    * closed with 4000 and reopened), `handler` (a listener threw), `bad_frame`
-   * (unparsable frame from the server).
+   * (unparsable frame from the server), `fallback` (WebSocket kept failing: switched to
+   * SSE), `unavailable` (an SSE request could not be sent).
    */
   code: string;
   message: string;
@@ -211,6 +247,8 @@ export declare class KurirClient {
   readonly topics: string[];
   /** The last welcome frame. */
   readonly welcome: WelcomeFrame | null;
+  /** The transport of the current (or next) connection. */
+  readonly transport: 'websocket' | 'sse';
   /** Delay chosen for the pending reconnect, in ms (null before the first). */
   readonly nextRetryMs: number | null;
   autoAck: boolean;

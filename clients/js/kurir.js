@@ -1,4 +1,5 @@
-// kurir.js — browser (and Node >= 20) client for the Kurir WebSocket protocol v1.
+// kurir.js — browser (and Node >= 20) client for the Kurir protocol v1, over WebSocket or,
+// where a WebSocket cannot open, Server-Sent Events.
 //
 // One ES module, no dependencies, no build step. A `KurirClient` owns one logical
 // session that survives many sockets: it reconnects with full-jitter backoff, asks for a
@@ -6,7 +7,9 @@
 // cannot see (silence → ping → close), resumes from the highest handled stored
 // notification's `cursor`, re-subscribes its topics, acks stored notifications after the
 // application handled them, and emits each notification id at most once (bounded LRU)
-// even across reconnects, unless its handler failed.
+// even across reconnects, unless its handler failed. With `transport: 'auto'` (the
+// default) it switches to SSE after WebSocket attempts keep failing before the server's
+// welcome (a proxy that blocks WebSocket), with the same API and guarantees.
 //
 // Protocol and close codes: docs/protocol.md in the Kurir repository. API: README.md
 // and kurir.d.ts beside this file.
@@ -211,6 +214,115 @@ function toWsUrl(url) {
   return u;
 }
 
+/** WebSocket attempts that must fail before their welcome before `auto` tries SSE. */
+export const DEFAULT_FALLBACK_AFTER = 2;
+
+const SSE_CLOSED = 3;
+
+/**
+ * The server-sent-events transport behind the WebSocket interface the client uses
+ * (`readyState`, `send`, `close`, `onmessage`, `onerror`, `onclose`): `GET /sse` is the
+ * stream (the same JSON frames, one per event), and what a WebSocket client would send
+ * goes as `POST /v1/ack`, `/v1/subscribe`, `/v1/unsubscribe` and `/v1/ping` with the
+ * same token. Reconnects are the client's, not EventSource's own: a failed stream is
+ * closed and reported like a socket that dropped, so the client comes back with its
+ * resume cursor and backoff.
+ */
+export class SseSocket {
+  /**
+   * @param {string} wsUrl the WebSocket URL the client would open (`…/ws?token=…&cursor=…`)
+   * @param {{EventSource?: any, fetch?: typeof fetch}} [deps]
+   */
+  constructor(wsUrl, { EventSource = globalThis.EventSource, fetch = globalThis.fetch } = {}) {
+    const u = new URL(wsUrl);
+    u.protocol = u.protocol === 'wss:' ? 'https:' : 'http:';
+    const prefix = u.pathname.replace(/\/ws\/?$/, '');
+    u.pathname = `${prefix}/sse`;
+    this._base = `${u.origin}${prefix}`;
+    this._token = u.searchParams.get('token') ?? '';
+    this._fetch = fetch;
+    this._connectionId = null;
+    this.readyState = 0;
+    this.onopen = null;
+    this.onmessage = null;
+    this.onerror = null;
+    this.onclose = null;
+    this._es = new EventSource(u.toString());
+    this._es.onmessage = (ev) => this._onData(ev.data);
+    this._es.onerror = () => {
+      if (this.readyState === SSE_CLOSED) return;
+      this.onerror?.({});
+      this._end(CloseCode.ABNORMAL, '');
+    };
+  }
+
+  _onData(data) {
+    let frame = null;
+    try { frame = JSON.parse(data); } catch { /* handed on as is: the client reports it */ }
+    if (frame?.type === 'welcome') {
+      this._connectionId = frame.connection_id;
+      this.readyState = WS_OPEN;
+    } else if (frame?.type === 'close') {
+      this._end(Number(frame.code) || CloseCode.ABNORMAL, String(frame.reason ?? ''));
+      return;
+    }
+    this.onmessage?.({ data });
+  }
+
+  _end(code, reason) {
+    if (this.readyState === SSE_CLOSED) return;
+    this.readyState = SSE_CLOSED;
+    try { this._es.close(); } catch { /* already closed */ }
+    this.onclose?.({ code, reason });
+  }
+
+  /** A client frame, as the HTTP request that stands for it. */
+  send(text) {
+    if (this.readyState !== WS_OPEN) throw new Error('SseSocket: not open');
+    const frame = JSON.parse(text);
+    const conn = this._connectionId;
+    switch (frame.type) {
+      case 'ack': return void this._post('/v1/ack', { id: frame.id }, null);
+      case 'subscribe':
+      case 'unsubscribe':
+        return void this._post(`/v1/${frame.type}`, { connection_id: conn, topic: frame.topic },
+          { type: `${frame.type}d`, topic: frame.topic });
+      // The pong comes back on the stream: proof that the stream itself is alive.
+      case 'ping': return void this._post('/v1/ping', { connection_id: conn }, null);
+      default: return undefined;
+    }
+  }
+
+  /** POSTs `body`; on success delivers `onOk` as a server frame, on failure an `error` frame. */
+  async _post(path, body, onOk) {
+    let answer;
+    try {
+      const res = await this._fetch(`${this._base}${path}`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${this._token}`, 'content-type': 'application/json' },
+        body: JSON.stringify(body),
+      });
+      if (res.ok) {
+        answer = onOk;
+      } else {
+        const err = await res.json().catch(() => ({}));
+        answer = { type: 'error', code: err.error ?? `http_${res.status}`, message: err.message ?? `HTTP ${res.status}` };
+      }
+    } catch (e) {
+      answer = { type: 'error', code: 'unavailable', message: `request failed: ${errorMessage(e)}` };
+    }
+    if (answer && this.readyState === WS_OPEN) this.onmessage?.({ data: JSON.stringify(answer) });
+  }
+
+  /** Closes the stream; like a WebSocket, `onclose` follows asynchronously. */
+  close(code = CloseCode.NORMAL, reason = '') {
+    if (this.readyState === SSE_CLOSED) return;
+    setTimeout(() => this._end(code, reason), 0);
+    this.readyState = 2;
+    try { this._es.close(); } catch { /* already closed */ }
+  }
+}
+
 function errorMessage(e) {
   return e && typeof e === 'object' && 'message' in e ? String(e.message) : String(e);
 }
@@ -220,7 +332,8 @@ export class KurirClient {
   constructor(options = {}) {
     const { url, token, getToken, autoAck = true, backoff = {}, WebSocket, dedupeSize,
       connectTimeoutMs = DEFAULT_CONNECT_TIMEOUT_MS, tokenTimeoutMs = DEFAULT_TOKEN_TIMEOUT_MS,
-      staleAfterMs = null, pongTimeoutMs = DEFAULT_PONG_TIMEOUT_MS, topics = [], cursor = null } = options;
+      staleAfterMs = null, pongTimeoutMs = DEFAULT_PONG_TIMEOUT_MS, topics = [], cursor = null,
+      transport = 'auto', fallbackAfter = DEFAULT_FALLBACK_AFTER, EventSource, fetch } = options;
     if (!url) throw new TypeError('KurirClient: `url` is required (e.g. "wss://push.example.com/ws")');
     if (token == null && typeof getToken !== 'function') {
       throw new TypeError('KurirClient: give `token` (string) or `getToken` (async () => string)');
@@ -230,10 +343,25 @@ export class KurirClient {
     this._getToken = getToken;
     this.autoAck = autoAck;
     this._backoff = { ...DEFAULT_BACKOFF, ...backoff };
+    if (!['auto', 'websocket', 'sse'].includes(transport)) {
+      throw new TypeError(`KurirClient: transport must be 'auto', 'websocket' or 'sse', got ${transport}`);
+    }
     this._WebSocket = WebSocket ?? globalThis.WebSocket;
-    if (typeof this._WebSocket !== 'function') {
+    this._sseDeps = { EventSource: EventSource ?? globalThis.EventSource, fetch: fetch ?? globalThis.fetch?.bind(globalThis) };
+    const canSse = typeof this._sseDeps.EventSource === 'function' && typeof this._sseDeps.fetch === 'function';
+    const canWs = typeof this._WebSocket === 'function';
+    if (transport === 'sse' && !canSse) {
+      throw new TypeError('KurirClient: transport "sse" needs EventSource and fetch; pass them in the options');
+    }
+    if (transport !== 'sse' && !canWs && !(transport === 'auto' && canSse)) {
       throw new TypeError('KurirClient: no WebSocket constructor; pass `WebSocket` (Node 20: run with --experimental-websocket or pass the `ws` package)');
     }
+    this._transportOption = transport;
+    this._canSse = canSse;
+    this._fallbackAfter = Math.max(1, Number(fallbackAfter) || DEFAULT_FALLBACK_AFTER);
+    /** 'websocket' | 'sse': what the next connection uses. */
+    this._transport = transport === 'sse' || !canWs ? 'sse' : 'websocket';
+    this._wsFailures = 0; // WebSocket attempts in a row that ended before their welcome
     this._connectTimeoutMs = connectTimeoutMs;
     this._tokenTimeoutMs = tokenTimeoutMs;
     this._staleAfterMs = staleAfterMs;
@@ -283,6 +411,8 @@ export class KurirClient {
   get topics() { return [...this._topics]; }
   /** The last `welcome` frame, or null before the first one. */
   get welcome() { return this._welcome; }
+  /** 'websocket' | 'sse': the transport of the current (or next) connection. */
+  get transport() { return this._transport; }
 
   /**
    * Starts (or restarts after `close()`) the session. Resolves with the welcome frame
@@ -296,6 +426,8 @@ export class KurirClient {
     p.catch(() => {}); // callers that don't await must not get an unhandled rejection
     if (this._state === 'idle' || this._state === 'closed') {
       this._attempt = 0;
+      this._wsFailures = 0;
+      if (this._transportOption === 'auto' && typeof this._WebSocket === 'function') this._transport = 'websocket';
       this._setState('connecting');
       globalThis.addEventListener?.('online', this._onOnline);
       this._open();
@@ -405,9 +537,12 @@ export class KurirClient {
 
     let ws;
     try {
-      ws = new this._WebSocket(url.toString());
+      ws = this._transport === 'sse'
+        ? new SseSocket(url.toString(), this._sseDeps)
+        : new this._WebSocket(url.toString());
     } catch (e) {
-      this._emit('error', { code: 'connect', message: `could not open WebSocket: ${errorMessage(e)}`, error: e });
+      this._emit('error', { code: 'connect', message: `could not open ${this._transport === 'sse' ? 'SSE stream' : 'WebSocket'}: ${errorMessage(e)}`, error: e });
+      this._noteFailure();
       this._scheduleReconnect();
       return;
     }
@@ -484,6 +619,8 @@ export class KurirClient {
     const wasOpen = this._openedAt > 0;
     const stable = wasOpen && Date.now() - this._openedAt >= this._backoff.resetAfterMs;
     this._openedAt = 0;
+    if (wasOpen) this._wsFailures = 0;
+    else this._noteFailure();
 
     if (this._state === 'closed') return;
     // 1008 "token expired": a session lives no longer than its token. With a token
@@ -501,6 +638,21 @@ export class KurirClient {
     // spreads the reconnects.
     if (stable || expired || (wasOpen && SOON_CODES.has(code))) this._attempt = 0;
     this._scheduleReconnect();
+  }
+
+  /**
+   * A connection ended before its welcome. With `transport: 'auto'`, enough WebSocket
+   * failures in a row switch to SSE (a network that blocks WebSocket); the client stays
+   * on SSE until `close()` and `connect()` start over.
+   */
+  _noteFailure() {
+    if (this._transport !== 'websocket') return;
+    this._wsFailures += 1;
+    if (this._transportOption === 'auto' && this._canSse && this._wsFailures >= this._fallbackAfter) {
+      this._transport = 'sse';
+      this._attempt = 0;
+      this._emit('error', { code: 'fallback', message: `WebSocket failed ${this._wsFailures} times before the server's welcome: using SSE` });
+    }
   }
 
   _scheduleReconnect() {

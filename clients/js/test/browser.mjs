@@ -127,6 +127,56 @@ async function sendAndSeeToast(page, sendCmd, user, label) {
   return toast ? { ...toast, title, body } : null;
 }
 
+/** Opens the demo in a new page whose every WebSocket is refused, connects as `user`. */
+async function openBlocked(page, base, user) {
+  await page.goto(new URL('/', base).href, { waitUntil: 'load', timeout: 15_000 });
+  await waitFor(async () => (await page.locator('body').getAttribute('data-ready')) === '1', 5000);
+  await page.evaluate(installRecorders);
+  await page.fill('#user', user);
+  await page.click('#connect');
+  return waitFor(async () => (await page.locator('#state').textContent()) === 'open', 15_000);
+}
+
+/**
+ * WebSocket blocked (every upgrade refused, as by a proxy): the page opens over SSE,
+ * shows a notification, acks it (a fresh page is not replayed it), and is replayed what
+ * was sent while it was away.
+ */
+async function sseFallback(context, base, sendCmd) {
+  const page = await context.newPage();
+  const errors = [];
+  page.on('pageerror', (e) => errors.push(e.message));
+  await page.routeWebSocket(/.*/, (ws) => ws.close({ code: 1011, reason: 'blocked by proxy' }));
+  const user = `sse-${rand()}`;
+  try {
+    const opened = await openBlocked(page, base, user);
+    if (!check('WebSocket blocked: the page opens anyway', Boolean(opened), `badge: ${await page.locator('#state').textContent()}`)) return;
+    const transport = await page.evaluate(() => window.kurirDemo.client.transport);
+    check('…over SSE', transport === 'sse', transport);
+    await page.mouse.move(5, 795);
+    const first = await sendAndSeeToast(page, sendCmd, user, 'over-sse');
+    if (!first) return;
+    await page.click('#disconnect');
+    const title = `while-away-${rand()}`;
+    const sent = await runTemplate(sendCmd, { user, title, body: `sent-while-away-${rand()}` });
+    check('send while the page is away succeeds', sent.code === 0, sent.out.slice(0, 200));
+    // A fresh page remembers nothing: what it is replayed is what the server still holds.
+    await page.reload({ waitUntil: 'load' });
+    if (!check('WebSocket blocked: a fresh page opens over SSE again', Boolean(await openBlocked(page, base, user)))) return;
+    const replayed = await waitFor(() => page.evaluate((t) => {
+      const li = [...document.querySelectorAll('#log li')].find((x) => x.textContent.includes(t));
+      return li ? { replayed: Boolean(li.querySelector('.tag.replayed')) } : null;
+    }, title), 5000);
+    check('over SSE: what was sent while away is replayed', replayed?.replayed === true, JSON.stringify(replayed));
+    await sleep(500);
+    const again = await page.evaluate((t) => document.querySelector('#log').textContent.includes(t), first.title);
+    check('over SSE: the acked notification is not replayed', !again);
+    check('no page errors with WebSocket blocked', errors.length === 0, errors.slice(0, 3).join(' | '));
+  } finally {
+    await page.close().catch(() => {});
+  }
+}
+
 async function main() {
   const base = process.env.KURIR_TEST_URL;
   const sendCmd = process.env.KURIR_SEND_CMD;
@@ -255,6 +305,9 @@ async function main() {
     check('no horizontal overflow at phone width with "How to send one" open', helpOverflow <= 0, `${helpOverflow} px`);
 
     check('no page errors', pageErrors.length === 0, pageErrors.slice(0, 3).join(' | '));
+
+    // 6. a network that blocks WebSocket: the same page falls back to SSE by itself
+    await sseFallback(context, base, sendCmd);
   } finally {
     await context.close().catch(() => {});
     await rm(profile, { recursive: true, force: true });
