@@ -534,6 +534,10 @@ export class KurirClient {
     const cursor = this.cursor;
     if (cursor != null) url.searchParams.set('cursor', String(cursor));
     else url.searchParams.delete('cursor');
+    // Over SSE the topics are part of the stream's URL: subscribed on whichever node the
+    // stream lands, with no request that must find it.
+    if (this._transport === 'sse' && this._topics.size) url.searchParams.set('topics', [...this._topics].join(','));
+    else url.searchParams.delete('topics');
 
     let ws;
     try {
@@ -808,7 +812,7 @@ export class KurirClient {
     for (const id of [...this._unsentAcks]) {
       if (this._send({ type: 'ack', id })) this._unsentAcks.delete(id);
     }
-    for (const topic of this._topics) this._send({ type: 'subscribe', topic });
+    if (this._transport !== 'sse') for (const topic of this._topics) this._send({ type: 'subscribe', topic });
     this._setState('open');
     this._emit('open', frame);
     const waiters = this._waiters.splice(0);

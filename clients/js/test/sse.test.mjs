@@ -129,7 +129,8 @@ describe('transport: auto', () => {
       collapse_key: null, created_at: 1, replayed: false, cursor: '7-0' });
     await tick(5);
     assert.deepEqual(notes, ['n1']);
-    assert.deepEqual(calls.map((x) => x.path), ['/v1/subscribe', '/v1/ack'], 'topics on welcome, then the auto-ack');
+    assert.equal(new URL(es.url).searchParams.get('topics'), 'news', 'topics in the stream URL');
+    assert.deepEqual(calls.map((x) => x.path), ['/v1/ack'], 'no subscribe request: just the auto-ack');
     // The stream breaks: the client reconnects over SSE, resuming after what it handled.
     es.fail();
     for (let i = 0; i < 100 && opened.length < 2; i++) await tick(5);
