@@ -3,12 +3,13 @@
 //!
 //! In path order: `cluster`/`peer` start or name the servers → `sender` calls the
 //! dispatcher (or the peer's emitter) → the servers deliver → `fleet` workers hold the
-//! clients (`ws`, `protocol`) and record receipts → `procs` samples server CPU and
+//! clients (`conn` over `ws` or `sse`, speaking `protocol`) and record receipts → `procs` samples server CPU and
 //! memory → `report` prints percentiles and figures. `scenarios/` holds one file per
 //! scenario; `floor` measures the machine itself (CPU per socket write).
 #![forbid(unsafe_code)]
 
 pub mod cluster;
+pub mod conn;
 pub mod fleet;
 pub mod peer;
 pub mod procs;
@@ -16,6 +17,7 @@ pub mod protocol;
 pub mod report;
 pub mod scenarios;
 pub mod sender;
+pub mod sse;
 pub mod worker;
 pub mod ws;
 

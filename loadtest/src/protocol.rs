@@ -1,19 +1,22 @@
-//! What a load client says over its WebSocket: Kurir's protocol v1, or Socket.IO v5 over
-//! Engine.IO v4 (the peer). Both carry the same notification object, so the worker
-//! measures them with one code path.
+//! What a load client says over its connection: Kurir's protocol v1 (over WebSocket or
+//! SSE), or Socket.IO v5 over Engine.IO v4 (the peer). All carry the same notification
+//! object, so the worker measures them with one code path.
 
 use std::borrow::Cow;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::ws::{ConnectError, Event, WsConn};
+use crate::conn::Conn;
+use crate::ws::{ConnectError, Event};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum Protocol {
     /// Kurir WebSocket protocol v1 (`/ws?token=`).
     Kurir,
+    /// Kurir protocol v1 over Server-Sent Events (`/sse?token=`).
+    KurirSse,
     /// Socket.IO 4 (Engine.IO v4 over WebSocket, `/socket.io/?EIO=4&transport=websocket`).
     Socketio,
 }
@@ -109,13 +112,14 @@ impl Protocol {
     pub fn path(self, user: &str, token: &str) -> String {
         match self {
             Self::Kurir => format!("/ws?token={token}"),
+            Self::KurirSse => format!("/sse?token={token}"),
             Self::Socketio => format!("/socket.io/?EIO=4&transport=websocket&user={user}"),
         }
     }
 
     pub fn classify(self, text: &[u8]) -> Incoming {
         match self {
-            Self::Kurir => match serde_json::from_slice::<Frame<'_>>(text) {
+            Self::Kurir | Self::KurirSse => match serde_json::from_slice::<Frame<'_>>(text) {
                 Ok(f) => classify_frame(f),
                 Err(_) => Incoming::Error("bad_json".into()),
             },
@@ -126,7 +130,9 @@ impl Protocol {
     /// Client frame subscribing to `topic`.
     pub fn subscribe_frame(self, topic: &str) -> Vec<u8> {
         match self {
-            Self::Kurir => serde_json::json!({"type": "subscribe", "topic": topic}).to_string(),
+            Self::Kurir | Self::KurirSse => {
+                serde_json::json!({"type": "subscribe", "topic": topic}).to_string()
+            }
             Self::Socketio => format!("42{}", serde_json::json!(["subscribe", topic])),
         }
         .into_bytes()
@@ -134,14 +140,21 @@ impl Protocol {
 
     pub fn ack_frame(self, id: &str) -> Vec<u8> {
         match self {
-            Self::Kurir => serde_json::json!({"type": "ack", "id": id}).to_string(),
+            Self::Kurir | Self::KurirSse => {
+                serde_json::json!({"type": "ack", "id": id}).to_string()
+            }
             Self::Socketio => format!("42{}", serde_json::json!(["ack", id])),
         }
         .into_bytes()
     }
 
+    /// Whether the client is an SSE stream (no upstream messages).
+    pub fn is_sse(self) -> bool {
+        self == Self::KurirSse
+    }
+
     /// After the upgrade: wait for the greeting (answering Engine.IO's handshake).
-    pub async fn handshake(self, ws: &mut WsConn, within: Duration) -> Result<(), ConnectError> {
+    pub async fn handshake(self, ws: &mut Conn, within: Duration) -> Result<(), ConnectError> {
         let deadline = tokio::time::Instant::now() + within;
         loop {
             let ev = tokio::time::timeout_at(deadline, ws.next())

@@ -26,9 +26,10 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::conn::Conn;
 use crate::protocol::{Incoming, Protocol};
 use crate::report::{Hist, HistDump};
-use crate::ws::{ConnectError, Event, WsConn};
+use crate::ws::{ConnectError, Event};
 
 /// Unix time in µs (the clock the sender stamps `data.t` with).
 pub fn now_us() -> u64 {
@@ -198,21 +199,36 @@ impl Shared {
         user: &str,
         k: u64,
         topics: &[String],
-    ) -> Result<WsConn, ConnectError> {
+    ) -> Result<Conn, ConnectError> {
         let addr = self.gateway(user_index);
         let token = self.token(user);
-        let path = self.spec.protocol.path(user, &token);
+        let protocol = self.spec.protocol;
+        let mut path = protocol.path(user, &token);
+        if protocol.is_sse() && !topics.is_empty() {
+            // An SSE stream subscribes at connect; the `subscribed` events follow.
+            path.push_str(&format!("&topics={}", topics.join(",")));
+        }
         let host = addr.to_string();
-        let mut ws = WsConn::connect(addr, self.source(k), &host, &path, self.timeout()).await?;
+        let mut ws = Conn::connect(
+            protocol.is_sse(),
+            addr,
+            self.source(k),
+            &host,
+            &path,
+            self.timeout(),
+        )
+        .await?;
         self.spec
             .protocol
             .handshake(&mut ws, self.timeout())
             .await?;
         for topic in topics {
             let io = |e: std::io::Error| ConnectError::Tcp(e.kind());
-            ws.send_text(&self.spec.protocol.subscribe_frame(topic))
-                .await
-                .map_err(io)?;
+            if !protocol.is_sse() {
+                ws.send_text(&protocol.subscribe_frame(topic))
+                    .await
+                    .map_err(io)?;
+            }
             let deadline = Instant::now() + self.timeout();
             loop {
                 let ev = tokio::time::timeout_at(deadline, ws.next())
@@ -237,7 +253,7 @@ impl Shared {
     }
 
     /// Receive until told to stop or the server closes; returns the sequences seen.
-    async fn listen(&self, mut ws: WsConn, me: u64) -> Vec<u32> {
+    async fn listen(&self, mut ws: Conn, me: u64) -> Vec<u32> {
         let mut seqs = Vec::new();
         let protocol = self.spec.protocol;
         loop {

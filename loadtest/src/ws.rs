@@ -46,6 +46,44 @@ impl ConnectError {
     }
 }
 
+/// Open TCP from `source` to `addr`, send `request`, and read the response head: the
+/// stream, what was read after the head, and the status code.
+pub(crate) async fn http_request(
+    addr: SocketAddr,
+    source: Option<IpAddr>,
+    request: &str,
+) -> Result<(TcpStream, BytesMut, u16), ConnectError> {
+    let tcp = |e: std::io::Error| ConnectError::Tcp(e.kind());
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()
+    } else {
+        TcpSocket::new_v6()
+    }
+    .map_err(tcp)?;
+    if let Some(ip) = source {
+        socket.bind(SocketAddr::new(ip, 0)).map_err(tcp)?;
+    }
+    let mut stream = socket.connect(addr).await.map_err(tcp)?;
+    stream.set_nodelay(true).map_err(tcp)?;
+    stream.write_all(request.as_bytes()).await.map_err(tcp)?;
+    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    let header_end = loop {
+        if let Some(end) = find(&buf, b"\r\n\r\n") {
+            break end + 4;
+        }
+        if buf.len() > MAX_HEADERS {
+            return Err(ConnectError::Handshake);
+        }
+        buf.reserve(READ_CHUNK);
+        if stream.read_buf(&mut buf).await.map_err(tcp)? == 0 {
+            return Err(ConnectError::Handshake);
+        }
+    };
+    let status = parse_status(&buf[..header_end]).ok_or(ConnectError::Handshake)?;
+    buf.advance(header_end);
+    Ok((stream, buf, status))
+}
+
 /// One received data frame (text or binary); control frames are handled internally.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Event<'a> {
@@ -85,41 +123,14 @@ impl WsConn {
         host: &str,
         path: &str,
     ) -> Result<Self, ConnectError> {
-        let tcp = |e: std::io::Error| ConnectError::Tcp(e.kind());
-        let socket = if addr.is_ipv4() {
-            TcpSocket::new_v4()
-        } else {
-            TcpSocket::new_v6()
-        }
-        .map_err(tcp)?;
-        if let Some(ip) = source {
-            socket.bind(SocketAddr::new(ip, 0)).map_err(tcp)?;
-        }
-        let mut stream = socket.connect(addr).await.map_err(tcp)?;
-        stream.set_nodelay(true).map_err(tcp)?;
         let request = format!(
             "GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
         );
-        stream.write_all(request.as_bytes()).await.map_err(tcp)?;
-        let mut buf = BytesMut::with_capacity(READ_CHUNK);
-        let header_end = loop {
-            if let Some(end) = find(&buf, b"\r\n\r\n") {
-                break end + 4;
-            }
-            if buf.len() > MAX_HEADERS {
-                return Err(ConnectError::Handshake);
-            }
-            buf.reserve(READ_CHUNK);
-            if stream.read_buf(&mut buf).await.map_err(tcp)? == 0 {
-                return Err(ConnectError::Handshake);
-            }
-        };
-        let status = parse_status(&buf[..header_end]).ok_or(ConnectError::Handshake)?;
+        let (stream, buf, status) = http_request(addr, source, &request).await?;
         if status != 101 {
             return Err(ConnectError::Status(status));
         }
-        buf.advance(header_end);
         let seed = addr.port() as u32 ^ (buf.as_ptr() as usize as u32) ^ 0x9e37_79b9;
         Ok(Self {
             stream,

@@ -173,7 +173,7 @@ impl Bench {
                 .await?;
                 (t, Some(stdin))
             }
-            Protocol::Kurir if common.spawn_cluster => {
+            Protocol::Kurir | Protocol::KurirSse if common.spawn_cluster => {
                 let opts = SpawnOptions {
                     gateways: common.gateways.max(1),
                     bin_dir: common.bin_dir(),
@@ -185,7 +185,7 @@ impl Bench {
                 };
                 (cluster::spawn_kurir(&opts).await?, None)
             }
-            Protocol::Kurir => {
+            Protocol::Kurir | Protocol::KurirSse => {
                 if common.gateway_urls.is_empty() {
                     bail!("give --spawn-cluster, or --gateway (and --dispatcher, --api-key, --jwt-secret)");
                 }
@@ -270,7 +270,7 @@ impl Bench {
                 let stdin = self.emitter.take().context("emitter already taken")?;
                 Sender::emitter(tokio::process::ChildStdin::from_std(stdin)?, content)
             }
-            Protocol::Kurir => {
+            Protocol::Kurir | Protocol::KurirSse => {
                 let url = self
                     .targets
                     .dispatcher
