@@ -207,6 +207,7 @@ impl Gateway {
             hub: state.hub.clone(),
             readiness: state.readiness.clone(),
             max_topics: state.config.max_topics_per_node,
+            barriers: Default::default(),
         };
         background.spawn(relay::run(relay, topics_rx, stop.clone(), subscribed_tx));
         let (first_beat_tx, first_beat) = tokio::sync::oneshot::channel();

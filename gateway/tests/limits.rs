@@ -151,6 +151,9 @@ async fn a_session_ends_with_1008_when_its_token_expires() {
     c.heartbeat_ms = 100;
     c.idle_timeout_ms = 5_000;
     let addr = start(c).await;
+    // From before the token is made: a slow connect (a loaded machine) must not make the
+    // session look closed early.
+    let started = tokio::time::Instant::now();
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -165,7 +168,6 @@ async fn a_session_ends_with_1008_when_its_token_expires() {
     let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws?token={t}"))
         .await
         .unwrap();
-    let started = tokio::time::Instant::now();
     let close = loop {
         match tokio::time::timeout(Duration::from_secs(5), ws.next()).await {
             Ok(Some(Ok(Message::Close(f)))) => break f,

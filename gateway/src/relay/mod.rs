@@ -6,7 +6,10 @@
 //! subscribes on the first local subscriber and unsubscribes a little after the last, so
 //! a client that resubscribes at once does not churn the bus. It finds the last
 //! subscriber gone by looking at the hub (no release message that could be lost), and
-//! holds at most `KURIR_MAX_TOPICS_PER_NODE` topics.
+//! holds at most `KURIR_MAX_TOPICS_PER_NODE` topics. A new topic subscription is
+//! confirmed only once the bus server has it ([`barrier`]).
+
+pub mod barrier;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -15,7 +18,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use kurir_backends::bus::Subscription;
 use kurir_backends::{Backends, NodeId, NotificationId, Topic, UserId};
-use kurir_proto::internal::v1::{envelope::Kind, Delivery, Envelope};
+use kurir_proto::internal::v1::{envelope::Kind, Delivery, Envelope, Probe};
 use kurir_runtime::now_ms;
 use prost::Message;
 use tokio::sync::{mpsc, oneshot};
@@ -38,6 +41,10 @@ const TOPIC_SWEEP: Duration = Duration::from_secs(1);
 /// node at its topic cap.
 const REMARK_SPACING: Duration = Duration::from_millis(100);
 
+/// How long a subscriber waits for the bus to confirm a new topic subscription before
+/// it is answered anyway (the bus is slow or away; readiness reports that).
+const BARRIER_WAIT: Duration = Duration::from_secs(2);
+
 /// Least time between two inbox resynchronisations: a burst of losses costs one.
 const RESYNC_SPACING: Duration = Duration::from_secs(1);
 
@@ -51,6 +58,7 @@ pub struct Relay {
     pub readiness: Readiness,
     /// `KURIR_MAX_TOPICS_PER_NODE`.
     pub max_topics: usize,
+    pub barriers: barrier::Barriers,
 }
 
 /// Run the node and broadcast subscriptions and the loss watcher until `stop`.
@@ -178,7 +186,9 @@ async fn relay_node(state: Relay, mut sub: Subscription) {
             }
             Some(Kind::Probe(p)) => {
                 telemetry::bus_message("probe");
-                state.readiness.probe_returned(p.seq);
+                if !state.barriers.passed(p.seq) {
+                    state.readiness.probe_returned(p.seq);
+                }
             }
             None => {}
         }
@@ -255,7 +265,12 @@ async fn relay_fanout(hub: Hub, mut sub: Subscription, topic: Option<Topic>) {
 /// A request to the topic owner.
 #[derive(Debug)]
 pub enum TopicCommand {
-    Ensure(Topic, oneshot::Sender<Result<(), TopicError>>),
+    /// Hold the topic's subscription; the answer carries the barrier to wait for when
+    /// the subscription is new.
+    Ensure(
+        Topic,
+        oneshot::Sender<Result<Option<oneshot::Receiver<()>>, TopicError>>,
+    ),
 }
 
 /// Why a topic's bus subscription could not be had.
@@ -294,7 +309,14 @@ impl Topics {
             .send(TopicCommand::Ensure(topic.clone(), tx))
             .await
             .map_err(|_| TopicError::Unavailable)?;
-        rx.await.unwrap_or(Err(TopicError::Unavailable))
+        let barrier = rx.await.unwrap_or(Err(TopicError::Unavailable))?;
+        if let Some(barrier) = barrier {
+            // Waited for here, not by the owner: subscribes to other topics go on.
+            if tokio::time::timeout(BARRIER_WAIT, barrier).await.is_err() {
+                debug!(%topic, "the bus did not confirm the subscription in time");
+            }
+        }
+        Ok(())
     }
 }
 
@@ -320,13 +342,13 @@ struct TopicOwner {
 }
 
 impl TopicOwner {
-    async fn ensure(&mut self, topic: Topic) -> Result<(), TopicError> {
+    async fn ensure(&mut self, topic: Topic) -> Result<Option<oneshot::Receiver<()>>, TopicError> {
         if let Some(h) = self.held.get_mut(&topic) {
             if !h.task.is_finished() {
                 if h.idle_since.take().is_some() {
                     self.idle -= 1;
                 }
-                return Ok(());
+                return Ok(None);
             }
             // Its subscription ended: take it again.
             self.drop_topic(&topic);
@@ -349,13 +371,33 @@ impl TopicOwner {
                         idle_since: None,
                     },
                 );
-                Ok(())
+                Ok(Some(self.barrier().await))
             }
             Err(e) => {
                 warn!(error = %e, %topic, "topic subscribe failed");
                 Err(TopicError::Unavailable)
             }
         }
+    }
+
+    /// Publish a barrier probe to this node's subject, after the subscription just
+    /// asked for. A failed publish leaves the barrier to time out.
+    async fn barrier(&self) -> oneshot::Receiver<()> {
+        let (seq, rx) = self.state.barriers.open();
+        let env = Envelope {
+            kind: Some(Kind::Probe(Probe { seq })),
+        };
+        let subject = self.state.backends.namespace.node_subject(&self.state.node);
+        if let Err(e) = self
+            .state
+            .backends
+            .bus
+            .publish(subject, env.encode_to_vec().into())
+            .await
+        {
+            debug!(error = %e, "barrier probe not published");
+        }
+        rx
     }
 
     /// Drop one held topic that has no local subscriber (lingering); `false` if none.
