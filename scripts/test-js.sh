@@ -22,7 +22,7 @@ command -v node >/dev/null || apt_install nodejs npm
 log "SDK package: declarations type-checked (tsc --noEmit), contents of the npm package"
 (cd clients/js && npx tsc --noEmit -p tsconfig.json)
 packed="$(cd clients/js && npm pack --dry-run --json 2>/dev/null | python3 -c 'import json,sys; print(" ".join(sorted(f["path"] for f in json.load(sys.stdin)[0]["files"])))')"
-[ "$packed" = "README.md kurir.d.ts kurir.js package.json" ] || { log "unexpected npm package contents: $packed"; exit 1; }
+[ "$packed" = "README.md kurir-sw.js kurir.d.ts kurir.js package.json" ] || { log "unexpected npm package contents: $packed"; exit 1; }
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 export KURIR_DEV_STATE; KURIR_DEV_STATE="$(mktemp -d)"

@@ -160,6 +160,9 @@ export declare class SseSocket implements WebSocketLike {
 /** WebSocket attempts that must fail before their welcome before `auto` tries SSE. */
 export declare const DEFAULT_FALLBACK_AFTER: number;
 
+/** base64url (unpadded) to bytes, as `applicationServerKey` wants a VAPID key. */
+export declare function base64UrlToBytes(s: string): Uint8Array;
+
 export type KurirState = 'idle' | 'connecting' | 'open' | 'reconnecting' | 'closed';
 
 export interface WelcomeFrame {
@@ -259,6 +262,16 @@ export declare class KurirClient {
   close(code?: number, reason?: string): void;
   subscribe(topic: string): void;
   unsubscribe(topic: string): void;
+  /**
+   * Background notifications (Web Push): asks permission, registers the service worker
+   * (default `/kurir-sw.js`), subscribes with the gateway's VAPID key (`GET
+   * /v1/push/key`, or `vapidKey`) and registers the subscription with the gateway, again
+   * after every reconnect. Clicking a pushed notification opens or focuses the app and
+   * acks it. Rejects when the browser lacks the APIs or permission is not granted.
+   */
+  enablePush(options?: { serviceWorker?: string; scope?: string; vapidKey?: string }): Promise<PushSubscriptionJSON>;
+  /** Unsubscribes from Web Push and tells the gateway. */
+  disablePush(): Promise<void>;
   /** Acks a notification id (queued until the next welcome when offline). */
   ack(id: string): void;
   /** Application-level ping; resolves with the round-trip time in ms. */

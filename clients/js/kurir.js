@@ -223,8 +223,8 @@ const SSE_CLOSED = 3;
  * The server-sent-events transport behind the WebSocket interface the client uses
  * (`readyState`, `send`, `close`, `onmessage`, `onerror`, `onclose`): `GET /sse` is the
  * stream (the same JSON frames, one per event), and what a WebSocket client would send
- * goes as `POST /v1/ack`, `/v1/subscribe`, `/v1/unsubscribe` and `/v1/ping` with the
- * same token. Reconnects are the client's, not EventSource's own: a failed stream is
+ * goes as `POST /v1/ack`, `/v1/subscribe`, `/v1/unsubscribe`, `/v1/ping` and
+ * `/v1/push/subscribe` with the same token. Reconnects are the client's, not EventSource's own: a failed stream is
  * closed and reported like a socket that dropped, so the client comes back with its
  * resume cursor and backoff.
  */
@@ -289,6 +289,11 @@ export class SseSocket {
           { type: `${frame.type}d`, topic: frame.topic });
       // The pong comes back on the stream: proof that the stream itself is alive.
       case 'ping': return void this._post('/v1/ping', { connection_id: conn }, null);
+      // The user's Web Push subscription: the user's, not the stream's.
+      case 'push_subscribe':
+        return void this._post('/v1/push/subscribe', { subscription: frame.subscription }, { type: 'push_subscribed' });
+      case 'push_unsubscribe':
+        return void this._post('/v1/push/unsubscribe', { endpoint: frame.endpoint }, null);
       default: return undefined;
     }
   }
@@ -321,6 +326,15 @@ export class SseSocket {
     this.readyState = 2;
     try { this._es.close(); } catch { /* already closed */ }
   }
+}
+
+/** base64url (no padding) → bytes, for `applicationServerKey`. */
+export function base64UrlToBytes(s) {
+  const b64 = String(s).replace(/-/g, '+').replace(/_/g, '/').padEnd(Math.ceil(String(s).length / 4) * 4, '=');
+  const bin = globalThis.atob(b64);
+  const out = new Uint8Array(bin.length);
+  for (let i = 0; i < bin.length; i++) out[i] = bin.charCodeAt(i);
+  return out;
 }
 
 function errorMessage(e) {
@@ -375,6 +389,8 @@ export class KurirClient {
     this._topics = new Set(topics);
     this._resume = new ResumePoint(cursor, this._seen);
     this._pings = []; // FIFO of { resolve, reject, timer, sentAt }, or { probe: true }
+    this._push = null; // the Web Push subscription registered after every welcome
+    this._swListening = false;
 
     this._state = 'idle';
     this._ws = null;
@@ -461,6 +477,70 @@ export class KurirClient {
   unsubscribe(topic) {
     if (!this._topics.delete(topic)) return;
     this._send({ type: 'unsubscribe', topic });
+  }
+
+  /**
+   * Background notifications (Web Push), for when no page of the app is open: asks the
+   * user's permission, registers the service worker (`kurir-sw.js`), subscribes with
+   * the gateway's VAPID public key and registers the subscription with the gateway over
+   * this connection (again after every reconnect). Clicking a pushed notification opens
+   * or focuses the app and acks it. Resolves with the subscription (`toJSON()` form).
+   * @param {{serviceWorker?: string, scope?: string, vapidKey?: string}} [options]
+   */
+  async enablePush({ serviceWorker = '/kurir-sw.js', scope, vapidKey } = {}) {
+    const nav = globalThis.navigator;
+    if (!nav?.serviceWorker || typeof globalThis.PushManager !== 'function' || typeof globalThis.Notification !== 'function') {
+      throw new Error('enablePush: this browser has no service workers, Push API or notifications');
+    }
+    const permission = await globalThis.Notification.requestPermission();
+    if (permission !== 'granted') throw new Error(`enablePush: notification permission is "${permission}"`);
+    await nav.serviceWorker.register(serviceWorker, scope ? { scope } : undefined);
+    const registration = await nav.serviceWorker.ready;
+    let subscription = await registration.pushManager.getSubscription();
+    if (!subscription) {
+      const key = vapidKey ?? (await this._vapidKey());
+      subscription = await registration.pushManager.subscribe({
+        userVisibleOnly: true,
+        applicationServerKey: base64UrlToBytes(key),
+      });
+    }
+    this._listenToServiceWorker(nav.serviceWorker);
+    this._push = subscription.toJSON();
+    this._send({ type: 'push_subscribe', subscription: this._push });
+    return this._push;
+  }
+
+  /** Stops background notifications: unsubscribes and tells the gateway. */
+  async disablePush() {
+    const registration = await globalThis.navigator?.serviceWorker?.getRegistration?.();
+    const subscription = await registration?.pushManager.getSubscription();
+    const endpoint = subscription?.endpoint ?? this._push?.endpoint;
+    this._push = null;
+    if (subscription) await subscription.unsubscribe();
+    if (endpoint) this._send({ type: 'push_unsubscribe', endpoint });
+  }
+
+  /** The gateway's VAPID public key (`GET /v1/push/key`). */
+  async _vapidKey() {
+    const u = new URL(this._url);
+    u.protocol = u.protocol === 'wss:' ? 'https:' : 'http:';
+    u.pathname = `${u.pathname.replace(/\/ws\/?$/, '')}/v1/push/key`;
+    u.search = '';
+    const res = await this._sseDeps.fetch(u.toString());
+    if (!res.ok) throw new Error(`enablePush: the gateway has no push key (HTTP ${res.status})`);
+    const { vapid_public_key: key } = await res.json();
+    if (typeof key !== 'string' || key === '') throw new Error('enablePush: the gateway sent no VAPID key');
+    return key;
+  }
+
+  /** A click on a pushed notification arrives here from the service worker: ack it. */
+  _listenToServiceWorker(container) {
+    if (this._swListening) return;
+    this._swListening = true;
+    container.addEventListener('message', (ev) => {
+      const m = ev.data;
+      if (m?.type === 'kurir-ack' && typeof m.id === 'string' && m.id !== '') this.ack(m.id);
+    });
   }
 
   /**
@@ -813,6 +893,7 @@ export class KurirClient {
       if (this._send({ type: 'ack', id })) this._unsentAcks.delete(id);
     }
     if (this._transport !== 'sse') for (const topic of this._topics) this._send({ type: 'subscribe', topic });
+    if (this._push) this._send({ type: 'push_subscribe', subscription: this._push });
     this._setState('open');
     this._emit('open', frame);
     const waiters = this._waiters.splice(0);

@@ -312,6 +312,15 @@ mod demo {
                 }),
             )
             .route(
+                "/kurir-sw.js",
+                get(|| async {
+                    (
+                        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+                        include_str!("../../clients/js/kurir-sw.js"),
+                    )
+                }),
+            )
+            .route(
                 "/kurir.d.ts",
                 get(|| async {
                     (

@@ -14,7 +14,8 @@
 //                      the page is on); enables the reconnect check
 //   KURIR_SCREENSHOT   optional path: a PNG of the page with a toast showing
 //   KURIR_CHROMIUM     browser binary (default /usr/bin/chromium)
-//   KURIR_COLOR_SCHEME light | dark (default light)
+//   KURIR_COLOR_SCHEME light | dark (default: the browser's; with it set, Playwright's
+//                      emulation keeps the service worker's notifications from showing)
 //
 // Prints one line per check and closes with `N passed, N failed`; exit code 0 iff all passed.
 // Needs `npm install` in clients/js (playwright-core) and Debian's chromium.
@@ -177,6 +178,53 @@ async function sseFallback(context, base, sendCmd) {
   }
 }
 
+/**
+ * The service worker (kurir-sw.js) receives a push message, delivered through the
+ * DevTools protocol as a push service would, and shows it as a system notification.
+ */
+async function pushedNotification(context, base) {
+  const origin = new URL(base).origin;
+  await context.grantPermissions(['notifications'], { origin });
+  const page = await context.newPage();
+  try {
+    await page.goto(new URL('/', base).href, { waitUntil: 'load', timeout: 15_000 });
+    const cdp = await context.newCDPSession(page);
+    const registrations = [];
+    const versions = [];
+    cdp.on('ServiceWorker.workerRegistrationUpdated', (e) => registrations.push(...e.registrations));
+    cdp.on('ServiceWorker.workerVersionUpdated', (e) => versions.push(...e.versions));
+    await cdp.send('ServiceWorker.enable');
+    const scope = await page.evaluate(async () => {
+      const r = await navigator.serviceWorker.register('/kurir-sw.js');
+      await navigator.serviceWorker.ready;
+      return r.scope;
+    });
+    const reg = await waitFor(() => registrations.find((r) => r.scopeURL === scope && !r.isDeleted), 5000);
+    if (!check('service worker /kurir-sw.js registers', Boolean(reg), scope)) return;
+    // Delivered to an activated worker: the registration is reported before that.
+    const activated = await waitFor(() => versions.find((v) => v.registrationId === reg.registrationId && v.status === 'activated'), 5000);
+    check('…and activates', Boolean(activated));
+    const title = `pushed-${rand()}`;
+    const message = { id: `0190-${rand()}`, title, body: 'while the page was closed', collapse_key: 'inbox' };
+    await cdp.send('ServiceWorker.deliverPushMessage', {
+      origin, registrationId: reg.registrationId, data: JSON.stringify(message),
+    });
+    const shown = await waitFor(() => page.evaluate(async (t) => {
+      const r = await navigator.serviceWorker.ready;
+      const ns = await r.getNotifications();
+      const n = ns.find((x) => x.title === t);
+      return n ? { body: n.body, tag: n.tag, id: n.data?.id } : null;
+    }, title), 5000, 100);
+    check('a pushed message is shown as a system notification', Boolean(shown), JSON.stringify(shown));
+    check('…with its body, collapse key as tag, and id for the ack',
+      shown?.body === message.body && shown?.tag === 'inbox' && shown?.id === message.id, JSON.stringify(shown));
+  } catch (e) {
+    check('service worker push check ran', false, e.message.split('\n')[0]);
+  } finally {
+    await page.close().catch(() => {});
+  }
+}
+
 async function main() {
   const base = process.env.KURIR_TEST_URL;
   const sendCmd = process.env.KURIR_SEND_CMD;
@@ -203,7 +251,9 @@ async function main() {
       headless: true,
       args: CHROMIUM_ARGS,
       viewport: { width: 1280, height: 800 },
-      colorScheme: process.env.KURIR_COLOR_SCHEME === 'dark' ? 'dark' : 'light',
+      // Only when asked for: Playwright's color-scheme emulation keeps a service worker's
+      // notifications from showing (the push check below).
+      ...(process.env.KURIR_COLOR_SCHEME ? { colorScheme: process.env.KURIR_COLOR_SCHEME === 'dark' ? 'dark' : 'light' } : {}),
       reducedMotion: 'no-preference',
     });
   } catch (e) {
@@ -221,6 +271,10 @@ async function main() {
       // expected during the restart check, and not the page's fault.
       if (m.type() === 'error' && !/WebSocket connection to|net::ERR_/.test(m.text())) pageErrors.push(`console: ${m.text()}`);
     });
+
+    // 0. the service worker shows what Web Push delivers while the page is closed. First:
+    // after the request routing of the SSE check (6), pushed notifications no longer show.
+    await pushedNotification(context, base);
 
     // 1. the page
     const res = await page.goto(new URL('/', base).href, { waitUntil: 'load', timeout: 15_000 }).catch((e) => e);
@@ -308,6 +362,7 @@ async function main() {
 
     // 6. a network that blocks WebSocket: the same page falls back to SSE by itself
     await sseFallback(context, base, sendCmd);
+
   } finally {
     await context.close().catch(() => {});
     await rm(profile, { recursive: true, force: true });
