@@ -252,7 +252,7 @@ async function main() {
       args: CHROMIUM_ARGS,
       viewport: { width: 1280, height: 800 },
       // Only when asked for: Playwright's color-scheme emulation keeps a service worker's
-      // notifications from showing (the push check below).
+      // notifications from showing (the push check, 0).
       ...(process.env.KURIR_COLOR_SCHEME ? { colorScheme: process.env.KURIR_COLOR_SCHEME === 'dark' ? 'dark' : 'light' } : {}),
       reducedMotion: 'no-preference',
     });
