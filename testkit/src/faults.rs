@@ -1,14 +1,17 @@
 //! Outages a test stages without touching the shared servers: private NATS and Redis
-//! servers it can stop, pause, kill and restart; a private Redis Cluster; a TCP proxy it
+//! servers it can stop, pause, kill and restart; a private NATS cluster and Redis
+//! Cluster; a TCP proxy it
 //! can cut; and `redis-cli` to inspect or bend what a server holds.
 
 mod nats;
+mod nats_cluster;
 mod proxy;
 mod redis;
 pub mod redis_cli;
 mod redis_cluster;
 
 pub use nats::OwnNats;
+pub use nats_cluster::NatsCluster;
 pub use proxy::Proxy;
 pub use redis::OwnRedis;
 pub use redis_cluster::RedisCluster;

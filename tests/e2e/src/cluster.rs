@@ -28,22 +28,42 @@ impl Cluster {
         Self::start_full(gateways, nats, redis, &[]).await
     }
 
+    /// A cluster whose processes use different NATS URLs (nodes of one NATS cluster):
+    /// the dispatcher `dispatcher_nats`, gateway `i` `gateway_nats[i]`.
+    pub async fn start_spread(
+        dispatcher_nats: &str,
+        gateway_nats: &[String],
+        redis: &str,
+    ) -> Result<Self> {
+        Self::start_each(dispatcher_nats, gateway_nats, redis, &[]).await
+    }
+
     async fn start_full(
         gateways: usize,
         nats: &str,
         redis: &str,
         env: &[(&'static str, String)],
     ) -> Result<Self> {
+        let each = vec![nats.to_string(); gateways];
+        Self::start_each(nats, &each, redis, env).await
+    }
+
+    async fn start_each(
+        dispatcher_nats: &str,
+        gateway_nats: &[String],
+        redis: &str,
+        env: &[(&'static str, String)],
+    ) -> Result<Self> {
         let namespace = random_namespace();
-        let opts = GatewayOpts {
-            namespace: namespace.clone(),
-            nats_url: nats.to_string(),
-            redis_url: redis.to_string(),
-            extra: env.to_vec(),
-        };
-        let dispatcher = DispatcherProc::start(&namespace, nats, redis).await?;
+        let dispatcher = DispatcherProc::start(&namespace, dispatcher_nats, redis).await?;
         let mut gws = Vec::new();
-        for i in 0..gateways {
+        for (i, nats) in gateway_nats.iter().enumerate() {
+            let opts = GatewayOpts {
+                namespace: namespace.clone(),
+                nats_url: nats.clone(),
+                redis_url: redis.to_string(),
+                extra: env.to_vec(),
+            };
             let node = format!("gw{i}-{}", &namespace[5..13]);
             gws.push(GatewayProc::start(&node, &opts).await?);
         }

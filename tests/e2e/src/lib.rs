@@ -19,6 +19,7 @@ mod gateway;
 mod metrics;
 mod redis_keys;
 mod sse_client;
+pub mod steady;
 mod tokens;
 mod ws_client;
 
@@ -34,7 +35,7 @@ pub use tokens::{token, token_with_secret, user};
 pub use ws_client::{Client, Ended};
 
 pub use kurir_testkit::faults::redis_cli::{redis_cli, redis_cli_batch, redis_quote};
-pub use kurir_testkit::faults::{OwnNats, OwnRedis};
+pub use kurir_testkit::faults::{NatsCluster, OwnNats, OwnRedis, RedisCluster};
 pub use kurir_testkit::poll::poll;
 pub use kurir_testkit::process::Signal;
 pub use kurir_testkit::{

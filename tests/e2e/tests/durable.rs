@@ -3,12 +3,13 @@
 //! Redis restart).
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Result;
 use futures::StreamExt;
+use kurir_e2e::steady::*;
 use kurir_e2e::*;
 use kurir_proto::v1::{ReceiptStatus, SendRequest, WatchReceiptsRequest};
 use serde_json::Value;
@@ -337,73 +338,10 @@ fn addrs(gws: &[&GatewayProc]) -> Vec<String> {
     gws.iter().map(|g| g.addr.to_string()).collect()
 }
 
-const USERS: usize = 100;
-const SENDS: usize = 2000;
-/// One send every 2 ms: 2,000 sends over ~4 s plus gRPC time.
-const SEND_EVERY: Duration = Duration::from_millis(2);
-/// The fault hits once this many sends went out, and is repaired at [`REPAIR_AT`].
-const FAULT_AT: usize = 700;
-const REPAIR_AT: usize = 1000;
-
 enum Fault {
     KillGateway,
     RestartNats(OwnNats),
     RestartRedis(OwnRedis),
-}
-
-/// What the send loop saw.
-#[derive(Default)]
-struct Sent {
-    /// (user, id) of every send answered OK.
-    ok: Vec<(String, String)>,
-    /// Sends answered UNAVAILABLE (allowed only while Redis is down).
-    unavailable: usize,
-}
-
-/// Stored sends round-robin over `users` at a steady rate, `progress` counting those
-/// started. Runs in its own task, so a fault being injected or repaired never holds it up.
-async fn send_steadily(
-    mut api: Api,
-    users: Vec<String>,
-    progress: Arc<AtomicUsize>,
-    may_fail: bool,
-) -> Result<Sent> {
-    let mut sent = Sent::default();
-    let mut tick = tokio::time::interval(SEND_EVERY);
-    for i in 0..SENDS {
-        tick.tick().await;
-        progress.store(i, Ordering::SeqCst);
-        let u = &users[i % USERS];
-        match send(&mut api, &[u], &format!("c{i}"), 3600).await {
-            Ok(r) => sent.ok.push((u.clone(), r.id)),
-            Err(e) => {
-                let code = e.downcast_ref::<tonic::Status>().map(|s| s.code());
-                anyhow::ensure!(code == Some(tonic::Code::Unavailable), "send {i}: {e}");
-                anyhow::ensure!(may_fail, "send {i} failed: {e}");
-                sent.unavailable += 1;
-            }
-        }
-    }
-    progress.store(SENDS, Ordering::SeqCst);
-    Ok(sent)
-}
-
-/// Wait until the send loop reached send `i` (it never waits for us); its error if it
-/// failed before.
-async fn reached(
-    progress: &AtomicUsize,
-    i: usize,
-    sender: &mut tokio::task::JoinHandle<Result<Sent>>,
-) -> Result<()> {
-    eventually(Duration::from_secs(60), &format!("send {i}"), || async {
-        (progress.load(Ordering::SeqCst) >= i || sender.is_finished()).then_some(())
-    })
-    .await;
-    if progress.load(Ordering::SeqCst) < i {
-        sender.await??;
-        anyhow::bail!("the send loop ended before send {i}");
-    }
-    Ok(())
 }
 
 async fn chaos(mut fault: Fault, transport: Transport) -> Result<()> {
@@ -463,31 +401,7 @@ async fn chaos(mut fault: Fault, transport: Transport) -> Result<()> {
             "Send kept answering OK while Redis was down"
         );
     }
-    let expected = sent.ok;
-    poll(
-        Duration::from_secs(60),
-        "every (user, id) received",
-        || async { (fleet.missing(&expected) == 0).then_some(()) },
-    )
-    .await
-    .map_err(|e| {
-        anyhow::anyhow!(
-            "{e}: {} of {} missing",
-            fleet.missing(&expected),
-            expected.len()
-        )
-    })?;
-    eventually(
-        Duration::from_secs(30),
-        "every inbox empty (all acked)",
-        || async { (inbox_entries(&redis, &cluster.namespace).ok()? == 0).then_some(()) },
-    )
-    .await;
-    assert_eq!(
-        fleet.duplicates.load(Ordering::Relaxed),
-        0,
-        "an id twice on one connection"
-    );
+    all_received(&fleet, &sent.ok, &redis, &cluster.namespace).await?;
     fleet.stop().await;
     cleanup_namespace(&redis, &cluster.namespace);
     Ok(())
