@@ -78,14 +78,15 @@ pub async fn reached(
 }
 
 /// After the run: every (user, id) in `expected` received (within a minute), every
-/// inbox of `namespace` empty (all acked), and no id twice on one connection.
+/// inbox of `namespace` empty (all acked), and no id twice on one connection. `redis`
+/// names every server that holds keys (one, or each master of a cluster).
 ///
 /// # Errors
 /// Something was lost, left unacked or duplicated.
 pub async fn all_received(
     fleet: &Fleet,
     expected: &[(String, String)],
-    redis: &str,
+    redis: &[String],
     namespace: &str,
 ) -> Result<()> {
     poll(
@@ -104,7 +105,13 @@ pub async fn all_received(
     eventually(
         Duration::from_secs(30),
         "every inbox empty (all acked)",
-        || async { (inbox_entries(redis, namespace).ok()? == 0).then_some(()) },
+        || async {
+            let mut left = 0;
+            for url in redis {
+                left += inbox_entries(url, namespace).ok()?;
+            }
+            (left == 0).then_some(())
+        },
     )
     .await;
     anyhow::ensure!(
