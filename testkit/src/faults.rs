@@ -14,7 +14,7 @@ pub use nats::OwnNats;
 pub use nats_cluster::NatsCluster;
 pub use proxy::Proxy;
 pub use redis::OwnRedis;
-pub use redis_cluster::RedisCluster;
+pub use redis_cluster::{RedisCluster, Roles};
 
 use std::path::PathBuf;
 

@@ -18,6 +18,13 @@ pub struct RedisCluster {
     dir: PathBuf,
 }
 
+/// The cluster's layout: master ports, and `(replica port, its master's port)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Roles {
+    pub masters: Vec<u16>,
+    pub replicas: Vec<(u16, u16)>,
+}
+
 /// How long a master may be unreachable before its replica takes over (the default,
 /// 15 s, is far longer than a test).
 const NODE_TIMEOUT_MS: &str = "1000";
@@ -106,9 +113,9 @@ impl RedisCluster {
         )
     }
 
-    /// `(port, master port)` of every live node that is a replica, and the ports of the
-    /// masters, as the cluster sees it now (`CLUSTER NODES` of a live node).
-    pub fn roles(&self) -> Result<(Vec<u16>, Vec<(u16, u16)>), ServerError> {
+    /// Who is master and who replicates whom, as the cluster sees it now (`CLUSTER
+    /// NODES` of a live node); failed nodes are left out.
+    pub fn roles(&self) -> Result<Roles, ServerError> {
         let port = self.live_ports().next().ok_or_else(|| ServerError::Io {
             what: "every node is down".into(),
             source: std::io::Error::other("no live node"),
@@ -154,7 +161,7 @@ impl RedisCluster {
                 }
             }
         }
-        Ok((masters, replicas))
+        Ok(Roles { masters, replicas })
     }
 
     /// `CLUSTER FAILOVER` on replica `port`: it takes over its master's slots once it

@@ -401,7 +401,13 @@ async fn chaos(mut fault: Fault, transport: Transport) -> Result<()> {
             "Send kept answering OK while Redis was down"
         );
     }
-    all_received(&fleet, &sent.ok, &[redis.clone()], &cluster.namespace).await?;
+    all_received(
+        &fleet,
+        &sent.ok,
+        std::slice::from_ref(&redis),
+        &cluster.namespace,
+    )
+    .await?;
     fleet.stop().await;
     cleanup_namespace(&redis, &cluster.namespace);
     Ok(())

@@ -119,7 +119,13 @@ async fn chaos_the_nats_node_of_a_gateway_sigkilled_mid_stream_loses_nothing() -
     nats.restart(1).await?;
 
     let sent = sender.await??;
-    all_received(&fleet, &sent.ok, &[redis.clone()], &cluster.namespace).await?;
+    all_received(
+        &fleet,
+        &sent.ok,
+        std::slice::from_ref(&redis),
+        &cluster.namespace,
+    )
+    .await?;
     eprintln!(
         "gateway 0 moved to a surviving NATS node {moved:?} after its node was killed; {} sends, all delivered",
         sent.ok.len()

@@ -58,17 +58,17 @@ async fn failover_mid_stream(fault: Fault) -> Result<()> {
     ));
 
     reached(&progress, FAULT_AT, &mut sender).await?;
-    let (masters, replicas) = redis.roles()?;
-    let (replica, master) = replicas[0];
-    assert!(masters.contains(&master));
+    let roles = redis.roles()?;
+    let (replica, master) = roles.replicas[0];
+    assert!(roles.masters.contains(&master));
     let started = Instant::now();
     match fault {
         Fault::Planned => redis.failover(replica)?,
         Fault::MasterKilled => redis.kill(master),
     }
     poll(Duration::from_secs(20), "the replica took over", || async {
-        let (masters, _) = redis.roles().ok()?;
-        masters.contains(&replica).then_some(())
+        let roles = redis.roles().ok()?;
+        roles.masters.contains(&replica).then_some(())
     })
     .await?;
     redis.wait_until_ok().await?;
@@ -90,8 +90,9 @@ async fn failover_mid_stream(fault: Fault) -> Result<()> {
         let r = send(&mut api2, &[u], &format!("after-{i}"), 600).await?;
         sent.ok.push((u.clone(), r.id));
     }
-    let (masters, _) = redis.roles()?;
-    let masters: Vec<String> = masters
+    let masters: Vec<String> = redis
+        .roles()?
+        .masters
         .iter()
         .map(|p| format!("redis://127.0.0.1:{p}"))
         .collect();
