@@ -1,8 +1,8 @@
-//! Kurir gateway: holds users' connections (WebSocket, SSE) and writes notifications to
-//! them.
+//! Kurir gateway: holds users' connections (WebSocket, SSE, MQTT) and writes
+//! notifications to them.
 //!
-//! The data path, in order: [`ws`] and [`sse`] (① the transports, one [`ws::session`]
-//! or [`sse::stream`] per connection; [`admission`] lets a client in, [`client`] is what
+//! The data path, in order: [`ws`], [`sse`] and [`mqtt`] (① the transports, one
+//! [`ws::session`], [`sse::stream`] or [`mqtt::session`] per connection; [`admission`] lets a client in, [`client`] is what
 //! it does whatever carries it) ↔ [`hub`] (② user → connections, topic → connections, bounded per-connection
 //! queues) ↔ [`relay`] (③ bus subscriptions → hub) ; [`liveness`] (④ presence, node
 //! liveness, readiness probe), [`receipts`], [`drain`] (SIGTERM). Below them all,
@@ -19,6 +19,7 @@ pub mod config;
 pub mod drain;
 pub mod hub;
 pub mod liveness;
+pub mod mqtt;
 pub mod protocol;
 pub mod readiness;
 pub mod receipts;
@@ -76,6 +77,8 @@ fn listen(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
 pub struct Gateway {
     state: AppState,
     listener: TcpListener,
+    /// The MQTT listener, when `KURIR_MQTT_LISTEN` is set.
+    mqtt: Option<TcpListener>,
     metrics: Option<(TcpListener, PrometheusHandle)>,
     /// The main listener's TLS, when `KURIR_TLS_CERT`/`KURIR_TLS_KEY` are set.
     tls: Option<Arc<ServerCerts>>,
@@ -118,6 +121,10 @@ impl Gateway {
             listen(addr, backlog).map_err(|source| StartError::Bind { addr, source })
         };
         let listener = bind(config.listen).await?;
+        let mqtt = match config.mqtt_listen {
+            Some(addr) => Some(bind(addr).await?),
+            None => None,
+        };
         let metrics = match metrics {
             Some(h) => Some((bind(config.metrics_listen).await?, h)),
             None => None,
@@ -143,6 +150,7 @@ impl Gateway {
         Ok(Self {
             state,
             listener,
+            mqtt,
             metrics,
             tls,
             topics_rx,
@@ -158,6 +166,11 @@ impl Gateway {
         self.listener
             .local_addr()
             .expect("bound listener has an address")
+    }
+
+    /// The MQTT listener's address, when `KURIR_MQTT_LISTEN` is set.
+    pub fn mqtt_addr(&self) -> Option<SocketAddr> {
+        self.mqtt.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     /// Whether the main listener speaks TLS (`wss://`, HTTPS).
@@ -193,6 +206,7 @@ impl Gateway {
         let Self {
             state,
             listener,
+            mqtt,
             metrics,
             tls,
             topics_rx,
@@ -265,6 +279,15 @@ impl Gateway {
 
         let draining = CancellationToken::new();
         let app = Self::router(Arc::new(state.clone()));
+        let mqtt = mqtt.map(|l| {
+            info!(addr = ?l.local_addr().ok(), "mqtt listening");
+            tokio::spawn(mqtt::serve(
+                l,
+                Arc::new(state.clone()),
+                tls.clone(),
+                draining.clone(),
+            ))
+        });
         let edge = ws::accept::Edge {
             tls,
             max_pending: state.config.max_pending_handshakes,
@@ -280,6 +303,9 @@ impl Gateway {
         background.close();
         background.wait().await;
         let _ = server.await;
+        if let Some(mqtt) = mqtt {
+            let _ = mqtt.await;
+        }
         info!(node = %state.node, "gateway stopped");
         Ok(())
     }

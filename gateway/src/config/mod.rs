@@ -33,6 +33,10 @@ pub struct Config {
     #[arg(long, env = "KURIR_LISTEN", default_value = DEFAULT_LISTEN)]
     pub listen: SocketAddr,
 
+    /// MQTT 3.1.1 listener for devices (TCP; TLS with `KURIR_TLS_CERT`). Unset: no MQTT.
+    #[arg(long, env = "KURIR_MQTT_LISTEN")]
+    pub mqtt_listen: Option<SocketAddr>,
+
     /// `/metrics` (and `/healthz`, `/readyz`).
     #[arg(long, env = "KURIR_METRICS_LISTEN", default_value = DEFAULT_METRICS_LISTEN)]
     pub metrics_listen: SocketAddr,
@@ -238,6 +242,7 @@ impl Config {
             backends: BackendSettings::for_test(namespace),
             node_id: None,
             listen: loopback,
+            mqtt_listen: None,
             metrics_listen: loopback,
             jwt_secret: Some(Secret::from(TEST_JWT_SECRET)),
             jwt_public_key_file: None,

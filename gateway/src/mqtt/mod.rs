@@ -1,0 +1,98 @@
+//! ① The MQTT transport, for devices: an MQTT 3.1.1 listener (`KURIR_MQTT_LISTEN`, off by
+//! default) on the same hub, inbox and presence as a WebSocket.
+//!
+//! A connection goes [`connect`] (the CONNECT packet within the handshake timeout; the
+//! password is the client token; a CONNACK) → [`session`] (subscriptions, replay, live
+//! publishes, PUBACK as the ack). [`topics`] names what a device may subscribe to,
+//! [`inflight`] the QoS 1 publishes awaiting their PUBACK, [`persist`] the subscriptions
+//! a persistent session keeps. Packets are `rumqttc`'s codec (`mqttbytes::v4`).
+//!
+//! Handshakes are bounded like the WebSocket listener's: at most
+//! `KURIR_MAX_PENDING_HANDSHAKES` connections wait for their CONNECT at once, beyond
+//! that a new connection is closed at once.
+
+pub mod connect;
+pub mod inflight;
+pub mod persist;
+pub mod session;
+pub mod topics;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kurir_tls::ServerCerts;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use crate::state::AppState;
+use crate::telemetry;
+
+/// Largest packet a client may send (its remaining length); larger closes the
+/// connection. Devices send small control packets.
+pub const MAX_PACKET_BYTES: usize = 64 * 1024;
+
+/// Pause after an accept error other than a vanished peer, so the loop does not spin.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+/// Accept MQTT connections until `stop`. Each runs on the node's task tracker, so the
+/// drain waits for it.
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    tls: Option<Arc<ServerCerts>>,
+    stop: CancellationToken,
+) {
+    let pending = Arc::new(Semaphore::new(state.config.max_pending_handshakes));
+    let sessions = Arc::new(persist::Sessions::default());
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) if matches!(e.kind(), std::io::ErrorKind::ConnectionAborted | std::io::ErrorKind::ConnectionReset) => continue,
+                Err(e) => {
+                    warn!(error = %e, "mqtt accept failed");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    continue;
+                }
+            },
+            () = stop.cancelled() => break,
+        };
+        let Ok(permit) = Arc::clone(&pending).try_acquire_owned() else {
+            telemetry::handshake_refused("at_capacity");
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let (state, sessions, stop) = (state.clone(), sessions.clone(), stop.clone());
+        let acceptor = tls.as_ref().map(|certs| certs.acceptor());
+        let tracker = state.tracker.clone();
+        tracker.spawn(async move {
+            let deadline = tokio::time::Instant::now() + state.config.handshake_timeout();
+            let handshake = connect::Handshake {
+                state,
+                sessions,
+                permit,
+                deadline,
+                stop,
+            };
+            match acceptor {
+                None => handshake.run(stream).await,
+                Some(acceptor) => {
+                    let accepted = tokio::select! {
+                        r = tokio::time::timeout_at(deadline, acceptor.accept(stream)) => r,
+                        () = handshake.stop.cancelled() => return,
+                    };
+                    match accepted {
+                        Ok(Ok(tls)) => handshake.run(tls).await,
+                        Ok(Err(e)) => {
+                            debug!(error = %e, "mqtt TLS handshake failed");
+                            telemetry::handshake_refused("tls_error");
+                        }
+                        Err(_) => telemetry::handshake_refused("timeout"),
+                    }
+                }
+            }
+        });
+    }
+}
