@@ -211,6 +211,10 @@ where
             if let Err(reason) = Box::pin(self.handle_buffered()).await {
                 return reason;
             }
+            if self.replay_due {
+                // A packet asked for it (a `kurir/user` subscription).
+                continue;
+            }
             if !self.inflight.has_room() {
                 if let Err(reason) = Box::pin(self.wait_room()).await {
                     return reason;

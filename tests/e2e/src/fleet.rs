@@ -1,4 +1,5 @@
-//! Many users at once, as a fleet of self-reconnecting clients over WebSocket or SSE:
+//! Many users at once, as a fleet of self-reconnecting clients over WebSocket, SSE or
+//! MQTT:
 //! what a rolling restart or a fault looks like from the outside (who received what, how
 //! sessions ended, how long users took to come back).
 
@@ -12,6 +13,7 @@ use serde_json::Value;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
 
+use crate::mqtt_client::MqttClient;
 use crate::sse_client::SseClient;
 use crate::tokens::token_with_secret;
 use crate::ws_client::Client;
@@ -25,6 +27,9 @@ pub enum Transport {
     /// `GET /sse`, acks as `POST /v1/ack`, reconnecting with `Last-Event-ID` as a
     /// browser's `EventSource` does.
     Sse,
+    /// MQTT 3.1.1 on the gateways' MQTT listeners (the fleet's addresses are those):
+    /// `kurir/user` at QoS 1, acks as PUBACKs.
+    Mqtt,
 }
 
 /// How a session of the [`Fleet`] ended on the server's side.
@@ -211,6 +216,30 @@ impl Drop for Fleet {
 enum Conn {
     Ws(Box<Client>),
     Sse(Box<SseClient>),
+    Mqtt(Box<MqttConn>),
+}
+
+/// An MQTT device of the fleet: MQTT has no `welcome`, so its node is named by the
+/// address it connected to; the packet id of each notification is kept for its ack.
+struct MqttConn {
+    client: MqttClient,
+    welcome: Value,
+    pkids: HashMap<String, u16>,
+}
+
+impl MqttConn {
+    async fn open(addr: &str, token: &str) -> anyhow::Result<Self> {
+        use rumqttc::mqttbytes::QoS;
+        let mut client = MqttClient::connect(addr, token, "", true).await?;
+        client
+            .subscribe(&[("kurir/user", QoS::AtLeastOnce)])
+            .await?;
+        Ok(Self {
+            client,
+            welcome: serde_json::json!({ "node": addr }),
+            pkids: HashMap::new(),
+        })
+    }
 }
 
 /// What a connection gave next.
@@ -232,6 +261,10 @@ impl Conn {
                 .await
                 .ok()
                 .map(|c| Self::Sse(Box::new(c))),
+            Transport::Mqtt => MqttConn::open(addr, token)
+                .await
+                .ok()
+                .map(|c| Self::Mqtt(Box::new(c))),
         }
     }
 
@@ -239,12 +272,13 @@ impl Conn {
         match self {
             Self::Ws(c) => &c.welcome,
             Self::Sse(c) => &c.welcome,
+            Self::Mqtt(c) => &c.welcome,
         }
     }
 
     fn last_id(&self) -> Option<String> {
         match self {
-            Self::Ws(_) => None,
+            Self::Ws(_) | Self::Mqtt(_) => None,
             Self::Sse(c) => c.last_id.clone(),
         }
     }
@@ -270,6 +304,17 @@ impl Conn {
                 Err(e) if e.to_string().starts_with("no frame") => Next::Nothing,
                 Err(_) => Next::Ended(DROPPED),
             },
+            Self::Mqtt(c) => match c.client.next_publish(wait).await {
+                Ok(r) => {
+                    if let Some(id) = r.json["id"].as_str() {
+                        c.pkids.insert(id.to_string(), r.pkid);
+                    }
+                    Next::Frame(r.json)
+                }
+                Err(e) if e.to_string().contains("no packet in time") => Next::Nothing,
+                // MQTT 3.1.1 has no server DISCONNECT: a close is a dropped socket.
+                Err(_) => Next::Ended(DROPPED),
+            },
         }
     }
 
@@ -277,12 +322,21 @@ impl Conn {
         match self {
             Self::Ws(c) => c.ack(id).await,
             Self::Sse(c) => c.ack(id).await,
+            Self::Mqtt(c) => match c.pkids.remove(id) {
+                // QoS 0 (not stored): nothing to ack.
+                Some(0) | None => Ok(()),
+                Some(pkid) => c.client.puback(pkid).await,
+            },
         }
     }
 
     async fn close(self) {
-        if let Self::Ws(mut c) = self {
-            let _ = c.ws.close(None).await;
+        match self {
+            Self::Ws(mut c) => {
+                let _ = c.ws.close(None).await;
+            }
+            Self::Mqtt(c) => c.client.disconnect().await,
+            Self::Sse(_) => {}
         }
     }
 }

@@ -16,6 +16,8 @@ pub struct GatewayProc {
     pub node: String,
     pub addr: SocketAddr,
     pub metrics: SocketAddr,
+    /// The MQTT listener (`KURIR_MQTT_LISTEN`).
+    pub mqtt: SocketAddr,
 }
 
 /// Options for a gateway process.
@@ -31,7 +33,7 @@ impl GatewayProc {
     /// Start gateway `node` (short drain, liveness and probe intervals so faults show
     /// within seconds) and wait until it is ready.
     pub async fn start(node: &str, opts: &GatewayOpts) -> Result<Self> {
-        let (addr, metrics) = (free_addr(), free_addr());
+        let (addr, metrics, mqtt) = (free_addr(), free_addr(), free_addr());
         let mut env = vec![
             ("KURIR_NAMESPACE", opts.namespace.clone()),
             ("KURIR_NATS_URL", opts.nats_url.clone()),
@@ -39,6 +41,7 @@ impl GatewayProc {
             ("KURIR_NODE_ID", node.to_string()),
             ("KURIR_LISTEN", addr.to_string()),
             ("KURIR_METRICS_LISTEN", metrics.to_string()),
+            ("KURIR_MQTT_LISTEN", mqtt.to_string()),
             ("KURIR_JWT_SECRET", JWT_SECRET.to_string()),
             ("KURIR_DRAIN_SECONDS", "1".to_string()),
             ("KURIR_LIVENESS_TTL_MS", "3000".to_string()),
@@ -54,6 +57,7 @@ impl GatewayProc {
             node: node.into(),
             addr,
             metrics,
+            mqtt,
         })
     }
 

@@ -1,6 +1,6 @@
 //! Issue 3, end to end: inbox, replay, cursors, acks, receipts, idempotency, order, slow
-//! consumers, and the chaos runs (gateway SIGKILL over WebSocket and SSE, NATS restart,
-//! Redis restart).
+//! consumers, and the chaos runs (gateway SIGKILL over WebSocket, SSE and MQTT, NATS
+//! restart, Redis restart).
 
 use std::collections::HashSet;
 use std::sync::atomic::AtomicUsize;
@@ -338,6 +338,14 @@ fn addrs(gws: &[&GatewayProc]) -> Vec<String> {
     gws.iter().map(|g| g.addr.to_string()).collect()
 }
 
+/// Where a fleet over `transport` connects: the MQTT listeners for MQTT.
+fn addrs_for(transport: Transport, gws: &[&GatewayProc]) -> Vec<String> {
+    match transport {
+        Transport::Mqtt => gws.iter().map(|g| g.mqtt.to_string()).collect(),
+        _ => addrs(gws),
+    }
+}
+
 enum Fault {
     KillGateway,
     RestartNats(OwnNats),
@@ -358,7 +366,7 @@ async fn chaos(mut fault: Fault, transport: Transport) -> Result<()> {
     let fleet = Fleet::start_over(
         transport,
         &users,
-        &addrs(&[&cluster.gateways[0], &cluster.gateways[1]]),
+        &addrs_for(transport, &[&cluster.gateways[0], &cluster.gateways[1]]),
         JWT_SECRET,
     );
     let api = cluster.dispatcher.client().await?;
@@ -389,7 +397,10 @@ async fn chaos(mut fault: Fault, transport: Transport) -> Result<()> {
             let node = cluster.gateways[0].node.clone();
             let g = cluster.start_gateway(&node, &nats, &redis).await?;
             cluster.gateways[0] = g;
-            fleet.set_gateways(&addrs(&[&cluster.gateways[0], &cluster.gateways[1]]));
+            fleet.set_gateways(&addrs_for(
+                transport,
+                &[&cluster.gateways[0], &cluster.gateways[1]],
+            ));
         }
         Fault::RestartNats(n) => n.restart().await?,
         Fault::RestartRedis(r) => r.restart().await?,
@@ -424,6 +435,11 @@ async fn chaos_gateway_sigkill_mid_stream_loses_nothing() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn chaos_gateway_sigkill_mid_stream_loses_nothing_over_sse() -> Result<()> {
     chaos(Fault::KillGateway, Transport::Sse).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn chaos_gateway_sigkill_mid_stream_loses_nothing_over_mqtt() -> Result<()> {
+    chaos(Fault::KillGateway, Transport::Mqtt).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

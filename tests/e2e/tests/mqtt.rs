@@ -1,0 +1,453 @@
+//! The MQTT transport end to end, on real Redis and NATS with the real binaries, with a
+//! packet-level MQTT 3.1.1 client and `mosquitto_sub`: targeted sends on `kurir/user`
+//! acked by PUBACK, replay after being offline, topics under the token's rules, refusals
+//! in CONNACK and SUBACK, persistent sessions, keepalive and the limits. (The chaos run
+//! over MQTT is in `durable`.)
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result};
+use kurir_e2e::*;
+use kurir_proto::v1::{PublishRequest, ReceiptStatus, WatchReceiptsRequest};
+use rumqttc::mqttbytes::v4::{ConnectReturnCode, Packet, SubscribeReasonCode};
+use rumqttc::mqttbytes::QoS;
+
+const T: Duration = Duration::from_secs(5);
+const QUIET: Duration = Duration::from_millis(500);
+const USER: &str = "kurir/user";
+
+fn granted(q: QoS) -> SubscribeReasonCode {
+    SubscribeReasonCode::Success(q)
+}
+
+/// Wait until `n` connections were counted closed for `reason` (counted after the socket
+/// closed).
+async fn closes_counted(gw: &GatewayProc, reason: &str, n: f64) {
+    let series = format!("kurir_gateway_connections_closed_total{{reason=\"{reason}\"}}");
+    eventually(T, &format!("{n} closed as {reason}"), || async {
+        (gw.metric(&series).await.ok()? == n).then_some(())
+    })
+    .await;
+}
+
+/// Wait until the gateway holds no MQTT connection (a closed one is fully gone: its
+/// persistent session kept).
+async fn all_gone(gw: &GatewayProc) {
+    eventually(T, "MQTT connections gone", || async {
+        (gw.metric("kurir_gateway_transport_connections{transport=\"mqtt\"}")
+            .await
+            .ok()?
+            == 0.0)
+            .then_some(())
+    })
+    .await;
+}
+
+async fn device(gw: &GatewayProc, user: &str, topics: &[&str]) -> Result<MqttClient> {
+    MqttClient::connect(&gw.mqtt.to_string(), &token(user, topics, 60), "", true).await
+}
+
+#[tokio::test]
+async fn a_targeted_send_arrives_on_kurir_user_and_puback_acks_it() -> Result<()> {
+    let cluster = Cluster::start(1).await?;
+    let gw = &cluster.gateways[0];
+    let alice = user("alice");
+    let mut api = cluster.dispatcher.client().await?;
+    let mut receipts = api
+        .watch_receipts(WatchReceiptsRequest {
+            user_ids: vec![alice.clone()],
+            notification_ids: vec![],
+        })
+        .await?
+        .into_inner();
+    eventually(T, "receipt watcher open", || async {
+        (cluster
+            .dispatcher
+            .metric("kurir_dispatcher_receipt_watchers")
+            .await
+            .ok()?
+            >= 1.0)
+            .then_some(())
+    })
+    .await;
+    let mut d = device(gw, &alice, &[]).await?;
+    assert!(!d.session_present);
+    assert_eq!(
+        d.subscribe(&[(USER, QoS::ExactlyOnce)]).await?,
+        [granted(QoS::AtLeastOnce)],
+        "QoS 1 at most"
+    );
+    // The subscription's replay (of nothing) is over before the send.
+    d.expect_silence(QUIET).await?;
+
+    let sent = send(&mut api, &[&alice], "hello", 600).await?;
+    assert_eq!(sent.online_users, 1, "an MQTT connection is presence");
+    let n = d.next_publish(T).await?;
+    assert_eq!((n.topic.as_str(), n.qos), (USER, QoS::AtLeastOnce));
+    assert_eq!(n.json["id"], sent.id.as_str());
+    assert_eq!(n.json["title"], "hello");
+    assert_eq!(n.json["replayed"], false);
+    let status = |s: ReceiptStatus| s as i32;
+    let next_receipt = |r: Option<Result<kurir_proto::v1::Receipt, tonic::Status>>| {
+        let r = r.expect("receipt stream open").expect("receipt");
+        (r.id, r.status)
+    };
+    use futures::StreamExt as _;
+    let r = next_receipt(tokio::time::timeout(T, receipts.next()).await?);
+    assert_eq!(r, (sent.id.clone(), status(ReceiptStatus::Delivered)));
+
+    d.puback(n.pkid).await?;
+    let r = next_receipt(tokio::time::timeout(T, receipts.next()).await?);
+    assert_eq!(r, (sent.id.clone(), status(ReceiptStatus::Acked)));
+    eventually(T, "inbox empty after the PUBACK", || async {
+        (inbox_entries(&redis_url(), &cluster.namespace).ok()? == 0).then_some(())
+    })
+    .await;
+
+    // Not stored: QoS 0, nothing to ack.
+    let live = send(&mut api, &[&alice], "fleeting", 0).await?;
+    let n = d.next_publish(T).await?;
+    assert_eq!(
+        (n.json["id"].as_str(), n.qos),
+        (Some(live.id.as_str()), QoS::AtMostOnce)
+    );
+    d.expect_silence(QUIET).await?;
+    assert!(
+        gw.metric("kurir_gateway_transport_deliveries_total{transport=\"mqtt\"}")
+            .await?
+            >= 2.0
+    );
+    assert_eq!(
+        gw.metric("kurir_gateway_transport_connections{transport=\"mqtt\"}")
+            .await?,
+        1.0
+    );
+    d.disconnect().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn stored_notifications_sent_while_offline_are_replayed_on_reconnect() -> Result<()> {
+    let cluster = Cluster::start(1).await?;
+    let gw = &cluster.gateways[0];
+    let alice = user("alice");
+    let mut api = cluster.dispatcher.client().await?;
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        ids.push(send(&mut api, &[&alice], &format!("n{i}"), 600).await?.id);
+    }
+    let mut d = device(gw, &alice, &[]).await?;
+    d.expect_silence(QUIET).await?;
+    // Nothing before the subscription; all of it, oldest first, after.
+    d.subscribe(&[(USER, QoS::AtLeastOnce)]).await?;
+    for (i, id) in ids.iter().enumerate() {
+        let n = d.next_publish(T).await.context("replay")?;
+        assert_eq!(n.json["id"], id.as_str());
+        assert_eq!(n.json["replayed"], true);
+        assert!(n.json["cursor"].is_string());
+        if i < 2 {
+            d.puback(n.pkid).await?;
+        }
+    }
+    d.expect_silence(QUIET).await?;
+    d.disconnect().await;
+
+    // Offline for a while: one more arrives meanwhile.
+    let later = send(&mut api, &[&alice], "later", 600).await?;
+    assert_eq!(later.online_users, 0);
+    let mut d = device(gw, &alice, &[]).await?;
+    d.subscribe(&[(USER, QoS::AtLeastOnce)]).await?;
+    for id in [&ids[2], &later.id] {
+        let n = d.next_acked(T).await.context("second replay")?;
+        assert_eq!(n.json["id"], id.as_str(), "unacked only, in order");
+    }
+    d.expect_silence(QUIET).await?;
+    d.disconnect().await;
+
+    // A QoS 0 subscriber gets stored ones at QoS 0 and cannot ack them: they stay.
+    let kept = send(&mut api, &[&alice], "kept", 600).await?;
+    for _ in 0..2 {
+        let mut d = device(gw, &alice, &[]).await?;
+        assert_eq!(
+            d.subscribe(&[(USER, QoS::AtMostOnce)]).await?,
+            [granted(QoS::AtMostOnce)]
+        );
+        let n = d.next_publish(T).await.context("QoS 0 replay")?;
+        assert_eq!(
+            (n.json["id"].as_str(), n.qos),
+            (Some(kept.id.as_str()), QoS::AtMostOnce)
+        );
+        d.disconnect().await;
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn topics_follow_the_tokens_rules_and_other_filters_are_refused() -> Result<()> {
+    let cluster = Cluster::start(1).await?;
+    let gw = &cluster.gateways[0];
+    let (alice, bob) = (user("alice"), user("bob"));
+    let mut d = device(gw, &alice, &["news.*"]).await?;
+    let codes = d
+        .subscribe(&[
+            ("kurir/topic/news.eu", QoS::AtLeastOnce),
+            ("kurir/topic/sports", QoS::AtMostOnce),
+            (&format!("kurir/user/{bob}"), QoS::AtLeastOnce),
+            ("kurir/#", QoS::AtMostOnce),
+            ("#", QoS::AtMostOnce),
+            ("kurir/topic/+", QoS::AtMostOnce),
+            (USER, QoS::AtMostOnce),
+        ])
+        .await?;
+    use SubscribeReasonCode::Failure;
+    assert_eq!(
+        codes,
+        [
+            granted(QoS::AtMostOnce),
+            Failure,
+            Failure,
+            Failure,
+            Failure,
+            Failure,
+            granted(QoS::AtMostOnce)
+        ]
+    );
+    let mut api = cluster.dispatcher.client().await?;
+    for topic in ["sports", "news.eu"] {
+        api.publish(PublishRequest {
+            topic: topic.into(),
+            notification: Some(note(topic)),
+        })
+        .await?;
+    }
+    let n = d.next_publish(T).await?;
+    assert_eq!(
+        (n.topic.as_str(), n.qos, n.json["topic"].as_str()),
+        ("kurir/topic/news.eu", QoS::AtMostOnce, Some("news.eu"))
+    );
+    // Bob's notifications never reach alice, whatever she subscribed to.
+    send(&mut api, &[&bob], "for bob", 600).await?;
+    d.expect_silence(QUIET).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn bad_tokens_are_refused_in_connack() -> Result<()> {
+    let cluster = Cluster::start(1).await?;
+    let addr = cluster.gateways[0].mqtt.to_string();
+    let alice = user("alice");
+    let refused = |r: std::result::Result<MqttClient, ConnectReturnCode>| match r {
+        Ok(_) => None,
+        Err(code) => Some(code),
+    };
+    assert_eq!(
+        refused(MqttClient::try_connect(&addr, "", "", true, 30).await?),
+        Some(ConnectReturnCode::BadUserNamePassword),
+        "no password"
+    );
+    assert_eq!(
+        refused(MqttClient::try_connect(&addr, "garbage", "", true, 30).await?),
+        Some(ConnectReturnCode::NotAuthorized)
+    );
+    let wrong = token_with_secret(
+        &alice,
+        &[],
+        60,
+        "another-secret-0123456789abcdef-0123456789",
+    );
+    assert_eq!(
+        refused(MqttClient::try_connect(&addr, &wrong, "", true, 30).await?),
+        Some(ConnectReturnCode::NotAuthorized),
+        "signed with another key"
+    );
+    assert_eq!(
+        refused(MqttClient::try_connect(&addr, &token(&alice, &[], -60), "", true, 30).await?),
+        Some(ConnectReturnCode::NotAuthorized),
+        "expired"
+    );
+    assert_eq!(
+        refused(MqttClient::try_connect(&addr, &token(&alice, &[], 60), "", false, 30).await?),
+        Some(ConnectReturnCode::BadClientId),
+        "a persistent session needs a client id"
+    );
+    assert_eq!(
+        refused(MqttClient::try_connect(&addr, &token(&alice, &[], 60), "", true, 30).await?),
+        None
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_persistent_session_keeps_its_subscriptions() -> Result<()> {
+    let cluster = Cluster::start(1).await?;
+    let gw = &cluster.gateways[0];
+    let addr = gw.mqtt.to_string();
+    let (alice, bob) = (user("alice"), user("bob"));
+    let tok = token(&alice, &["news.*"], 60);
+    let mut d = MqttClient::connect(&addr, &tok, "dev-1", false).await?;
+    assert!(!d.session_present);
+    d.subscribe(&[
+        ("kurir/topic/news.eu", QoS::AtMostOnce),
+        (USER, QoS::AtLeastOnce),
+    ])
+    .await?;
+    d.disconnect().await;
+    all_gone(gw).await;
+
+    let mut api = cluster.dispatcher.client().await?;
+    let stored = send(&mut api, &[&alice], "while away", 600).await?;
+    // Same client id and user: the session is there, subscriptions and all.
+    let mut d = MqttClient::connect(&addr, &tok, "dev-1", false).await?;
+    assert!(d.session_present);
+    let n = d.next_acked(T).await?;
+    assert_eq!(
+        (n.topic.as_str(), n.json["id"].as_str()),
+        (USER, Some(stored.id.as_str()))
+    );
+    api.publish(PublishRequest {
+        topic: "news.eu".into(),
+        notification: Some(note("news")),
+    })
+    .await?;
+    let n = d.next_publish(T).await?;
+    assert_eq!(n.topic, "kurir/topic/news.eu");
+    d.disconnect().await;
+    all_gone(gw).await;
+
+    // Another user with the same client id has no session of alice's.
+    let d = MqttClient::connect(&addr, &token(&bob, &[], 60), "dev-1", false).await?;
+    assert!(!d.session_present);
+    d.disconnect().await;
+    all_gone(gw).await;
+    // A clean session ends it.
+    let d = MqttClient::connect(&addr, &tok, "dev-1", true).await?;
+    assert!(!d.session_present);
+    d.disconnect().await;
+    all_gone(gw).await;
+    let mut d = MqttClient::connect(&addr, &tok, "dev-1", false).await?;
+    assert!(!d.session_present);
+    api.publish(PublishRequest {
+        topic: "news.eu".into(),
+        notification: Some(note("news")),
+    })
+    .await?;
+    d.expect_silence(QUIET).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn keepalive_pings_and_limits() -> Result<()> {
+    let cluster = Cluster::start(1).await?;
+    let gw = &cluster.gateways[0];
+    let addr = gw.mqtt.to_string();
+    let alice = user("alice");
+    let tok = token(&alice, &[], 60);
+
+    // PINGREQ is answered; silence past 1.5 × the keep-alive closes the connection.
+    let mut d = MqttClient::try_connect(&addr, &tok, "", true, 1)
+        .await?
+        .map_err(|c| anyhow::anyhow!("{c:?}"))?;
+    d.send(Packet::PingReq).await?;
+    assert_eq!(d.recv(T).await?, Packet::PingResp);
+    let started = Instant::now();
+    assert!(d.closed_within(T).await, "keepalive lapsed");
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(1200) && took < Duration::from_secs(3),
+        "closed after {took:?}"
+    );
+    closes_counted(gw, "idle", 1.0).await;
+
+    // A packet above 64 KiB is refused: a SUBSCRIBE whose header says 70000 bytes.
+    let mut d = device(gw, &alice, &[]).await?;
+    d.send_raw(&[0x82, 0xF0, 0xA2, 0x04]).await?;
+    assert!(d.closed_within(T).await, "oversize packet");
+    closes_counted(gw, "frame_too_large", 1.0).await;
+
+    // Devices do not publish.
+    let mut d = device(gw, &alice, &[]).await?;
+    d.publish("kurir/user", b"{}").await?;
+    assert!(d.closed_within(T).await, "publish refused");
+    closes_counted(gw, "policy", 1.0).await;
+
+    // A connection that never sends CONNECT is closed after the handshake timeout.
+    let mut raw = tokio::net::TcpStream::connect(&addr).await?;
+    let mut sink = [0u8; 16];
+    let r = tokio::time::timeout(Duration::from_secs(15), async {
+        use tokio::io::AsyncReadExt as _;
+        raw.read(&mut sink).await
+    })
+    .await;
+    assert!(
+        matches!(r, Ok(Ok(0) | Err(_))),
+        "closed without CONNECT: {r:?}"
+    );
+    Ok(())
+}
+
+/// A device that takes QoS 1 publishes and never reads or acks them is closed within
+/// the write stall timeout once its in-flight window is full.
+#[tokio::test]
+async fn a_client_that_never_reads_is_closed_within_the_stall_timeout() -> Result<()> {
+    let cluster =
+        Cluster::start_with_env(1, &[("KURIR_WRITE_STALL_TIMEOUT_MS", "1000".into())]).await?;
+    let gw = &cluster.gateways[0];
+    let alice = user("alice");
+    let mut d = device(gw, &alice, &[]).await?;
+    d.subscribe(&[(USER, QoS::AtLeastOnce)]).await?;
+    let mut api = cluster.dispatcher.client().await?;
+    for i in 0..40 {
+        send(&mut api, &[&alice], &format!("n{i}"), 600).await?;
+    }
+    let started = Instant::now();
+    eventually(T, "deaf device closed", || async {
+        (gw.metric("kurir_gateway_connections_closed_total{reason=\"write_stalled\"}")
+            .await
+            .ok()?
+            == 1.0)
+            .then_some(())
+    })
+    .await;
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert!(d.closed_within(T).await);
+    // Nothing was acked: all 40 are still there for its next connection.
+    assert_eq!(inbox_entries(&redis_url(), &cluster.namespace)?, 40);
+    Ok(())
+}
+
+/// `mosquitto_sub`, a device as people run one: QoS 1 on `kurir/user`, its PUBACKs ack.
+#[tokio::test]
+async fn mosquitto_sub_receives_and_acks() -> Result<()> {
+    let cluster = Cluster::start(1).await?;
+    let gw = &cluster.gateways[0];
+    let alice = user("alice");
+    let mut api = cluster.dispatcher.client().await?;
+    let sent = send(&mut api, &[&alice], "to mosquitto", 600).await?;
+    let out = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio::process::Command::new("mosquitto_sub")
+            .args(["-h", "127.0.0.1", "-p", &gw.mqtt.port().to_string()])
+            .args(["-u", "device", "-P", &token(&alice, &[], 60)])
+            .args(["-t", USER, "-q", "1", "-C", "1", "-W", "8"])
+            .output(),
+    )
+    .await??;
+    assert!(out.status.success(), "mosquitto_sub: {out:?}");
+    let n: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    assert_eq!(n["id"], sent.id.as_str());
+    assert_eq!(n["title"], "to mosquitto");
+    eventually(T, "acked by mosquitto_sub's PUBACK", || async {
+        (inbox_entries(&redis_url(), &cluster.namespace).ok()? == 0).then_some(())
+    })
+    .await;
+    // Refused: a wrong password.
+    let out = tokio::process::Command::new("mosquitto_sub")
+        .args(["-h", "127.0.0.1", "-p", &gw.mqtt.port().to_string()])
+        .args([
+            "-u", "device", "-P", "garbage", "-t", USER, "-C", "1", "-W", "3",
+        ])
+        .output()
+        .await?;
+    assert!(!out.status.success());
+    Ok(())
+}
