@@ -32,9 +32,13 @@ pub struct Saved {
     pub topics: Vec<String>,
 }
 
+/// A session is found by its user and client id.
+type Key = (UserId, Box<str>);
+
 #[derive(Default)]
 pub struct Sessions {
-    map: Mutex<HashMap<(UserId, Box<str>), (Saved, Instant)>>,
+    /// Each with when its connection ended.
+    map: Mutex<HashMap<Key, (Saved, Instant)>>,
 }
 
 impl Sessions {

@@ -121,12 +121,9 @@ impl MqttClient {
             .collect();
         self.send(Packet::Subscribe(Subscribe { pkid, filters }))
             .await?;
-        loop {
-            match self.recv(Duration::from_secs(5)).await? {
-                Packet::SubAck(s) if s.pkid == pkid => return Ok(s.return_codes),
-                Packet::Publish(_) => bail!("a PUBLISH before the SUBACK"),
-                other => bail!("expected SUBACK, got {other:?}"),
-            }
+        match self.recv(Duration::from_secs(5)).await? {
+            Packet::SubAck(s) if s.pkid == pkid => Ok(s.return_codes),
+            other => bail!("expected SUBACK, got {other:?}"),
         }
     }
 
