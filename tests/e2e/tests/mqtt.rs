@@ -367,6 +367,16 @@ async fn keepalive_pings_and_limits() -> Result<()> {
     assert!(d.closed_within(T).await, "publish refused");
     closes_counted(gw, "policy", 1.0).await;
 
+    // Packets beyond the burst (100 by default) are a flood: closed.
+    let mut d = device(gw, &alice, &[]).await?;
+    let mut flood = Vec::new();
+    for _ in 0..300 {
+        flood.extend_from_slice(&[0xC0, 0x00]); // PINGREQ
+    }
+    d.send_raw(&flood).await?;
+    assert!(d.closed_within(T).await, "flood");
+    closes_counted(gw, "rate_limited", 1.0).await;
+
     // A connection that never sends CONNECT is closed after the handshake timeout.
     let mut raw = tokio::net::TcpStream::connect(&addr).await?;
     let mut sink = [0u8; 16];
@@ -446,5 +456,24 @@ async fn mosquitto_sub_receives_and_acks() -> Result<()> {
         .output()
         .await?;
     assert!(!out.status.success());
+    Ok(())
+}
+
+/// SIGTERM: the node drains, its MQTT connections are closed (MQTT 3.1.1 has no server
+/// DISCONNECT) and the gateway exits; stored notifications wait in the inbox.
+#[tokio::test]
+async fn drain_closes_mqtt_connections() -> Result<()> {
+    let mut cluster = Cluster::start(1).await?;
+    let alice = user("alice");
+    let mut d = device(&cluster.gateways[0], &alice, &[]).await?;
+    d.subscribe(&[(USER, QoS::AtLeastOnce)]).await?;
+    d.expect_silence(QUIET).await?;
+    let gw = &mut cluster.gateways[0];
+    gw.proc.signal(Signal::TERM);
+    assert!(
+        d.closed_within(Duration::from_secs(8)).await,
+        "closed on drain"
+    );
+    gw.proc.wait_exit(Duration::from_secs(10)).await?;
     Ok(())
 }
