@@ -135,7 +135,10 @@ async fn mqtt_over_tls_delivers() {
         .unwrap();
     let mut buf = BytesMut::new();
     let mut connect = Connect::new("tls-device");
-    connect.set_login("device", ClientToken::new("alice").expires_in(60).sign(SECRET));
+    connect.set_login(
+        "device",
+        ClientToken::new("alice").expires_in(60).sign(SECRET),
+    );
     send(&mut io, Packet::Connect(connect)).await;
     match recv(&mut io, &mut buf).await {
         Packet::ConnAck(a) => assert_eq!(a.code, ConnectReturnCode::Success),
@@ -151,7 +154,10 @@ async fn mqtt_over_tls_delivers() {
     match recv(&mut io, &mut buf).await {
         Packet::Publish(p) => {
             let n: serde_json::Value = serde_json::from_slice(&p.payload).unwrap();
-            assert_eq!((p.topic.as_str(), n["title"].as_str()), ("kurir/user", Some("over TLS")));
+            assert_eq!(
+                (p.topic.as_str(), n["title"].as_str()),
+                ("kurir/user", Some("over TLS"))
+            );
         }
         other => panic!("{other:?}"),
     }
@@ -179,10 +185,16 @@ async fn connections_that_never_send_connect_are_bounded() {
     // One of the waiting two connects: its slot is free again.
     let mut first = silent.remove(0);
     let mut connect = Connect::new("");
-    connect.set_login("device", ClientToken::new("bob").expires_in(60).sign(SECRET));
+    connect.set_login(
+        "device",
+        ClientToken::new("bob").expires_in(60).sign(SECRET),
+    );
     send(&mut first, Packet::Connect(connect)).await;
     let mut buf = BytesMut::new();
-    assert!(matches!(recv(&mut first, &mut buf).await, Packet::ConnAck(_)));
+    assert!(matches!(
+        recv(&mut first, &mut buf).await,
+        Packet::ConnAck(_)
+    ));
     let mut fourth = TcpStream::connect(gw.mqtt).await.unwrap();
     let still_open = tokio::time::timeout(Duration::from_millis(500), fourth.read(&mut b)).await;
     assert!(still_open.is_err(), "a freed slot is taken: {still_open:?}");
