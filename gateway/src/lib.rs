@@ -182,13 +182,20 @@ impl Gateway {
         self.metrics.as_ref().and_then(|(l, _)| l.local_addr().ok())
     }
 
-    /// The routes of the public listener (`/ws`, health, demo page), for embedding.
-    fn router(state: Arc<AppState>) -> Router {
+    /// The routes of the public listener (`/ws`, `/sse`, `/mqtt` when MQTT is on,
+    /// health, demo page).
+    fn router(state: Arc<AppState>, mqtt: Option<mqtt::websocket::Edge>) -> Router {
         let mut router = Router::new()
             .route("/ws", get(ws::upgrade))
             .merge(sse::routes(state.clone()))
             .merge(kurir_runtime::admin::health_routes(state.readiness.clone()))
             .merge(demo::routes());
+        if let Some(edge) = mqtt {
+            router = router.route(
+                "/mqtt",
+                get(move |state, req| mqtt::websocket::upgrade(state, edge, req)),
+            );
+        }
         if state.config.dev_tokens {
             router = router.route("/dev/token", get(admin::dev_token));
         }
@@ -278,13 +285,22 @@ impl Gateway {
         info!(node = %state.node, addr = %listener.local_addr()?, tls = tls.is_some(), "gateway listening");
 
         let draining = CancellationToken::new();
-        let app = Self::router(Arc::new(state.clone()));
+        // Persistent MQTT sessions, shared by the MQTT listener and `/mqtt`.
+        let sessions = Arc::new(mqtt::persist::Sessions::default());
+        let app = Self::router(
+            Arc::new(state.clone()),
+            mqtt.is_some().then(|| mqtt::websocket::Edge {
+                sessions: sessions.clone(),
+                stop: draining.clone(),
+            }),
+        );
         let mqtt = mqtt.map(|l| {
             info!(addr = ?l.local_addr().ok(), "mqtt listening");
             tokio::spawn(mqtt::serve(
                 l,
                 Arc::new(state.clone()),
                 tls.clone(),
+                sessions,
                 draining.clone(),
             ))
         });

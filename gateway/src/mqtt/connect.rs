@@ -32,8 +32,9 @@ const REFUSAL_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 pub struct Handshake {
     pub state: Arc<AppState>,
     pub sessions: Arc<Sessions>,
-    /// Its place among the pending handshakes, given back once CONNECT is in.
-    pub permit: OwnedSemaphorePermit,
+    /// Its place among the pending handshakes, given back once CONNECT is in (`None`
+    /// over WebSocket: the HTTP listener bounded the handshake up to the upgrade).
+    pub permit: Option<OwnedSemaphorePermit>,
     pub deadline: Instant,
     pub stop: CancellationToken,
 }

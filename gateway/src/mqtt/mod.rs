@@ -5,7 +5,8 @@
 //! password is the client token; a CONNACK) → [`session`] (subscriptions, replay, live
 //! publishes, PUBACK as the ack). [`topics`] names what a device may subscribe to,
 //! [`inflight`] the QoS 1 publishes awaiting their PUBACK, [`persist`] the subscriptions
-//! a persistent session keeps. Packets are `rumqttc`'s codec (`mqttbytes::v4`).
+//! a persistent session keeps, [`websocket`] MQTT over WebSocket (`GET /mqtt`). Packets
+//! are `rumqttc`'s codec (`mqttbytes::v4`).
 //!
 //! Handshakes are bounded like the WebSocket listener's: at most
 //! `KURIR_MAX_PENDING_HANDSHAKES` connections wait for their CONNECT at once, beyond
@@ -16,6 +17,7 @@ pub mod inflight;
 pub mod persist;
 pub mod session;
 pub mod topics;
+pub mod websocket;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,10 +44,10 @@ pub async fn serve(
     listener: TcpListener,
     state: Arc<AppState>,
     tls: Option<Arc<ServerCerts>>,
+    sessions: Arc<persist::Sessions>,
     stop: CancellationToken,
 ) {
     let pending = Arc::new(Semaphore::new(state.config.max_pending_handshakes));
-    let sessions = Arc::new(persist::Sessions::default());
     loop {
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -72,7 +74,7 @@ pub async fn serve(
             let handshake = connect::Handshake {
                 state,
                 sessions,
-                permit,
+                permit: Some(permit),
                 deadline,
                 stop,
             };

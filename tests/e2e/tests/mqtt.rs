@@ -477,3 +477,111 @@ async fn drain_closes_mqtt_connections() -> Result<()> {
     gw.proc.wait_exit(Duration::from_secs(10)).await?;
     Ok(())
 }
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// The next MQTT packet from binary WebSocket messages (which may split or join them).
+async fn ws_packet(ws: &mut Ws, buf: &mut bytes::BytesMut) -> Result<Packet> {
+    use futures::StreamExt as _;
+    use tokio_tungstenite::tungstenite::Message;
+    loop {
+        if let Ok(p) = Packet::read(buf, 1 << 20) {
+            return Ok(p);
+        }
+        match tokio::time::timeout(T, ws.next())
+            .await
+            .context("no message in time")?
+        {
+            Some(Ok(Message::Binary(b))) => buf.extend_from_slice(&b),
+            other => anyhow::bail!("expected a binary message, got {other:?}"),
+        }
+    }
+}
+
+async fn ws_send(ws: &mut Ws, bytes: &[u8]) -> Result<()> {
+    use futures::SinkExt as _;
+    ws.send(tokio_tungstenite::tungstenite::Message::Binary(
+        bytes.to_vec().into(),
+    ))
+    .await?;
+    Ok(())
+}
+
+fn encoded(p: Packet) -> Vec<u8> {
+    let mut b = bytes::BytesMut::new();
+    p.write(&mut b, usize::MAX).expect("encodable");
+    b.to_vec()
+}
+
+/// MQTT over WebSocket on the main listener: `/mqtt` with the `mqtt` subprotocol, the
+/// same CONNECT, topics and PUBACK acks; packets may span messages.
+#[tokio::test]
+async fn mqtt_over_websocket_at_slash_mqtt() -> Result<()> {
+    use rumqttc::mqttbytes::v4::{Connect, PubAck, Subscribe};
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+    let cluster = Cluster::start(1).await?;
+    let gw = &cluster.gateways[0];
+    let alice = user("alice");
+    let mut api = cluster.dispatcher.client().await?;
+    let sent = send(&mut api, &[&alice], "over ws", 600).await?;
+    let url = format!("ws://{}/mqtt", gw.addr);
+    assert!(
+        tokio_tungstenite::connect_async(url.as_str())
+            .await
+            .is_err(),
+        "the mqtt subprotocol is required"
+    );
+    let mut req = url.as_str().into_client_request()?;
+    req.headers_mut()
+        .insert("sec-websocket-protocol", "mqtt".parse()?);
+    let (mut ws, answer) = tokio_tungstenite::connect_async(req).await?;
+    assert_eq!(answer.headers()["sec-websocket-protocol"], "mqtt");
+    let mut buf = bytes::BytesMut::new();
+    let mut connect = Connect::new("ws-device");
+    connect.set_login("device", token(&alice, &[], 60));
+    let c = encoded(Packet::Connect(connect));
+    ws_send(&mut ws, &c[..5]).await?;
+    ws_send(&mut ws, &c[5..]).await?;
+    match ws_packet(&mut ws, &mut buf).await? {
+        Packet::ConnAck(a) => assert_eq!(a.code, ConnectReturnCode::Success),
+        other => anyhow::bail!("expected CONNACK, got {other:?}"),
+    }
+    ws_send(
+        &mut ws,
+        &encoded(Packet::Subscribe(Subscribe::new(USER, QoS::AtLeastOnce))),
+    )
+    .await?;
+    assert!(matches!(
+        ws_packet(&mut ws, &mut buf).await?,
+        Packet::SubAck(_)
+    ));
+    let p = match ws_packet(&mut ws, &mut buf).await? {
+        Packet::Publish(p) => p,
+        other => anyhow::bail!("expected PUBLISH, got {other:?}"),
+    };
+    let n: serde_json::Value = serde_json::from_slice(&p.payload)?;
+    assert_eq!(
+        (p.topic.as_str(), n["id"].as_str()),
+        (USER, Some(sent.id.as_str()))
+    );
+    ws_send(&mut ws, &encoded(Packet::PubAck(PubAck::new(p.pkid)))).await?;
+    eventually(T, "acked over WebSocket", || async {
+        (inbox_entries(&redis_url(), &cluster.namespace).ok()? == 0).then_some(())
+    })
+    .await;
+    // A bad token is refused in CONNACK here too.
+    let mut req = url.as_str().into_client_request()?;
+    req.headers_mut()
+        .insert("sec-websocket-protocol", "mqtt".parse()?);
+    let (mut ws, _) = tokio_tungstenite::connect_async(req).await?;
+    let mut connect = Connect::new("");
+    connect.set_login("device", "garbage");
+    ws_send(&mut ws, &encoded(Packet::Connect(connect))).await?;
+    let mut buf = bytes::BytesMut::new();
+    match ws_packet(&mut ws, &mut buf).await? {
+        Packet::ConnAck(a) => assert_eq!(a.code, ConnectReturnCode::NotAuthorized),
+        other => anyhow::bail!("expected CONNACK, got {other:?}"),
+    }
+    Ok(())
+}
