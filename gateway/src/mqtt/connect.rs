@@ -86,21 +86,27 @@ impl Handshake {
             Ok(r) => r,
             Err(_) => return refuse(io, ConnectReturnCode::ServiceUnavailable).await,
         };
-        let kept = self.sessions.take(&identity.user, &connect.client_id);
-        // A clean session also ends the one kept before it.
-        let session_present = !connect.clean_session && kept.is_some();
-        let persist = (!connect.clean_session).then(|| session::Persist {
-            sessions: self.sessions,
-            client_id: connect.client_id.into_boxed_str(),
-            saved: kept.unwrap_or_default(),
-        });
+        let (named, session_present) = if connect.client_id.is_empty() {
+            (None, false)
+        } else {
+            let (named, present) = self
+                .sessions
+                .claim(
+                    &identity.user,
+                    &connect.client_id,
+                    registration.conn(),
+                    !connect.clean_session,
+                )
+                .await;
+            (Some(named), present)
+        };
         let mut ack = BytesMut::with_capacity(4);
         let _ = ConnAck::new(ConnectReturnCode::Success, session_present).write(&mut ack);
         let opened = session::Opened {
             identity,
             registration,
             keep_alive: connect.keep_alive,
-            persist,
+            named,
             connack: ack.freeze(),
             leftover: buf,
         };

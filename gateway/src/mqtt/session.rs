@@ -33,7 +33,7 @@ use tokio::time::Instant;
 use tracing::{debug, debug_span, warn, Instrument};
 
 use super::inflight::Inflight;
-use super::persist::{Saved, Sessions};
+use super::persist::{Named, Saved};
 use super::topics::{self, Filter};
 use super::MAX_PACKET_BYTES;
 use crate::auth::Identity;
@@ -63,19 +63,13 @@ pub struct Opened {
     pub registration: Registration,
     /// Seconds (0: no keepalive).
     pub keep_alive: u16,
-    /// Set for a persistent session (clean session off).
-    pub persist: Option<Persist>,
+    /// Set when the client has an id: its place among this node's client ids, and
+    /// its persistent session (clean session off).
+    pub named: Option<Named>,
     /// The CONNACK to send first.
     pub connack: Bytes,
     /// Bytes read behind the CONNECT.
     pub leftover: BytesMut,
-}
-
-/// A persistent session: where to keep it when the connection ends.
-pub struct Persist {
-    pub sessions: Arc<Sessions>,
-    pub client_id: Box<str>,
-    pub saved: Saved,
 }
 
 pub async fn run<S>(io: S, state: Arc<AppState>, opened: Opened)
@@ -86,7 +80,7 @@ where
         identity,
         registration,
         keep_alive,
-        persist,
+        named,
         connack,
         leftover,
     } = opened;
@@ -105,7 +99,7 @@ where
         inflight: Inflight::default(),
         user_qos: None,
         replay_due: false,
-        persist: persist.map(Box::new),
+        named: named.map(Box::new),
         abandoned: false,
     };
     async move {
@@ -135,8 +129,8 @@ struct Session<S> {
     user_qos: Option<QoS>,
     /// A replay of the inbox is owed (a new `kurir/user` subscription, a resync).
     replay_due: bool,
-    /// A persistent session: its subscriptions, kept when the connection ends.
-    persist: Option<Box<Persist>>,
+    /// A client with an id; a persistent session keeps its subscriptions in it.
+    named: Option<Box<Named>>,
     /// A write was given up: drop the connection without more.
     abandoned: bool,
 }
@@ -163,7 +157,12 @@ where
     /// The persistent session's subscriptions, again (a topic the token no longer
     /// allows is dropped).
     async fn restore(&mut self) {
-        let Some(saved) = self.persist.as_mut().map(|p| std::mem::take(&mut p.saved)) else {
+        let Some(saved) = self
+            .named
+            .as_mut()
+            .and_then(|n| n.saved.as_mut())
+            .map(std::mem::take)
+        else {
             return;
         };
         for name in saved.topics {
@@ -185,8 +184,8 @@ where
 
     /// Change what a persistent session keeps (nothing for a clean one).
     fn kept(&mut self, change: impl FnOnce(&mut Saved)) {
-        if let Some(p) = self.persist.as_mut() {
-            change(&mut p.saved);
+        if let Some(saved) = self.named.as_mut().and_then(|n| n.saved.as_mut()) {
+            change(saved);
         }
     }
 
@@ -546,13 +545,8 @@ where
         if !self.abandoned && !matches!(reason, CloseReason::Client) {
             let _ = tokio::time::timeout(CLOSE_WAIT, self.io.shutdown()).await;
         }
-        if let Some(p) = self.persist.take() {
-            let Persist {
-                sessions,
-                client_id,
-                saved,
-            } = *p;
-            sessions.keep(self.client.identity.user.clone(), &client_id, saved);
+        if let Some(named) = self.named.take() {
+            named.release();
         }
         self.client.leave(reason).await;
     }

@@ -585,3 +585,37 @@ async fn mqtt_over_websocket_at_slash_mqtt() -> Result<()> {
     }
     Ok(())
 }
+
+/// A device reconnecting while its old connection is still open (a half-open socket after
+/// a network change) takes over: the old one is closed, and its persistent session is
+/// the one the new connection finds.
+#[tokio::test]
+async fn a_second_connection_with_the_same_client_id_takes_over() -> Result<()> {
+    let cluster = Cluster::start(1).await?;
+    let gw = &cluster.gateways[0];
+    let addr = gw.mqtt.to_string();
+    let alice = user("alice");
+    let tok = token(&alice, &["news.*"], 60);
+    let mut old = MqttClient::connect(&addr, &tok, "dev-3", false).await?;
+    old.subscribe(&[("kurir/topic/news.eu", QoS::AtMostOnce)])
+        .await?;
+    let mut new = MqttClient::connect(&addr, &tok, "dev-3", false).await?;
+    assert!(
+        new.session_present,
+        "the old connection's session, taken over"
+    );
+    assert!(old.closed_within(T).await, "the old connection is closed");
+    closes_counted(gw, "disconnected", 1.0).await;
+    let mut api = cluster.dispatcher.client().await?;
+    api.publish(PublishRequest {
+        topic: "news.eu".into(),
+        notification: Some(note("news")),
+    })
+    .await?;
+    assert_eq!(new.next_publish(T).await?.topic, "kurir/topic/news.eu");
+    // Without a client id nothing is taken over.
+    let mut a = device(gw, &alice, &[]).await?;
+    let _b = device(gw, &alice, &[]).await?;
+    a.expect_silence(QUIET).await?;
+    Ok(())
+}
