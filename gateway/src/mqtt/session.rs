@@ -422,15 +422,21 @@ where
             if page.is_empty() {
                 return Ok(());
             }
+            // `DELIVERED` once written: after each write of a run of publishes.
+            let mut unwritten = Vec::with_capacity(page.len());
             for r in page {
                 if qos == QoS::AtLeastOnce && !self.inflight.has_room() {
                     self.flush().await?;
+                    unwritten.drain(..).for_each(|id| self.client.replayed(id));
                     self.wait_room().await?;
                 }
                 self.publish(topics::USER.to_owned(), qos, &r.frame, r.id);
-                self.client.replayed(r.id);
+                unwritten.push(r.id);
             }
             self.flush().await?;
+            unwritten
+                .into_iter()
+                .for_each(|id| self.client.replayed(id));
         }
     }
 

@@ -619,3 +619,32 @@ async fn a_second_connection_with_the_same_client_id_takes_over() -> Result<()> 
     a.expect_silence(QUIET).await?;
     Ok(())
 }
+
+/// More stored notifications than the QoS 1 window (32): the replay goes on as PUBACKs
+/// free the window, in order, and every one is acked.
+#[tokio::test]
+async fn a_replay_longer_than_the_window_goes_on_as_acks_come() -> Result<()> {
+    let cluster = Cluster::start(1).await?;
+    let gw = &cluster.gateways[0];
+    let alice = user("alice");
+    let mut api = cluster.dispatcher.client().await?;
+    let mut ids = Vec::new();
+    for i in 0..45 {
+        ids.push(send(&mut api, &[&alice], &format!("n{i}"), 600).await?.id);
+    }
+    let mut d = device(gw, &alice, &[]).await?;
+    d.subscribe(&[(USER, QoS::AtLeastOnce)]).await?;
+    for id in &ids {
+        let n = d.next_acked(T).await?;
+        assert_eq!(
+            (n.json["id"].as_str(), n.qos),
+            (Some(id.as_str()), QoS::AtLeastOnce)
+        );
+    }
+    d.expect_silence(QUIET).await?;
+    eventually(T, "all acked", || async {
+        (inbox_entries(&redis_url(), &cluster.namespace).ok()? == 0).then_some(())
+    })
+    .await;
+    Ok(())
+}
