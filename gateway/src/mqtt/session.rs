@@ -106,7 +106,7 @@ where
         telemetry::connection_opened(Transport::Mqtt.label());
         let reason = session.run(connack).await;
         debug!(reason = reason.label(), "mqtt session closed");
-        session.finish(&reason).await;
+        Box::pin(session.finish(&reason)).await;
         telemetry::connection_closed(Transport::Mqtt.label(), reason.label());
     }
     .instrument(span)
@@ -142,15 +142,17 @@ where
     async fn run(&mut self, connack: Bytes) -> CloseReason {
         let client = &self.client;
         // Presence before the inbox is read: see `crate::client`.
-        if let Err(e) = client.register_presence().await {
+        // Everything but the live loop is boxed: its state then lives on the heap only
+        // while it runs, not in every idle connection's task.
+        if let Err(e) = Box::pin(client.register_presence()).await {
             warn!(conn_id = %client.conn().id, user = %client.identity.user, error = %e, "presence write failed");
             return CloseReason::Internal;
         }
         self.wbuf.extend_from_slice(&connack);
-        if let Err(reason) = self.flush().await {
+        if let Err(reason) = Box::pin(self.flush()).await {
             return reason;
         }
-        self.restore().await;
+        Box::pin(self.restore()).await;
         self.live().await
     }
 
