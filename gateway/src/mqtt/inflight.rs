@@ -1,6 +1,7 @@
 //! The QoS 1 publishes a connection has not had a PUBACK for: packet id → notification
 //! id, at most [`WINDOW`] at once. Beyond, the session waits for acks (and closes the
-//! connection as stalled when none come within the write stall timeout).
+//! connection as stalled when none come within the write stall timeout while more
+//! notifications wait).
 
 use std::collections::VecDeque;
 

@@ -216,13 +216,14 @@ where
                 // A packet asked for it (a `kurir/user` subscription).
                 continue;
             }
-            if !self.inflight.has_room() {
-                if let Err(reason) = Box::pin(self.wait_room()).await {
-                    return reason;
-                }
-                continue;
-            }
             if let Some(first) = mailbox.pop() {
+                // With the window full, something to send waits for acks (at most the
+                // stall timeout); a full window alone, with nothing queued, is no stall.
+                if !self.inflight.has_room() {
+                    if let Err(reason) = Box::pin(self.wait_room()).await {
+                        return reason;
+                    }
+                }
                 if let Err(reason) = Box::pin(self.write_batch(first)).await {
                     return reason;
                 }
@@ -262,8 +263,8 @@ where
     }
 
     /// Wait for PUBACKs until the in-flight window has room, at most the write stall
-    /// timeout: a client that takes QoS 1 publishes and never acks them is one that
-    /// does not read.
+    /// timeout: a client that takes QoS 1 publishes and never acks them while more wait
+    /// is one that does not read.
     async fn wait_room(&mut self) -> Result<(), CloseReason> {
         let deadline = Instant::now() + self.client.state.config.write_stall_timeout();
         let mailbox = self.client.conn().mailbox.clone();

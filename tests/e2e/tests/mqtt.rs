@@ -648,3 +648,31 @@ async fn a_replay_longer_than_the_window_goes_on_as_acks_come() -> Result<()> {
     .await;
     Ok(())
 }
+
+/// A full QoS 1 window with nothing else to send is no stall: the device may take its
+/// time to ack; once it does, what came meanwhile follows.
+#[tokio::test]
+async fn a_full_window_with_nothing_queued_is_not_a_stall() -> Result<()> {
+    let cluster =
+        Cluster::start_with_env(1, &[("KURIR_WRITE_STALL_TIMEOUT_MS", "1000".into())]).await?;
+    let gw = &cluster.gateways[0];
+    let alice = user("alice");
+    let mut d = device(gw, &alice, &[]).await?;
+    d.subscribe(&[(USER, QoS::AtLeastOnce)]).await?;
+    d.expect_silence(QUIET).await?;
+    let mut api = cluster.dispatcher.client().await?;
+    let mut pkids = Vec::new();
+    for i in 0..32 {
+        send(&mut api, &[&alice], &format!("n{i}"), 600).await?;
+        pkids.push(d.next_publish(T).await?.pkid);
+    }
+    // Twice the stall timeout with the window full and nothing queued.
+    d.expect_silence(Duration::from_millis(2000)).await?;
+    let more = send(&mut api, &[&alice], "more", 600).await?;
+    for pkid in pkids {
+        d.puback(pkid).await?;
+    }
+    let n = d.next_acked(T).await?;
+    assert_eq!(n.json["id"], more.id.as_str());
+    Ok(())
+}
