@@ -4,11 +4,18 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Result;
-use kurir_testkit::ports::free_addr;
 use kurir_testkit::{http, Process};
 
 use crate::metrics::{metric, series_value};
 use crate::JWT_SECRET;
+
+/// Three free loopback addresses, all different: bound at once, then released (ports
+/// picked one after another, each released before the next, can repeat).
+fn distinct_addrs() -> [SocketAddr; 3] {
+    let bind = || std::net::TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
+    let held = [bind(), bind(), bind()];
+    held.map(|l| l.local_addr().expect("bound listener has an address"))
+}
 
 /// A running gateway process.
 pub struct GatewayProc {
@@ -33,7 +40,7 @@ impl GatewayProc {
     /// Start gateway `node` (short drain, liveness and probe intervals so faults show
     /// within seconds) and wait until it is ready.
     pub async fn start(node: &str, opts: &GatewayOpts) -> Result<Self> {
-        let (addr, metrics, mqtt) = (free_addr(), free_addr(), free_addr());
+        let [addr, metrics, mqtt] = distinct_addrs();
         let mut env = vec![
             ("KURIR_NAMESPACE", opts.namespace.clone()),
             ("KURIR_NATS_URL", opts.nats_url.clone()),
