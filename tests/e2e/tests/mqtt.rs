@@ -334,7 +334,8 @@ async fn a_persistent_session_keeps_its_subscriptions() -> Result<()> {
 
 #[tokio::test]
 async fn keepalive_pings_and_limits() -> Result<()> {
-    let cluster = Cluster::start(1).await?;
+    let cluster =
+        Cluster::start_with_env(1, &[("KURIR_HANDSHAKE_TIMEOUT_MS", "1500".into())]).await?;
     let gw = &cluster.gateways[0];
     let addr = gw.mqtt.to_string();
     let alice = user("alice");
@@ -380,7 +381,7 @@ async fn keepalive_pings_and_limits() -> Result<()> {
     // A connection that never sends CONNECT is closed after the handshake timeout.
     let mut raw = tokio::net::TcpStream::connect(&addr).await?;
     let mut sink = [0u8; 16];
-    let r = tokio::time::timeout(Duration::from_secs(15), async {
+    let r = tokio::time::timeout(T, async {
         use tokio::io::AsyncReadExt as _;
         raw.read(&mut sink).await
     })
