@@ -58,6 +58,8 @@ ensure_nats() {
 
 ensure_redis
 ensure_nats
+# The MQTT end-to-end tests drive a real MQTT client too.
+command -v mosquitto_sub >/dev/null || apt_install mosquitto-clients
 # Browser tests need Debian's Chromium; the end-to-end tests need nats-server on PATH or
 # in /usr/sbin (they start private ones) and redis-server (likewise).
 command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest
