@@ -30,7 +30,7 @@ pub use dispatcher::DispatcherProc;
 pub use fleet::{Fleet, Reconnect, SessionEnd, Transport, DROPPED};
 pub use gateway::{GatewayOpts, GatewayProc};
 pub use metrics::{metric, parse_metrics, series_value};
-pub use mqtt_client::{MqttClient, Received};
+pub use mqtt_client::{closes_counted, mqtt_all_gone, mqtt_device, MqttClient, Received};
 pub use redis_keys::{cleanup_namespace, inbox_entries};
 pub use sse_client::SseClient;
 pub use tokens::{token, token_with_secret, user};

@@ -15,6 +15,9 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::gateway::GatewayProc;
+use crate::tokens::token;
+
 /// Largest packet the test client reads.
 const MAX_READ: usize = 1 << 20;
 
@@ -200,4 +203,36 @@ fn received(p: Publish) -> Result<Received> {
         qos: p.qos,
         pkid: p.pkid,
     })
+}
+
+/// What the MQTT tests wait for at most.
+const WAIT: Duration = Duration::from_secs(5);
+
+/// A device of `user` on `gw`'s MQTT listener: no client id, clean session, a token
+/// allowing `topics`.
+pub async fn mqtt_device(gw: &GatewayProc, user: &str, topics: &[&str]) -> Result<MqttClient> {
+    MqttClient::connect(&gw.mqtt.to_string(), &token(user, topics, 60), "", true).await
+}
+
+/// Wait until `gw` counted `n` connections closed for `reason` (counted after the socket
+/// closed).
+pub async fn closes_counted(gw: &GatewayProc, reason: &str, n: f64) {
+    let series = format!("kurir_gateway_connections_closed_total{{reason=\"{reason}\"}}");
+    kurir_testkit::eventually(WAIT, &format!("{n} closed as {reason}"), || async {
+        (gw.metric(&series).await.ok()? == n).then_some(())
+    })
+    .await;
+}
+
+/// Wait until `gw` holds no MQTT connection (a closed one is then fully gone, its
+/// persistent session kept).
+pub async fn mqtt_all_gone(gw: &GatewayProc) {
+    kurir_testkit::eventually(WAIT, "MQTT connections gone", || async {
+        (gw.metric("kurir_gateway_transport_connections{transport=\"mqtt\"}")
+            .await
+            .ok()?
+            == 0.0)
+            .then_some(())
+    })
+    .await;
 }
