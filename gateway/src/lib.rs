@@ -4,8 +4,9 @@
 //! The data path, in order: [`ws`], [`sse`] and [`mqtt`] (① the transports, one
 //! [`ws::session`], [`sse::stream`] or [`mqtt::session`] per connection; [`admission`]
 //! lets a client in, [`client`] is what it does whatever carries it) ↔ [`hub`] (② user →
-//! connections, topic → connections, bounded per-connection queues) ↔ [`relay`] (③ bus subscriptions → hub) ; [`liveness`] (④ presence, node
-//! liveness, readiness probe), [`receipts`], [`drain`] (SIGTERM). Below them all,
+//! connections, topic → connections, bounded per-connection queues) ↔ [`relay`] (③ bus
+//! subscriptions → hub) ; [`liveness`] (④ presence, node liveness, readiness probe),
+//! [`receipts`], [`drain`] (SIGTERM). Below them all,
 //! [`protocol`] (the client frames and close codes), [`auth`], [`readiness`] and
 //! [`telemetry`]; [`state`] holds the handles the tasks share.
 //! [`Gateway::bind`] + [`Gateway::serve`] is what `main`, tests and `--standalone` run.
