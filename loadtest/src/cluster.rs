@@ -70,6 +70,8 @@ impl Spawned {
 pub struct Targets {
     /// WebSocket endpoints (host:port).
     pub gateways: Vec<SocketAddr>,
+    /// The gateways' MQTT listeners (spawned clusters only), in the same order.
+    pub mqtt: Vec<SocketAddr>,
     /// gRPC endpoint of the dispatcher (`http://…`), Kurir only.
     pub dispatcher: Option<String>,
     pub api_key: String,
@@ -160,9 +162,11 @@ pub async fn spawn_kurir(opts: &SpawnOptions) -> Result<Targets> {
     let mut gateway_addrs = Vec::new();
     for i in 0..opts.gateways {
         let listen = free_addr();
+        let mqtt = free_addr();
         let mut cmd = command(bin("kurir-gateway")?);
         cmd.env("KURIR_NODE_ID", format!("{namespace}-gw{i}"))
             .env("KURIR_LISTEN", listen.to_string())
+            .env("KURIR_MQTT_LISTEN", mqtt.to_string())
             .env("KURIR_METRICS_LISTEN", free_addr().to_string())
             .env("KURIR_JWT_SECRET", &jwt_secret)
             .env("KURIR_MAX_CONNECTIONS", "1000000")
@@ -175,6 +179,7 @@ pub async fn spawn_kurir(opts: &SpawnOptions) -> Result<Targets> {
             &log_dir,
         )?);
         gateway_addrs.push(listen);
+        t.mqtt.push(mqtt);
     }
     let ready = Duration::from_secs(30);
     t.spawned[0].process.wait_listening(grpc, ready).await?;

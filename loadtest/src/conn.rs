@@ -1,15 +1,17 @@
-//! One load client's connection, whatever carries it: a WebSocket ([`crate::ws`]) or an
-//! SSE stream ([`crate::sse`]).
+//! One load client's connection, whatever carries it: a WebSocket ([`crate::ws`]), an
+//! SSE stream ([`crate::sse`]) or an MQTT session ([`crate::mqtt`]).
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
+use crate::mqtt::MqttConn;
 use crate::sse::SseConn;
 use crate::ws::{ConnectError, Event, WsConn};
 
 pub enum Conn {
     Ws(WsConn),
     Sse(SseConn),
+    Mqtt(MqttConn),
 }
 
 impl Conn {
@@ -33,6 +35,7 @@ impl Conn {
         match self {
             Self::Ws(c) => c.next().await,
             Self::Sse(c) => c.next().await,
+            Self::Mqtt(c) => c.next().await,
         }
     }
 
@@ -41,9 +44,9 @@ impl Conn {
     pub async fn send_text(&mut self, payload: &[u8]) -> std::io::Result<()> {
         match self {
             Self::Ws(c) => c.send_text(payload).await,
-            Self::Sse(_) => Err(std::io::Error::new(
+            Self::Sse(_) | Self::Mqtt(_) => Err(std::io::Error::new(
                 std::io::ErrorKind::Unsupported,
-                "an SSE load client sends nothing upstream",
+                "SSE and MQTT load clients send no JSON frames upstream",
             )),
         }
     }
@@ -52,6 +55,7 @@ impl Conn {
         match self {
             Self::Ws(c) => c.close(code).await,
             Self::Sse(c) => c.close().await,
+            Self::Mqtt(c) => c.close().await,
         }
     }
 }

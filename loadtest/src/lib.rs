@@ -3,7 +3,7 @@
 //!
 //! In path order: `cluster`/`peer` start or name the servers → `sender` calls the
 //! dispatcher (or the peer's emitter) → the servers deliver → `fleet` workers hold the
-//! clients (`conn` over `ws` or `sse`, speaking `protocol`) and record receipts → `procs` samples server CPU and
+//! clients (`conn` over `ws`, `sse` or `mqtt`, speaking `protocol`) and record receipts → `procs` samples server CPU and
 //! memory → `report` prints percentiles and figures. `scenarios/` holds one file per
 //! scenario; `floor` measures the machine itself (CPU per socket write).
 #![forbid(unsafe_code)]
@@ -11,6 +11,7 @@
 pub mod cluster;
 pub mod conn;
 pub mod fleet;
+pub mod mqtt;
 pub mod peer;
 pub mod procs;
 pub mod protocol;

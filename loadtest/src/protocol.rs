@@ -17,6 +17,8 @@ pub enum Protocol {
     Kurir,
     /// Kurir protocol v1 over Server-Sent Events (`/sse?token=`).
     KurirSse,
+    /// Kurir over MQTT 3.1.1 (`kurir/user`, the token as password).
+    KurirMqtt,
     /// Socket.IO 4 (Engine.IO v4 over WebSocket, `/socket.io/?EIO=4&transport=websocket`).
     Socketio,
 }
@@ -113,16 +115,19 @@ impl Protocol {
         match self {
             Self::Kurir => format!("/ws?token={token}"),
             Self::KurirSse => format!("/sse?token={token}"),
+            Self::KurirMqtt => String::new(),
             Self::Socketio => format!("/socket.io/?EIO=4&transport=websocket&user={user}"),
         }
     }
 
     pub fn classify(self, text: &[u8]) -> Incoming {
         match self {
-            Self::Kurir | Self::KurirSse => match serde_json::from_slice::<Frame<'_>>(text) {
-                Ok(f) => classify_frame(f),
-                Err(_) => Incoming::Error("bad_json".into()),
-            },
+            Self::Kurir | Self::KurirSse | Self::KurirMqtt => {
+                match serde_json::from_slice::<Frame<'_>>(text) {
+                    Ok(f) => classify_frame(f),
+                    Err(_) => Incoming::Error("bad_json".into()),
+                }
+            }
             Self::Socketio => classify_sio(text),
         }
     }
@@ -130,7 +135,7 @@ impl Protocol {
     /// Client frame subscribing to `topic`.
     pub fn subscribe_frame(self, topic: &str) -> Vec<u8> {
         match self {
-            Self::Kurir | Self::KurirSse => {
+            Self::Kurir | Self::KurirSse | Self::KurirMqtt => {
                 serde_json::json!({"type": "subscribe", "topic": topic}).to_string()
             }
             Self::Socketio => format!("42{}", serde_json::json!(["subscribe", topic])),
@@ -140,7 +145,7 @@ impl Protocol {
 
     pub fn ack_frame(self, id: &str) -> Vec<u8> {
         match self {
-            Self::Kurir | Self::KurirSse => {
+            Self::Kurir | Self::KurirSse | Self::KurirMqtt => {
                 serde_json::json!({"type": "ack", "id": id}).to_string()
             }
             Self::Socketio => format!("42{}", serde_json::json!(["ack", id])),
@@ -151,6 +156,11 @@ impl Protocol {
     /// Whether the client is an SSE stream (no upstream messages).
     pub fn is_sse(self) -> bool {
         self == Self::KurirSse
+    }
+
+    /// Whether the client is an MQTT device (connects to the MQTT listener).
+    pub fn is_mqtt(self) -> bool {
+        self == Self::KurirMqtt
     }
 
     /// After the upgrade: wait for the greeting (answering Engine.IO's handshake).

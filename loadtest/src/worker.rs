@@ -208,6 +208,19 @@ impl Shared {
             // An SSE stream subscribes at connect; the `subscribed` events follow.
             path.push_str(&format!("&topics={}", topics.join(",")));
         }
+        if protocol.is_mqtt() {
+            // CONNECT, CONNACK, SUBSCRIBE and SUBACK: the whole handshake.
+            return crate::mqtt::MqttConn::connect(
+                addr,
+                self.source(k),
+                user,
+                &token,
+                topics,
+                self.timeout(),
+            )
+            .await
+            .map(Conn::Mqtt);
+        }
         let host = addr.to_string();
         let mut ws = Conn::connect(
             protocol.is_sse(),

@@ -83,6 +83,34 @@ async fn targeted_sends_arrive_exactly_once() {
     assert!(ok, "{r:#}");
 }
 
+/// The same over SSE streams and MQTT devices (stored sends: MQTT acks with PUBACK).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn targeted_sends_arrive_exactly_once_over_sse_and_mqtt() {
+    for peer in ["kurir-sse", "kurir-mqtt"] {
+        let (r, ok) = scenario(&[
+            "targeted",
+            "--peer",
+            peer,
+            "--clients",
+            "100",
+            "--rate",
+            "500",
+            "--count",
+            "1000",
+            "--ttl",
+            "60",
+            "--duration",
+            "20",
+        ])
+        .await;
+        assert_eq!(metric(&r, "connected"), 100, "{peer}: {r:#}");
+        assert_eq!(metric(&r, "received"), 1000, "{peer}: {r:#}");
+        assert_eq!(metric(&r, "lost"), 0, "{peer}: {r:#}");
+        assert_eq!(metric(&r, "duplicates"), 0, "{peer}: {r:#}");
+        assert!(ok, "{peer}: {r:#}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn topic_fanout_reaches_every_subscriber_once() {
     let (r, ok) = scenario(&[

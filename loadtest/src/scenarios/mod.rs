@@ -173,7 +173,7 @@ impl Bench {
                 .await?;
                 (t, Some(stdin))
             }
-            Protocol::Kurir | Protocol::KurirSse if common.spawn_cluster => {
+            Protocol::Kurir | Protocol::KurirSse | Protocol::KurirMqtt if common.spawn_cluster => {
                 let opts = SpawnOptions {
                     gateways: common.gateways.max(1),
                     bin_dir: common.bin_dir(),
@@ -185,6 +185,7 @@ impl Bench {
                 };
                 (cluster::spawn_kurir(&opts).await?, None)
             }
+            Protocol::KurirMqtt => bail!("--peer kurir-mqtt needs --spawn-cluster (it turns the gateways' MQTT listeners on)"),
             Protocol::Kurir | Protocol::KurirSse => {
                 if common.gateway_urls.is_empty() {
                     bail!("give --spawn-cluster, or --gateway (and --dispatcher, --api-key, --jwt-secret)");
@@ -219,7 +220,12 @@ impl Bench {
         fleet
             .setup(&ClientSpec {
                 protocol,
-                gateways: targets.gateways.clone(),
+                // MQTT devices connect to the gateways' MQTT listeners.
+                gateways: if protocol.is_mqtt() {
+                    targets.mqtt.clone()
+                } else {
+                    targets.gateways.clone()
+                },
                 user_prefix: user_prefix.clone(),
                 jwt_secret: targets.jwt_secret.clone(),
                 total_users: common.clients,
@@ -270,7 +276,7 @@ impl Bench {
                 let stdin = self.emitter.take().context("emitter already taken")?;
                 Sender::emitter(tokio::process::ChildStdin::from_std(stdin)?, content)
             }
-            Protocol::Kurir | Protocol::KurirSse => {
+            Protocol::Kurir | Protocol::KurirSse | Protocol::KurirMqtt => {
                 let url = self
                     .targets
                     .dispatcher
