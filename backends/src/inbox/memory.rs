@@ -15,7 +15,9 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use tokio::time::Instant;
 
-use super::{now_ms, Claim, Claimant, Cursor, IdempotencyKey, Inbox, NewEntry, StoredEntry};
+use super::{
+    now_ms, Claim, Claimant, Cursor, IdempotencyKey, Inbox, NewEntry, StoredEntry, EXPIRED_GRACE,
+};
 use crate::error::BackendError;
 use crate::ids::{NotificationId, UserId};
 use crate::sharded::Sharded;
@@ -155,7 +157,7 @@ impl Inbox for MemoryInbox {
                     inbox.remove(oldest);
                 }
             }
-            inbox.expires = inbox.expires.max(now + ttl);
+            inbox.expires = inbox.expires.max(now + ttl + EXPIRED_GRACE);
             cursors.push(cursor(p));
         }
         self.users.wrote(|inbox| inbox.expires <= now);
@@ -189,6 +191,23 @@ impl Inbox for MemoryInbox {
                 id: e.id,
                 expires_at: e.expires_at,
                 payload: e.payload.clone(),
+            })
+            .collect())
+    }
+
+    async fn holds(
+        &self,
+        users: &[UserId],
+        id: NotificationId,
+    ) -> Result<Vec<Option<i64>>, BackendError> {
+        let now = Instant::now();
+        Ok(users
+            .iter()
+            .map(|user| {
+                let shard = self.users.shard(user);
+                let inbox = shard.get(user).filter(|inbox| inbox.expires > now)?;
+                let p = inbox.index.get(&id)?;
+                inbox.entries.get(p).map(|e| e.expires_at)
             })
             .collect())
     }
@@ -295,7 +314,11 @@ mod tests {
             .append(std::slice::from_ref(&user), &entry(Duration::from_secs(60)))
             .await
             .unwrap();
+        // Past the entry's TTL it is no longer delivered but still known (an unacked
+        // expiry); past the grace the inbox is gone.
         tokio::time::advance(Duration::from_secs(61)).await;
+        assert_eq!(inbox.users.len(), 1);
+        tokio::time::advance(super::super::EXPIRED_GRACE).await;
         assert!(inbox.pending(&user, None, 10).await.unwrap().is_empty());
         assert_eq!(inbox.users.len(), 0);
     }

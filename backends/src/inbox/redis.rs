@@ -25,6 +25,7 @@ use tracing::warn;
 
 use super::{
     now_ms, Claim, Claimant, Cursor, Fingerprint, IdempotencyKey, Inbox, NewEntry, StoredEntry,
+    EXPIRED_GRACE,
 };
 use crate::error::BackendError;
 use crate::ids::{NotificationId, UserId};
@@ -43,7 +44,7 @@ const MAX_SCAN: usize = 1000;
 /// entry that held the key is removed first.
 ///
 /// KEYS: stream, index. ARGV: id, exp (unix ms), payload, capacity, now (unix ms),
-/// collapse key ('' for none).
+/// collapse key ('' for none), grace (ms).
 const APPEND: &str = r"
 local sid = redis.call('HGET', KEYS[2], ARGV[1])
 if sid and #redis.call('XRANGE', KEYS[1], sid, sid) > 0 then
@@ -79,8 +80,8 @@ if redis.call('HLEN', KEYS[2]) > 2 * cap then
     end
   end
 end
--- Both keys live at least as long as the longest-lived entry.
-local ttl = math.floor(tonumber(ARGV[2]) - tonumber(ARGV[5]))
+-- Both keys live at least as long as the longest-lived entry, and the grace.
+local ttl = math.floor(tonumber(ARGV[2]) - tonumber(ARGV[5]) + tonumber(ARGV[7]))
 if ttl < 1 then ttl = 1 end
 local current = redis.call('PTTL', KEYS[1])
 if current > ttl then ttl = current end
@@ -107,6 +108,21 @@ if entry then
   end
 end
 return redis.call('XDEL', KEYS[1], sid)
+";
+
+/// The expiry of an entry the inbox holds, by notification id; nil when it holds none.
+///
+/// KEYS: stream, index. ARGV: id.
+const HOLDS: &str = r"
+local sid = redis.call('HGET', KEYS[2], ARGV[1])
+if not sid then return false end
+local entry = redis.call('XRANGE', KEYS[1], sid, sid)[1]
+if not entry then return false end
+local fields = entry[2]
+for i = 1, #fields, 2 do
+  if fields[i] == 'exp' then return fields[i + 1] end
+end
+return false
 ";
 
 /// What prefixes a pending claim's id; the Lua below spells it out too.
@@ -152,6 +168,7 @@ pub struct RedisInbox {
     capacity: usize,
     append: Script,
     ack: Script,
+    holds: Script,
     claim: Script,
     settle: Script,
     release: Script,
@@ -166,6 +183,7 @@ impl RedisInbox {
             capacity: capacity.max(1),
             append: Script::new(APPEND),
             ack: Script::new(ACK),
+            holds: Script::new(HOLDS),
             claim: Script::new(CLAIM),
             settle: Script::new(SETTLE),
             release: Script::new(RELEASE),
@@ -295,6 +313,7 @@ impl Inbox for RedisInbox {
             Value::Integer(i64::try_from(self.capacity).unwrap_or(i64::MAX)),
             Value::Integer(now_ms()),
             Value::from(entry.collapse_key().unwrap_or_default()),
+            Value::Integer(i64::try_from(EXPIRED_GRACE.as_millis()).unwrap_or(i64::MAX)),
         ];
         let calls: Vec<ScriptCall> = users
             .iter()
@@ -372,6 +391,36 @@ impl Inbox for RedisInbox {
             warn!(malformed, "skipped malformed inbox entries");
         }
         Ok(out)
+    }
+
+    async fn holds(
+        &self,
+        users: &[UserId],
+        id: NotificationId,
+    ) -> Result<Vec<Option<i64>>, BackendError> {
+        if users.is_empty() {
+            return Ok(Vec::new());
+        }
+        ready(&self.client, OP)?;
+        let calls: Vec<ScriptCall> = users
+            .iter()
+            .map(|user| ScriptCall {
+                keys: self.keys(user),
+                args: vec![Value::from(id.to_string())],
+            })
+            .collect();
+        self.holds
+            .run_many(&self.client, &calls)
+            .await
+            .into_iter()
+            .map(|reply| match reply.map_err(|e| failed(OP, e))? {
+                Value::Null => Ok(None),
+                other => text(&other)
+                    .and_then(|s| s.parse().ok())
+                    .map(Some)
+                    .ok_or_else(|| corrupt(OP, format!("holds replied {other:?}"))),
+            })
+            .collect()
     }
 
     async fn ack(&self, user: &UserId, id: NotificationId) -> Result<bool, BackendError> {
