@@ -36,6 +36,7 @@ impl From<DispatchError> for Status {
             DispatchError::WatcherLagged => Status::resource_exhausted(
                 "receipt stream fell behind and was ended; read faster or filter, then reconnect",
             ),
+            DispatchError::NotFound(what) => Status::not_found(what),
             DispatchError::ShuttingDown => Status::unavailable("server shutting down; reconnect"),
             DispatchError::Backend(e) if e.is_transient() => {
                 warn!(error = %e, cause = ?std::error::Error::source(&e), "backend unavailable");

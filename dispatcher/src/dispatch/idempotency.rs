@@ -308,6 +308,8 @@ mod tests {
             },
             ttl_seconds,
             idempotency_key: Some("k".into()),
+            fallback: None,
+            send_at: 0,
         }
     }
 

@@ -41,6 +41,21 @@ impl Dispatch {
                 });
             }
         };
+        if cmd.send_at > now_ms() {
+            return self.schedule_send(id, cmd, claim).await;
+        }
+        self.deliver(id, cmd, claim).await
+    }
+
+    /// Everything after the idempotency claim: fallback check, inbox, routing. Also what
+    /// a scheduled `Send` runs when it comes due (with no claim: that was settled when
+    /// it was scheduled).
+    pub(super) async fn deliver(
+        &self,
+        id: NotificationId,
+        cmd: SendCommand,
+        mut claim: Option<ClaimGuard>,
+    ) -> Result<SendOutcome, DispatchError> {
         let created_at = now_ms();
         let stored = cmd.ttl_seconds > 0;
         let delivery = Delivery {
@@ -55,6 +70,19 @@ impl Dispatch {
             },
             recipients: Vec::new(),
         };
+        // Before the append: a fallback that cannot be scheduled fails the call while
+        // nothing is stored yet. A check left for an append that then failed finds no
+        // inbox entry and pushes nothing.
+        if let (Some(policy), Some(notification)) = (&cmd.fallback, &delivery.notification) {
+            let check =
+                self.fallback_check(id, &cmd.users, notification, delivery.expires_at, policy);
+            if let Err(e) = self.schedule_fallback(id, created_at, policy, &check).await {
+                if let Some(claim) = claim.take() {
+                    claim.release().await;
+                }
+                return Err(e.into());
+            }
+        }
         let result = if stored {
             self.store_and_route(id, delivery, cmd.users, claim).await
         } else {

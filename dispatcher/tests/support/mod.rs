@@ -339,6 +339,14 @@ impl Inbox for GatedInbox {
         self.inner.pending(user, after, limit).await
     }
 
+    async fn holds(
+        &self,
+        users: &[UserId],
+        id: NotificationId,
+    ) -> Result<Vec<Option<i64>>, BackendError> {
+        self.inner.holds(users, id).await
+    }
+
     async fn ack(&self, user: &UserId, id: NotificationId) -> Result<bool, BackendError> {
         self.inner.ack(user, id).await
     }
