@@ -52,6 +52,7 @@ pub async fn send(args: SendArgs) -> Result<(), ClientError> {
             .publish(unary(PublishRequest {
                 topic,
                 notification: Some(notification),
+                ..Default::default()
             }))
             .await?
             .into_inner();
@@ -60,6 +61,7 @@ pub async fn send(args: SendArgs) -> Result<(), ClientError> {
         let r = client
             .broadcast(unary(BroadcastRequest {
                 notification: Some(notification),
+                ..Default::default()
             }))
             .await?
             .into_inner();
@@ -71,6 +73,7 @@ pub async fn send(args: SendArgs) -> Result<(), ClientError> {
                 notification: Some(notification),
                 ttl_seconds: args.ttl,
                 idempotency_key: args.idempotency_key.unwrap_or_default(),
+                ..Default::default()
             }))
             .await?
             .into_inner();
