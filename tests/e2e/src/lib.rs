@@ -7,7 +7,8 @@
 //! `kurir-testkit`'s harness, which also finds any workspace binary with [`bin`]);
 //! `api` calls the dispatcher; `ws_client` is one WebSocket user, `sse_client` one SSE
 //! user, `fleet` many that reconnect (over either); `metrics` reads `/metrics`; `tokens` makes users and their tokens;
-//! `redis_keys` inspects and deletes a namespace's keys. Faults (private NATS and Redis,
+//! `redis_keys` inspects and deletes a namespace's keys; `offline` starts dispatchers that
+//! push to a fake Web Push service. Faults (private NATS and Redis,
 //! `redis-cli`) and polling come from `kurir-testkit` and are re-exported here.
 #![forbid(unsafe_code)]
 
@@ -17,6 +18,7 @@ mod dispatcher;
 mod fleet;
 mod gateway;
 mod metrics;
+mod offline;
 mod redis_keys;
 mod sse_client;
 mod tokens;
@@ -28,6 +30,7 @@ pub use dispatcher::DispatcherProc;
 pub use fleet::{Fleet, Reconnect, SessionEnd, Transport, DROPPED};
 pub use gateway::{GatewayOpts, GatewayProc};
 pub use metrics::{metric, parse_metrics, series_value};
+pub use offline::{send_with_fallback, OfflineCluster, DUE_LEASE_MS};
 pub use redis_keys::{cleanup_namespace, inbox_entries};
 pub use sse_client::SseClient;
 pub use tokens::{token, token_with_secret, user};
