@@ -61,7 +61,7 @@ async fn an_ack_in_time_means_no_push() -> Result<()> {
 async fn two_dispatchers_push_each_device_of_an_offline_user_exactly_once() -> Result<()> {
     let c = OfflineCluster::start(2).await?;
     let alice = user("alice");
-    let mut apis = vec![
+    let mut apis = [
         c.dispatchers[0].client().await?,
         c.dispatchers[1].client().await?,
     ];
