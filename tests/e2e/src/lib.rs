@@ -30,7 +30,7 @@ pub use dispatcher::DispatcherProc;
 pub use fleet::{Fleet, Reconnect, SessionEnd, Transport, DROPPED};
 pub use gateway::{GatewayOpts, GatewayProc};
 pub use metrics::{metric, parse_metrics, series_value};
-pub use offline::{send_with_fallback, OfflineCluster, DUE_LEASE_MS};
+pub use offline::{register_browser, send_with_fallback, OfflineCluster, DUE_LEASE_MS};
 pub use redis_keys::{cleanup_namespace, inbox_entries};
 pub use sse_client::SseClient;
 pub use tokens::{token, token_with_secret, user};

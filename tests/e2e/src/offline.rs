@@ -68,21 +68,32 @@ impl OfflineCluster {
     /// Register a browser of `user` whose pushes arrive at the fake's endpoint `name`;
     /// returns its device id.
     pub async fn browser(&self, api: &mut Api, user: &str, name: &str) -> Result<String> {
-        let (p256dh, auth) = browser_keys();
-        let reply = api
-            .register_device(RegisterDeviceRequest {
-                user_id: user.into(),
-                platform: Platform::WebPush as i32,
-                subscription: Some(WebPushSubscription {
-                    endpoint: self.push.endpoint(name),
-                    p256dh,
-                    auth,
-                }),
-                ..Default::default()
-            })
-            .await?;
-        Ok(reply.into_inner().device_id)
+        register_browser(api, &self.push, user, name).await
     }
+}
+
+/// Register a browser of `user` whose pushes arrive at `push`'s endpoint `name`;
+/// returns its device id.
+pub async fn register_browser(
+    api: &mut Api,
+    push: &FakePushService,
+    user: &str,
+    name: &str,
+) -> Result<String> {
+    let (p256dh, auth) = browser_keys();
+    let reply = api
+        .register_device(RegisterDeviceRequest {
+            user_id: user.into(),
+            platform: Platform::WebPush as i32,
+            subscription: Some(WebPushSubscription {
+                endpoint: push.endpoint(name),
+                p256dh,
+                auth,
+            }),
+            ..Default::default()
+        })
+        .await?;
+    Ok(reply.into_inner().device_id)
 }
 
 /// A stored `Send` to `users` with a fallback after `after_ms`; returns its id.
