@@ -37,6 +37,9 @@ pub const READY: &str = "kurir_dispatcher_ready";
 /// `{check}`: readiness probes that failed.
 pub const READINESS_FAILURES: &str = "kurir_dispatcher_readiness_failures_total";
 
+/// Counter of unacked inbox entries pushed out by the inbox cap (each reported as a
+/// `DROPPED` receipt).
+pub const INBOX_DROPPED: &str = "kurir_inbox_dropped_total";
 /// Counter of due items handled by this dispatcher's due-worker, by `kind`
 /// (`scheduled`, `fallback`, `expiry`) and `outcome` (`done`, `retried`, `dropped`).
 pub const DUE_ITEMS: &str = "kurir_dispatcher_due_items_total";
@@ -139,6 +142,11 @@ pub fn describe() {
     for check in READINESS_CHECKS {
         counter!(READINESS_FAILURES, "check" => check).absolute(0);
     }
+    describe_counter!(
+        INBOX_DROPPED,
+        "Unacked inbox entries pushed out by KURIR_INBOX_CAPACITY (DROPPED receipts)"
+    );
+    counter!(INBOX_DROPPED).absolute(0);
     describe_counter!(
         DUE_ITEMS,
         "Due items (scheduled sends, push fallbacks) handled, by kind and outcome"

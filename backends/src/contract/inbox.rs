@@ -30,9 +30,9 @@ fn entry(ttl: Duration, payload: &str) -> NewEntry {
 }
 
 async fn append_one(inbox: &dyn Inbox, to: &UserId, e: &NewEntry) -> Cursor {
-    let cursors = inbox.append(std::slice::from_ref(to), e).await.unwrap();
-    assert_eq!(cursors.len(), 1);
-    cursors.into_iter().next().unwrap()
+    let appended = inbox.append(std::slice::from_ref(to), e).await.unwrap();
+    assert_eq!(appended.len(), 1);
+    appended.into_iter().next().unwrap().cursor
 }
 
 async fn all_pending(inbox: &dyn Inbox, of: &UserId) -> Vec<StoredEntry> {
@@ -58,7 +58,7 @@ pub async fn append_returns_increasing_cursors(f: &dyn Factory) {
             .await
             .unwrap();
         assert_eq!(cursors.len(), 2);
-        for (prev, c) in last.iter_mut().zip(cursors) {
+        for (prev, c) in last.iter_mut().zip(cursors.into_iter().map(|a| a.cursor)) {
             assert!(Cursor::parse(c.as_str()).is_some(), "cursor shape {c}");
             if let Some(p) = prev {
                 assert!(c > *p, "cursor {c} after {p}");
@@ -253,11 +253,51 @@ pub async fn capacity_trims_the_oldest(f: &dyn Factory) {
     }
     let kept = ids(&all_pending(&*inbox, &alice).await);
     assert_eq!(kept, appended[appended.len() - SMALL..].to_vec());
+    // One more: the oldest is trimmed, and named.
+    let e = entry(LONG, "one more");
+    let more = inbox
+        .append(std::slice::from_ref(&alice), &e)
+        .await
+        .unwrap();
+    assert_eq!(more[0].dropped, vec![kept[0]]);
+    let kept = ids(&all_pending(&*inbox, &alice).await);
     // Acks still work on what is left after many trims.
     for id in kept {
         assert!(inbox.ack(&alice, id).await.unwrap());
     }
     assert!(all_pending(&*inbox, &alice).await.is_empty());
+}
+
+/// `append` names the entries the capacity pushed out, oldest first, and only those:
+/// not the ones acked or collapsed before.
+pub async fn append_names_the_entries_the_cap_dropped(f: &dyn Factory) {
+    let inbox = f.inbox(3).await;
+    let (alice, bob) = (user("alice"), user("bob"));
+    let mut stored = Vec::new();
+    for i in 0..3 {
+        let e = entry(LONG, &format!("{i}"));
+        let appended = inbox
+            .append(&[alice.clone(), bob.clone()], &e)
+            .await
+            .unwrap();
+        assert!(appended.iter().all(|a| a.dropped.is_empty()));
+        stored.push(e.id);
+    }
+    // Bob acks his oldest: his inbox has room, alice's does not.
+    assert!(inbox.ack(&bob, stored[0]).await.unwrap());
+    let e = entry(LONG, "3");
+    let appended = inbox
+        .append(&[alice.clone(), bob.clone()], &e)
+        .await
+        .unwrap();
+    assert_eq!(appended[0].dropped, vec![stored[0]]);
+    assert!(appended[1].dropped.is_empty(), "{:?}", appended[1]);
+    // A retried append stores nothing, so it drops nothing.
+    let again = inbox
+        .append(std::slice::from_ref(&alice), &e)
+        .await
+        .unwrap();
+    assert!(again[0].dropped.is_empty());
 }
 
 /// Appending an id the inbox holds returns its cursor and stores nothing twice (a

@@ -16,7 +16,8 @@ use bytes::Bytes;
 use tokio::time::Instant;
 
 use super::{
-    now_ms, Claim, Claimant, Cursor, IdempotencyKey, Inbox, NewEntry, StoredEntry, EXPIRED_GRACE,
+    now_ms, Appended, Claim, Claimant, Cursor, IdempotencyKey, Inbox, NewEntry, StoredEntry,
+    EXPIRED_GRACE,
 };
 use crate::error::BackendError;
 use crate::ids::{NotificationId, UserId};
@@ -117,7 +118,7 @@ impl Inbox for MemoryInbox {
         &self,
         users: &[UserId],
         entry: &NewEntry,
-    ) -> Result<Vec<Cursor>, BackendError> {
+    ) -> Result<Vec<Appended>, BackendError> {
         let now = Instant::now();
         let wall = now_ms();
         let ttl = Duration::from_millis(u64::try_from(entry.expires_at - wall).unwrap_or(0).max(1));
@@ -132,7 +133,10 @@ impl Inbox for MemoryInbox {
             }
             // Appending an id the inbox still holds stores nothing twice.
             if let Some(&p) = inbox.index.get(&entry.id) {
-                cursors.push(cursor(p));
+                cursors.push(Appended {
+                    cursor: cursor(p),
+                    dropped: Vec::new(),
+                });
                 continue;
             }
             if let Some(key) = entry.collapse_key() {
@@ -152,13 +156,18 @@ impl Inbox for MemoryInbox {
                 },
             );
             inbox.index.insert(entry.id, p);
+            let mut dropped = Vec::new();
             while inbox.entries.len() > self.capacity {
                 if let Some(oldest) = inbox.entries.first_key_value().map(|(_, e)| e.id) {
                     inbox.remove(oldest);
+                    dropped.push(oldest);
                 }
             }
             inbox.expires = inbox.expires.max(now + ttl + EXPIRED_GRACE);
-            cursors.push(cursor(p));
+            cursors.push(Appended {
+                cursor: cursor(p),
+                dropped,
+            });
         }
         self.users.wrote(|inbox| inbox.expires <= now);
         Ok(cursors)

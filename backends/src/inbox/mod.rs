@@ -2,7 +2,9 @@
 //! idempotency keys of `Send`. Redis Streams in a cluster, a map in `--standalone`.
 //!
 //! # Contract
-//! - `append` stores one entry per user and returns each user's [`Cursor`] for it.
+//! - `append` stores one entry per user and returns each user's [`Cursor`] for it, with
+//!   the ids of the entries the capacity pushed out to make room (oldest first; they
+//!   were never acked and are gone).
 //!   Cursors of one user's inbox strictly increase in append order. Appending an id the
 //!   inbox still holds returns its cursor and stores nothing (a retried append).
 //! - An entry appended with a collapse key replaces the user's unacked entry with the
@@ -117,6 +119,14 @@ impl NewEntry {
     }
 }
 
+/// What `append` did in one user's inbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Appended {
+    pub cursor: Cursor,
+    /// Unacked entries the capacity trimmed to make room, oldest first.
+    pub dropped: Vec<NotificationId>,
+}
+
 /// One stored notification of one user.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredEntry {
@@ -189,9 +199,13 @@ pub use crate::clock::now_ms;
 
 #[async_trait]
 pub trait Inbox: Send + Sync + 'static {
-    /// Store `entry` for every user, in one round trip; cursors in the order of `users`.
-    async fn append(&self, users: &[UserId], entry: &NewEntry)
-        -> Result<Vec<Cursor>, BackendError>;
+    /// Store `entry` for every user, in one round trip; one [`Appended`] per user, in the
+    /// order of `users`.
+    async fn append(
+        &self,
+        users: &[UserId],
+        entry: &NewEntry,
+    ) -> Result<Vec<Appended>, BackendError>;
 
     /// Up to `limit` pending entries after `after` (all when `None`), oldest first.
     async fn pending(

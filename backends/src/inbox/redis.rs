@@ -24,8 +24,8 @@ use fred::prelude::{Client, StreamsInterface, Value};
 use tracing::warn;
 
 use super::{
-    now_ms, Claim, Claimant, Cursor, Fingerprint, IdempotencyKey, Inbox, NewEntry, StoredEntry,
-    EXPIRED_GRACE,
+    now_ms, Appended, Claim, Claimant, Cursor, Fingerprint, IdempotencyKey, Inbox, NewEntry,
+    StoredEntry, EXPIRED_GRACE,
 };
 use crate::error::BackendError;
 use crate::ids::{NotificationId, UserId};
@@ -39,19 +39,35 @@ const OP_IDEM: &str = "idempotency";
 const MIN_SCAN: usize = 100;
 const MAX_SCAN: usize = 1000;
 
-/// Store one entry for one user. Appending an id the inbox still holds returns its
+/// Store one entry for one user; replies `{cursor, dropped id…}`, the ids of the oldest
+/// entries the cap trims to make room. Appending an id the inbox still holds returns its
 /// cursor instead of storing it twice (a retried append). With a collapse key, the
 /// entry that held the key is removed first.
 ///
 /// KEYS: stream, index. ARGV: id, exp (unix ms), payload, capacity, now (unix ms),
 /// collapse key ('' for none), grace (ms).
 const APPEND: &str = r"
+-- The notification ids of the entries XADD's MAXLEN is about to trim, after reply's
+-- first slot.
+local function trimmed(reply)
+  local over = redis.call('XLEN', KEYS[1]) + 1 - tonumber(ARGV[4])
+  if over > 0 then
+    for _, entry in ipairs(redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', over)) do
+      local fields = entry[2]
+      for i = 1, #fields, 2 do
+        if fields[i] == 'id' then table.insert(reply, fields[i + 1]) end
+      end
+    end
+  end
+  return reply
+end
 local sid = redis.call('HGET', KEYS[2], ARGV[1])
 if sid and #redis.call('XRANGE', KEYS[1], sid, sid) > 0 then
-  return sid
+  return {sid}
 end
 local cap = tonumber(ARGV[4])
 local ckey = ARGV[6]
+local reply = {false}
 if ckey ~= '' then
   local older = redis.call('HGET', KEYS[2], 'c:' .. ckey)
   if older then
@@ -59,9 +75,11 @@ if ckey ~= '' then
     if osid then redis.call('XDEL', KEYS[1], osid) end
     redis.call('HDEL', KEYS[2], older)
   end
+  reply = trimmed(reply)
   sid = redis.call('XADD', KEYS[1], 'MAXLEN', cap, '*', 'id', ARGV[1], 'exp', ARGV[2], 'p', ARGV[3], 'c', ckey)
   redis.call('HSET', KEYS[2], ARGV[1], sid, 'c:' .. ckey, ARGV[1])
 else
+  reply = trimmed(reply)
   sid = redis.call('XADD', KEYS[1], 'MAXLEN', cap, '*', 'id', ARGV[1], 'exp', ARGV[2], 'p', ARGV[3])
   redis.call('HSET', KEYS[2], ARGV[1], sid)
 end
@@ -87,7 +105,8 @@ local current = redis.call('PTTL', KEYS[1])
 if current > ttl then ttl = current end
 redis.call('PEXPIRE', KEYS[1], ttl)
 redis.call('PEXPIRE', KEYS[2], ttl)
-return sid
+reply[1] = sid
+return reply
 ";
 
 /// Remove one entry by notification id, and its collapse key if that still names it;
@@ -248,6 +267,20 @@ fn after(cursor: &Cursor) -> String {
     }
 }
 
+/// The append script's reply: `[cursor, dropped id…]`.
+fn appended(reply: &Value) -> Option<Appended> {
+    let Value::Array(parts) = reply else {
+        return None;
+    };
+    let (first, rest) = parts.split_first()?;
+    let cursor = text(first).and_then(|s| Cursor::parse(&s))?;
+    let dropped = rest
+        .iter()
+        .map(|v| text(v).and_then(|s| NotificationId::parse(&s).ok()))
+        .collect::<Option<_>>()?;
+    Some(Appended { cursor, dropped })
+}
+
 fn text(v: &Value) -> Option<String> {
     v.as_str().map(|s| s.into_owned())
 }
@@ -301,7 +334,7 @@ impl Inbox for RedisInbox {
         &self,
         users: &[UserId],
         entry: &NewEntry,
-    ) -> Result<Vec<Cursor>, BackendError> {
+    ) -> Result<Vec<Appended>, BackendError> {
         if users.is_empty() {
             return Ok(Vec::new());
         }
@@ -328,9 +361,7 @@ impl Inbox for RedisInbox {
             .into_iter()
             .map(|reply| {
                 let reply = reply.map_err(|e| failed(OP, e))?;
-                text(&reply)
-                    .and_then(|s| Cursor::parse(&s))
-                    .ok_or_else(|| corrupt(OP, format!("append replied {reply:?}")))
+                appended(&reply).ok_or_else(|| corrupt(OP, format!("append replied {reply:?}")))
             })
             .collect()
     }

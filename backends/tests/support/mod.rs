@@ -60,6 +60,7 @@ macro_rules! inbox_cases {
             expired_entries_are_never_returned,
             entries_appended_expired_are_never_returned,
             capacity_trims_the_oldest,
+            append_names_the_entries_the_cap_dropped,
             a_collapse_key_replaces_the_older_entry,
             collapse_keys_survive_trimming,
             append_is_idempotent_per_notification,

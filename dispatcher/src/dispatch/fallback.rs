@@ -22,7 +22,7 @@ use bytes::Bytes;
 use futures::{stream, StreamExt};
 use kurir_backends::{BackendError, NotificationId, UserId};
 use kurir_proto::internal::v1::due_item::Kind;
-use kurir_proto::internal::v1::{DueItem, FallbackCheck, ReceiptBatch};
+use kurir_proto::internal::v1::{DueItem, FallbackCheck};
 use kurir_proto::v1::{Notification, Platform, Priority, Receipt, ReceiptStatus};
 use kurir_push::{Outcome, PushMessage};
 use kurir_runtime::now_ms;
@@ -30,6 +30,7 @@ use prost::Message;
 use tracing::{debug, info};
 
 use super::devices::{decode, push_target};
+use super::report::receipt;
 use super::{Dispatch, FallbackPolicy};
 use crate::error::DispatchError;
 
@@ -237,45 +238,6 @@ impl Dispatch {
             }
         }
         receipts
-    }
-
-    /// One receipt batch on the receipts subject, as gateways send theirs. Receipts are
-    /// at most once: a failed publish is logged, never retried.
-    pub(super) async fn publish_receipts(&self, receipts: Vec<Receipt>) {
-        if receipts.is_empty() {
-            return;
-        }
-        let batch = ReceiptBatch {
-            node: String::new(),
-            receipts,
-        };
-        let subject = self.backends.namespace.receipts_subject();
-        if let Err(e) = self
-            .backends
-            .bus
-            .publish(subject, Bytes::from(batch.encode_to_vec()))
-            .await
-        {
-            tracing::warn!(error = %e, "receipts not published");
-        }
-    }
-}
-
-fn receipt(
-    id: NotificationId,
-    user: &UserId,
-    status: ReceiptStatus,
-    device_id: &str,
-    reason: &str,
-) -> Receipt {
-    Receipt {
-        id: id.to_string(),
-        user_id: user.as_str().to_owned(),
-        status: status as i32,
-        node: String::new(),
-        at: now_ms(),
-        reason: reason.to_owned(),
-        device_id: device_id.to_owned(),
     }
 }
 

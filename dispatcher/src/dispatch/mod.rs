@@ -39,6 +39,7 @@ mod fallback;
 pub mod idempotency;
 mod live;
 mod receipts;
+mod report;
 mod schedule;
 mod send;
 

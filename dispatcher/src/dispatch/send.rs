@@ -113,7 +113,7 @@ impl Dispatch {
                 .as_ref()
                 .map(|n| n.collapse_key.clone()),
         };
-        let cursors = match self.backends.inbox.append(&users, &entry).await {
+        let appended = match self.backends.inbox.append(&users, &entry).await {
             Ok(c) if c.len() == users.len() => c,
             Ok(c) => {
                 // A contract violation: the claim guard, dropped here, gives the key up.
@@ -137,13 +137,14 @@ impl Dispatch {
         if let Some(claim) = claim.take() {
             claim.settle().await;
         }
+        self.report_dropped(&users, &appended).await;
         // The inbox answers with one cursor per user, in their order.
         let recipients = users
             .into_iter()
-            .zip(cursors)
-            .map(|(user, cursor)| Recipient {
+            .zip(appended)
+            .map(|(user, a)| Recipient {
                 user,
-                cursor: Some(cursor),
+                cursor: Some(a.cursor),
             })
             .collect();
         let online_users = self.router.route_stored(delivery, recipients).await;

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use kurir_backends::bus::{Bus, MemoryBus, Subscription};
 use kurir_backends::inbox::{
-    Claim, Claimant, Cursor, IdempotencyKey, Inbox, MemoryInbox, NewEntry, StoredEntry,
+    Appended, Claim, Claimant, Cursor, IdempotencyKey, Inbox, MemoryInbox, NewEntry, StoredEntry,
 };
 use kurir_backends::presence::{Lease, MemoryPresence, PresenceStore};
 use kurir_backends::{BackendError, ConnId, Namespace};
@@ -64,7 +64,7 @@ impl Inbox for FlakyInbox {
         &self,
         users: &[UserId],
         entry: &NewEntry,
-    ) -> Result<Vec<Cursor>, BackendError> {
+    ) -> Result<Vec<Appended>, BackendError> {
         if self.down.load(Ordering::SeqCst) {
             return Err(down("redis"));
         }

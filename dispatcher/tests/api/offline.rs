@@ -473,3 +473,43 @@ async fn fallbacks_and_schedules_are_validated(backends: Backends) {
         .into_inner();
     assert_eq!(reply.stored_users, 1);
 }
+
+#[tokio::test]
+async fn memory_a_full_inbox_reports_dropped() {
+    let backends = support::memory();
+    let small = Backends {
+        inbox: std::sync::Arc::new(kurir_backends::inbox::MemoryInbox::new(2)),
+        ..backends
+    };
+    a_full_inbox_reports_dropped(small).await;
+}
+
+#[tokio::test]
+async fn real_a_full_inbox_reports_dropped() {
+    let mut opts = kurir_backends::ConnectOptions::new(
+        kurir_backends::Namespace::random_for_test(),
+        &nats_url(),
+        &redis_url(),
+    );
+    opts.inbox_capacity = 2;
+    let backends = Backends::connect(&opts).await.expect("NATS and Redis");
+    a_full_inbox_reports_dropped(backends).await;
+}
+
+/// Past the inbox capacity the oldest unacked entry is pushed out: `DROPPED`, counted.
+async fn a_full_inbox_reports_dropped(backends: Backends) {
+    let o = Offline::start(backends).await;
+    let mut receipts = o.receipts().await;
+    let first = o.send(&["alice"], 60, None).await;
+    o.send(&["alice"], 60, None).await;
+    o.send(&["alice"], 60, None).await;
+    let dropped = collect(&mut receipts, &first, &[ReceiptStatus::Dropped], 1).await;
+    assert_eq!(dropped[0].user_id, "alice");
+    let (_, metrics) = o.h.admin_get("/metrics").await;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("kurir_inbox_dropped_total ") && !l.ends_with(" 0")),
+        "{metrics}"
+    );
+}
