@@ -268,8 +268,8 @@ pub async fn capacity_trims_the_oldest(f: &dyn Factory) {
     assert!(all_pending(&*inbox, &alice).await.is_empty());
 }
 
-/// `append` names the entries the capacity pushed out, oldest first, and only those:
-/// not the ones acked or collapsed before.
+/// `append` names the unexpired entries the capacity pushed out, oldest first, and only
+/// those: not the ones acked before, nor the ones already expired.
 pub async fn append_names_the_entries_the_cap_dropped(f: &dyn Factory) {
     let inbox = f.inbox(3).await;
     let (alice, bob) = (user("alice"), user("bob"));
@@ -298,6 +298,21 @@ pub async fn append_names_the_entries_the_cap_dropped(f: &dyn Factory) {
         .await
         .unwrap();
     assert!(again[0].dropped.is_empty());
+    // An entry already expired when trimmed was over, not pushed out.
+    let carol = user("carol");
+    for _ in 0..3 {
+        let mut over = entry(LONG, "over");
+        over.expires_at = now_ms() - 1;
+        inbox
+            .append(std::slice::from_ref(&carol), &over)
+            .await
+            .unwrap();
+    }
+    let fresh = inbox
+        .append(std::slice::from_ref(&carol), &entry(LONG, "fresh"))
+        .await
+        .unwrap();
+    assert!(fresh[0].dropped.is_empty(), "{:?}", fresh[0]);
 }
 
 /// Appending an id the inbox holds returns its cursor and stores nothing twice (a

@@ -158,9 +158,16 @@ impl Inbox for MemoryInbox {
             inbox.index.insert(entry.id, p);
             let mut dropped = Vec::new();
             while inbox.entries.len() > self.capacity {
-                if let Some(oldest) = inbox.entries.first_key_value().map(|(_, e)| e.id) {
+                if let Some((oldest, exp)) = inbox
+                    .entries
+                    .first_key_value()
+                    .map(|(_, e)| (e.id, e.expires_at))
+                {
                     inbox.remove(oldest);
-                    dropped.push(oldest);
+                    // An entry past its expiry was not pushed out, it was over.
+                    if exp > wall {
+                        dropped.push(oldest);
+                    }
                 }
             }
             inbox.expires = inbox.expires.max(now + ttl + EXPIRED_GRACE);

@@ -3,8 +3,8 @@
 //!
 //! # Contract
 //! - `append` stores one entry per user and returns each user's [`Cursor`] for it, with
-//!   the ids of the entries the capacity pushed out to make room (oldest first; they
-//!   were never acked and are gone).
+//!   the ids of the unexpired entries the capacity pushed out to make room (oldest
+//!   first; they were never acked and are gone).
 //!   Cursors of one user's inbox strictly increase in append order. Appending an id the
 //!   inbox still holds returns its cursor and stores nothing (a retried append).
 //! - An entry appended with a collapse key replaces the user's unacked entry with the

@@ -47,16 +47,18 @@ const MAX_SCAN: usize = 1000;
 /// KEYS: stream, index. ARGV: id, exp (unix ms), payload, capacity, now (unix ms),
 /// collapse key ('' for none), grace (ms).
 const APPEND: &str = r"
--- The notification ids of the entries XADD's MAXLEN is about to trim, after reply's
--- first slot.
+-- The notification ids of the unexpired entries XADD's MAXLEN is about to trim, after
+-- reply's first slot.
 local function trimmed(reply)
   local over = redis.call('XLEN', KEYS[1]) + 1 - tonumber(ARGV[4])
   if over > 0 then
     for _, entry in ipairs(redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', over)) do
       local fields = entry[2]
+      local id, exp
       for i = 1, #fields, 2 do
-        if fields[i] == 'id' then table.insert(reply, fields[i + 1]) end
+        if fields[i] == 'id' then id = fields[i + 1] elseif fields[i] == 'exp' then exp = fields[i + 1] end
       end
+      if id and exp and tonumber(exp) > tonumber(ARGV[5]) then table.insert(reply, id) end
     end
   end
   return reply
