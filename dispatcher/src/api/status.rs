@@ -26,7 +26,8 @@ impl From<DispatchError> for Status {
             // this refusal into a silently lost notification.
             DispatchError::IdempotencyKeyReused => Status::failed_precondition(
                 "idempotency_key: already used for a different request (recipients, \
-                 notification or ttl_seconds differ); use a new key for a new notification",
+                 notification, ttl_seconds, fallback or send_at differ); use a new key for a \
+                 new notification",
             ),
             DispatchError::Unscoped => {
                 error!("call authenticated without a caller scope");
