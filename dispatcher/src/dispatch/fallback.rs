@@ -1,8 +1,12 @@
 //! `Send.fallback`: reach the recipients who did not ack through their devices' push
 //! services, then report the ones who never ack.
 //!
-//! A `Send` with a fallback leaves one due item, `f:<id>`, before its inbox append, due
-//! at `created_at + after_ms`. When it comes due:
+//! A `Send` with a fallback leaves one due item, `f:<id>`: parked at the expiry before
+//! the inbox append (so a `Send` whose check cannot be stored fails with nothing
+//! stored), then armed, due at `created_at + after_ms`, once the append is done (so the
+//! check never looks at the inbox before the notification is in it). A dispatcher that
+//! dies between the two leaves the check parked: no push, only the `EXPIRED` step. When
+//! it comes due:
 //! 1. *Push.* The recipients whose inbox still holds the notification unexpired (an ack
 //!    removes it: nothing is pushed to a user who acked on any device) are looked up;
 //!    with `after_ms = 0` only those without a live connection remain. Each of their
@@ -26,6 +30,7 @@ use kurir_proto::internal::v1::{DueItem, FallbackCheck};
 use kurir_proto::v1::{Notification, Platform, Priority, Receipt, ReceiptStatus};
 use kurir_push::{Outcome, PushMessage};
 use kurir_runtime::now_ms;
+use metrics::counter;
 use prost::Message;
 use tracing::{debug, info};
 
@@ -33,6 +38,7 @@ use super::devices::{decode, push_target};
 use super::report::receipt;
 use super::{Dispatch, FallbackPolicy};
 use crate::error::DispatchError;
+use crate::telemetry;
 
 /// Recipients pushed to at once by one due item (each with up to the registry's cap of
 /// devices).
@@ -70,11 +76,11 @@ impl Dispatch {
         }
     }
 
+    /// Store the check of `id`, due at `due_at` (replacing it if there).
     pub(super) async fn schedule_fallback(
         &self,
         id: NotificationId,
-        created_at: i64,
-        policy: &FallbackPolicy,
+        due_at: i64,
         check: &FallbackCheck,
     ) -> Result<(), BackendError> {
         let item = DueItem {
@@ -84,10 +90,32 @@ impl Dispatch {
             .due
             .schedule(
                 &fallback_item(id),
-                created_at + i64::from(policy.after_ms),
+                due_at,
                 Bytes::from(item.encode_to_vec()),
             )
             .await
+    }
+
+    /// Move the parked check of a stored notification to its wait. The notification is
+    /// stored, so a failure does not fail the call: it is logged and counted, and the
+    /// check stays parked (no push; `EXPIRED` still reported).
+    pub(super) async fn arm_fallback(
+        &self,
+        id: NotificationId,
+        due_at: i64,
+        check: &FallbackCheck,
+    ) {
+        if let Err(e) = self.schedule_fallback(id, due_at, check).await {
+            tracing::warn!(%id, error = %e, "fallback not armed; nothing will be pushed");
+            counter!(telemetry::DUE_ITEMS, "kind" => "fallback", "outcome" => "dropped")
+                .increment(1);
+        }
+    }
+
+    /// Remove the parked check of a `Send` that failed (best effort: a check left over
+    /// finds nothing in the inbox at the expiry).
+    pub(super) async fn drop_fallback(&self, id: NotificationId) {
+        let _ = self.backends.due.cancel(&fallback_item(id), now_ms()).await;
     }
 
     /// Run one step of a fallback check; see the module docs.

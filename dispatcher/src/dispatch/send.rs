@@ -70,24 +70,39 @@ impl Dispatch {
             },
             recipients: Vec::new(),
         };
-        // Before the append: a fallback that cannot be scheduled fails the call while
-        // nothing is stored yet. A check left for an append that then failed finds no
-        // inbox entry and pushes nothing.
-        if let (Some(policy), Some(notification)) = (&cmd.fallback, &delivery.notification) {
-            let check =
-                self.fallback_check(id, &cmd.users, notification, delivery.expires_at, policy);
-            if let Err(e) = self.schedule_fallback(id, created_at, policy, &check).await {
-                if let Some(claim) = claim.take() {
-                    claim.release().await;
+        // The fallback check is parked before the append, due only at the expiry, so a
+        // check that cannot be stored fails the call while nothing is stored yet; it is
+        // armed (moved to its wait) once the inbox holds the notification, so it never
+        // runs before the append. See the fallback module docs for the failure cases.
+        let fallback = match (&cmd.fallback, &delivery.notification) {
+            (Some(policy), Some(notification)) => {
+                let check =
+                    self.fallback_check(id, &cmd.users, notification, delivery.expires_at, policy);
+                if let Err(e) = self
+                    .schedule_fallback(id, delivery.expires_at, &check)
+                    .await
+                {
+                    if let Some(claim) = claim.take() {
+                        claim.release().await;
+                    }
+                    return Err(e.into());
                 }
-                return Err(e.into());
+                Some((created_at + i64::from(policy.after_ms), check))
             }
-        }
+            _ => None,
+        };
         let result = if stored {
             self.store_and_route(id, delivery, cmd.users, claim).await
         } else {
             self.route_live(id, delivery, cmd.users, claim).await
         };
+        if let Some((due_at, check)) = fallback {
+            if result.is_ok() {
+                self.arm_fallback(id, due_at, &check).await;
+            } else {
+                self.drop_fallback(id).await;
+            }
+        }
         match &result {
             Ok(out) => debug!(%id, online = out.online_users, stored = out.stored_users, "sent"),
             Err(e) => debug!(%id, error = %e, "send failed"),
