@@ -3,13 +3,18 @@
 //! Along the data path: [`namespace`] names every key and subject; the [`bus`] carries
 //! envelopes dispatcher → gateway and receipts gateway → dispatcher; the [`presence`]
 //! store says which node holds which user; the [`inbox`] keeps stored notifications
-//! until acked. Each seam is a trait with a NATS/Redis and an in-memory implementation,
+//! until acked; the [`devices`] registry says where to push a user whose app is closed,
+//! and the [`due`] queue holds work that must happen later (scheduled sends, push
+//! fallbacks), leased to one dispatcher at a time. Each seam is a trait with a NATS/Redis and an in-memory implementation,
 //! and `contract` (feature `contract`) holds the one test suite both must pass.
 #![forbid(unsafe_code)]
 
 pub mod bus;
+mod clock;
 #[cfg(feature = "contract")]
 pub mod contract;
+pub mod devices;
+pub mod due;
 pub mod error;
 pub mod ids;
 pub mod inbox;

@@ -72,6 +72,29 @@ impl Namespace {
         format!("kurir:{}:inbox-ids:{{{}}}", self.0, user)
     }
 
+    /// `kurir:<ns>:devices:{<user>}`: hash of device id → the user's registered device.
+    pub fn devices_key(&self, user: &UserId) -> String {
+        format!("kurir:{}:devices:{{{}}}", self.0, user)
+    }
+
+    /// `kurir:<ns>:device-order:{<user>}`: sorted set of device id → unix ms of its latest
+    /// registration or push. Same slot as the devices.
+    pub fn device_order_key(&self, user: &UserId) -> String {
+        format!("kurir:{}:device-order:{{{}}}", self.0, user)
+    }
+
+    /// `kurir:<ns>:due:{due}`: the due-queue, a sorted set of item id → unix ms when it is
+    /// due (or when its lease ends). The hash tag keeps it in the slot of its items.
+    pub fn due_queue_key(&self) -> String {
+        format!("kurir:{}:due:{{due}}", self.0)
+    }
+
+    /// `kurir:<ns>:due-items:{due}`: hash of `p:<id>` → payload, `a:<id>` → claims so
+    /// far, `l:<id>` → lease end (unix ms) of the due-queue's items.
+    pub fn due_items_key(&self) -> String {
+        format!("kurir:{}:due-items:{{due}}", self.0)
+    }
+
     /// `kurir:<ns>:idem:<scope>:<key>`: the claim of an idempotency key, per caller
     /// scope (the scope has no `:`, so two scopes never share a name).
     pub fn idempotency_key(&self, key: &IdempotencyKey) -> String {
@@ -121,6 +144,10 @@ mod tests {
         assert_eq!(ns.presence_key(&u), "kurir:acme:presence:{alice}");
         assert_eq!(ns.node_key(&n), "kurir:acme:node:gw-1");
         assert_eq!(ns.inbox_key(&u), "kurir:acme:inbox:{alice}");
+        assert_eq!(ns.devices_key(&u), "kurir:acme:devices:{alice}");
+        assert_eq!(ns.device_order_key(&u), "kurir:acme:device-order:{alice}");
+        assert_eq!(ns.due_queue_key(), "kurir:acme:due:{due}");
+        assert_eq!(ns.due_items_key(), "kurir:acme:due-items:{due}");
         assert_eq!(
             ns.idempotency_key(&IdempotencyKey::new("0123456789abcdef", "k").unwrap()),
             "kurir:acme:idem:0123456789abcdef:k"

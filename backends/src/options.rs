@@ -13,6 +13,10 @@ pub const DEFAULT_INBOX_CAPACITY: usize = 1000;
 pub const DEFAULT_PRESENCE_TTL: Duration = Duration::from_secs(3600);
 /// Default timeout of one Redis command (and of a NATS flush).
 pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
+/// Default number of devices a user keeps.
+pub const DEFAULT_MAX_DEVICES: usize = 20;
+/// Default lifetime of a user's devices without a registration or a push (60 days).
+pub const DEFAULT_DEVICE_TTL: Duration = Duration::from_secs(60 * 24 * 3600);
 /// Default number of messages a bus subscription buffers before it drops (slow consumer).
 pub const DEFAULT_SUBSCRIPTION_CAPACITY: usize = 65_536;
 
@@ -32,6 +36,10 @@ pub struct ConnectOptions {
     pub client_name: String,
     pub presence_ttl: Duration,
     pub inbox_capacity: usize,
+    /// Devices a user keeps (the least recent are dropped past it).
+    pub device_capacity: usize,
+    /// Lifetime of a user's devices without a registration or a push.
+    pub device_ttl: Duration,
     pub command_timeout: Duration,
     pub subscription_capacity: usize,
 }
@@ -46,6 +54,8 @@ impl ConnectOptions {
             client_name: "kurir".to_owned(),
             presence_ttl: DEFAULT_PRESENCE_TTL,
             inbox_capacity: DEFAULT_INBOX_CAPACITY,
+            device_capacity: DEFAULT_MAX_DEVICES,
+            device_ttl: DEFAULT_DEVICE_TTL,
             command_timeout: DEFAULT_COMMAND_TIMEOUT,
             subscription_capacity: DEFAULT_SUBSCRIPTION_CAPACITY,
         }

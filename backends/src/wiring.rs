@@ -1,8 +1,12 @@
-//! Building the three seams, either on NATS + Redis or in memory.
+//! Building the seams, either on NATS + Redis or in memory.
 
 use std::sync::Arc;
 
 use crate::bus::{Bus, MemoryBus, NatsBus};
+use crate::devices::{
+    DeviceStore, MemoryDevices, RedisDevices, DEFAULT_DEVICE_TTL, DEFAULT_MAX_DEVICES,
+};
+use crate::due::{DueQueue, MemoryDueQueue, RedisDueQueue};
 use crate::error::BackendError;
 use crate::inbox::{Inbox, MemoryInbox, RedisInbox};
 use crate::namespace::Namespace;
@@ -18,6 +22,8 @@ pub struct Backends {
     pub bus: Arc<dyn Bus>,
     pub presence: Arc<dyn PresenceStore>,
     pub inbox: Arc<dyn Inbox>,
+    pub devices: Arc<dyn DeviceStore>,
+    pub due: Arc<dyn DueQueue>,
 }
 
 impl Backends {
@@ -40,10 +46,17 @@ impl Backends {
                 opts.presence_ttl,
             )),
             inbox: Arc::new(RedisInbox::new(
-                redis,
+                redis.clone(),
                 opts.namespace.clone(),
                 opts.inbox_capacity,
             )),
+            devices: Arc::new(RedisDevices::new(
+                redis.clone(),
+                opts.namespace.clone(),
+                opts.device_capacity,
+                opts.device_ttl,
+            )),
+            due: Arc::new(RedisDueQueue::new(redis, opts.namespace.clone())),
         })
     }
 
@@ -55,6 +68,8 @@ impl Backends {
             bus: Arc::new(MemoryBus::new(DEFAULT_SUBSCRIPTION_CAPACITY)),
             presence: Arc::new(MemoryPresence::new(DEFAULT_PRESENCE_TTL)),
             inbox: Arc::new(MemoryInbox::new(DEFAULT_INBOX_CAPACITY)),
+            devices: Arc::new(MemoryDevices::new(DEFAULT_MAX_DEVICES, DEFAULT_DEVICE_TTL)),
+            due: Arc::new(MemoryDueQueue::new()),
         }
     }
 }

@@ -19,11 +19,13 @@ macro_rules! on_cluster {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redis_cluster_passes_the_presence_and_inbox_contracts() {
+async fn redis_cluster_passes_the_redis_contracts() {
     let cluster = RedisCluster::start()
         .await
         .expect("a private Redis Cluster (redis-server and redis-cli on PATH)");
     let url = cluster.url();
     presence_cases!(on_cluster!(url, presence,));
     inbox_cases!(on_cluster!(url, inbox,));
+    devices_cases!(on_cluster!(url, devices,));
+    due_cases!(on_cluster!(url, due,));
 }

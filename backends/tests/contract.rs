@@ -43,3 +43,5 @@ macro_rules! suite {
 bus_cases!(suite!(bus: memory_bus, nats_bus,));
 presence_cases!(suite!(presence: memory_presence, redis_presence,));
 inbox_cases!(suite!(inbox: memory_inbox, redis_inbox,));
+devices_cases!(suite!(devices: memory_devices, redis_devices,));
+due_cases!(suite!(due: memory_due, redis_due,));

@@ -50,6 +50,10 @@ pub enum DispatchError {
     #[error("receipt watcher fell behind")]
     WatcherLagged,
 
+    /// What the request names does not exist (a scheduled notification already sent).
+    #[error("{0}")]
+    NotFound(&'static str),
+
     /// The server is draining; long-lived streams are ended so clients reconnect elsewhere.
     #[error("server shutting down")]
     ShuttingDown,

@@ -54,6 +54,8 @@ pub use crate::error::DispatchError;
 pub enum StartError {
     #[error("configuration: {0}")]
     Config(#[from] ConfigError),
+    #[error("push providers: {0}")]
+    Push(#[from] kurir_push::PusherError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -69,6 +71,10 @@ pub enum ServeError {
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("gRPC server: {0}")]
     Transport(#[from] tonic::transport::Error),
+    /// The push settings turned invalid between `bind` and `serve` (never: `bind`
+    /// checked them).
+    #[error("push settings: {0}")]
+    Push(String),
     /// The SIGHUP handler for certificate reloads could not be installed.
     #[error("TLS reload signal: {0}")]
     Signal(#[source] std::io::Error),
@@ -83,6 +89,8 @@ pub struct Dispatcher {
     admin: TcpListener,
     /// gRPC over TLS, when `KURIR_TLS_CERT`/`KURIR_TLS_KEY` are set.
     tls: Option<Arc<ServerCerts>>,
+    /// The push providers `Send.fallback` reaches devices through.
+    pusher: Arc<kurir_push::Pusher>,
 }
 
 impl Dispatcher {
@@ -109,6 +117,7 @@ impl Dispatcher {
             ),
             None => None,
         };
+        let pusher = Arc::new(kurir_push::Pusher::from_settings(&config.push)?);
         telemetry::describe();
         let bind = |addr: SocketAddr| async move {
             TcpListener::bind(addr)
@@ -124,6 +133,7 @@ impl Dispatcher {
             grpc,
             admin,
             tls,
+            pusher,
         })
     }
 
@@ -152,6 +162,7 @@ impl Dispatcher {
             grpc,
             admin,
             tls,
+            pusher,
         } = self;
         let grpc_addr = grpc.local_addr().ok();
 
@@ -171,7 +182,17 @@ impl Dispatcher {
             stop_admin.clone(),
         ));
 
-        let dispatch = Dispatch::new(backends.clone(), config.max_watchers, config.watch_buffer);
+        let allowlist = config
+            .push
+            .allowed_origins()
+            .map_err(|e| ServeError::Push(e.to_string()))?;
+        let dispatch = Dispatch::new(backends.clone(), config.max_watchers, config.watch_buffer)
+            .with_push(pusher, allowlist);
+        dispatch.start_due_worker(dispatch::DueSettings {
+            poll: config.due_poll(),
+            lease: config.due_lease(),
+            batch: config.due_batch,
+        });
         let api = DispatcherApi::new(
             dispatch.clone(),
             config.max_in_flight,

@@ -25,14 +25,25 @@ pub const MAX_IDEMPOTENCY_KEY_BYTES: usize = 128;
 pub const MAX_REASON_BYTES: usize = 120;
 /// Most notification ids a receipt filter may name.
 pub const MAX_NOTIFICATION_IDS: usize = 10_000;
+/// Furthest ahead `send_at` may be: 30 days.
+pub const MAX_SCHEDULE_AHEAD_MS: i64 = 30 * 24 * 3600 * 1000;
+/// Largest encoded `Fallback`: the three platforms (packed) and the longest wait.
+const MAX_FALLBACK_BYTES: usize = field_len(3) + 1 + varint_len(MAX_TTL_SECONDS as usize * 1000);
 /// Largest valid `Send`, protobuf-encoded: 10000 user ids of 128 bytes, a notification
-/// of 4096 bytes, the longest TTL and idempotency key (1,314,235 bytes). The decoding
-/// limit (`KURIR_GRPC_MAX_MESSAGE_BYTES`) may not go below it.
+/// of 4096 bytes, the longest TTL and idempotency key, a fallback on every platform and
+/// a negative `send_at` (10 bytes) (1,314,259 bytes). The decoding limit
+/// (`KURIR_GRPC_MAX_MESSAGE_BYTES`) may not go below it.
 pub const MAX_SEND_REQUEST_BYTES: usize = MAX_USERS * field_len(MAX_USER_ID_LEN)
     + field_len(MAX_NOTIFICATION_BYTES)
     + 1
     + varint_len(MAX_TTL_SECONDS as usize)
-    + field_len(MAX_IDEMPOTENCY_KEY_BYTES);
+    + field_len(MAX_IDEMPOTENCY_KEY_BYTES)
+    + field_len(MAX_FALLBACK_BYTES)
+    + 1
+    + 10;
+/// Longest device token or app id, in bytes.
+pub const MAX_DEVICE_TOKEN_BYTES: usize = 4096;
+pub const MAX_APP_ID_BYTES: usize = 256;
 
 /// Bytes of a protobuf varint holding `v`.
 const fn varint_len(mut v: usize) -> usize {

@@ -63,7 +63,7 @@ async fn serve(config: Config) -> ExitCode {
     tracing::info!(config = ?config, "starting");
     let dispatcher = match Dispatcher::bind(config, backends, metrics).await {
         Ok(d) => d,
-        Err(e @ StartError::Config(_)) => return fail(EX_USAGE, e),
+        Err(e @ (StartError::Config(_) | StartError::Push(_))) => return fail(EX_USAGE, e),
         Err(e @ StartError::Bind { .. }) => return fail(EX_UNAVAILABLE, e),
     };
     match dispatcher.serve(kurir_runtime::shutdown::signal()).await {

@@ -12,16 +12,24 @@ pub enum Method {
     GetPresence,
     Disconnect,
     WatchReceipts,
+    RegisterDevice,
+    UnregisterDevice,
+    ListDevices,
+    CancelScheduled,
 }
 
 impl Method {
-    pub const ALL: [Method; 6] = [
+    pub const ALL: [Method; 10] = [
         Method::Send,
         Method::Publish,
         Method::Broadcast,
         Method::GetPresence,
         Method::Disconnect,
         Method::WatchReceipts,
+        Method::RegisterDevice,
+        Method::UnregisterDevice,
+        Method::ListDevices,
+        Method::CancelScheduled,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -32,6 +40,10 @@ impl Method {
             Method::GetPresence => "GetPresence",
             Method::Disconnect => "Disconnect",
             Method::WatchReceipts => "WatchReceipts",
+            Method::RegisterDevice => "RegisterDevice",
+            Method::UnregisterDevice => "UnregisterDevice",
+            Method::ListDevices => "ListDevices",
+            Method::CancelScheduled => "CancelScheduled",
         }
     }
 

@@ -37,14 +37,23 @@ pub const READY: &str = "kurir_dispatcher_ready";
 /// `{check}`: readiness probes that failed.
 pub const READINESS_FAILURES: &str = "kurir_dispatcher_readiness_failures_total";
 
+/// Counter of unacked inbox entries pushed out by the inbox cap (each reported as a
+/// `DROPPED` receipt).
+pub const INBOX_DROPPED: &str = "kurir_inbox_dropped_total";
+/// Counter of due items handled by this dispatcher's due-worker, by `kind`
+/// (`scheduled`, `fallback`, `expiry`) and `outcome` (`done`, `retried`, `dropped`).
+pub const DUE_ITEMS: &str = "kurir_dispatcher_due_items_total";
+pub const DUE_KINDS: [&str; 3] = ["scheduled", "fallback", "expiry"];
+pub const DUE_OUTCOMES: [&str; 3] = ["done", "retried", "dropped"];
 pub const ROUTE_STAGES: [&str; 2] = ["lookup", "publish"];
 pub const READINESS_CHECKS: [&str; 2] = ["bus", "presence"];
 
 /// Codes registered at zero for every method, so error-rate queries have data from
 /// start-up.
-const REGISTERED_CODES: [Code; 8] = [
+const REGISTERED_CODES: [Code; 9] = [
     Code::Ok,
     Code::InvalidArgument,
+    Code::NotFound,
     Code::Unauthenticated,
     Code::Aborted,
     Code::ResourceExhausted,
@@ -61,10 +70,16 @@ pub const DURATION_BUCKETS: &[f64] = &[
 
 /// The dispatcher's histograms and their buckets. A process that embeds a dispatcher
 /// beside other servers installs the recorder itself with these among the others'.
-pub const BUCKETS: &[Buckets] = &[Buckets {
-    metric: REQUEST_DURATION,
-    bounds: DURATION_BUCKETS,
-}];
+pub const BUCKETS: &[Buckets] = &[
+    Buckets {
+        metric: REQUEST_DURATION,
+        bounds: DURATION_BUCKETS,
+    },
+    Buckets {
+        metric: kurir_push::telemetry::DURATION_SECONDS,
+        bounds: kurir_push::telemetry::DURATION_BUCKETS,
+    },
+];
 
 /// The process-wide Prometheus recorder with [`BUCKETS`], installed on first call; later
 /// calls (tests starting several dispatchers) get the same handle.
@@ -126,6 +141,35 @@ pub fn describe() {
     }
     for check in READINESS_CHECKS {
         counter!(READINESS_FAILURES, "check" => check).absolute(0);
+    }
+    describe_counter!(
+        INBOX_DROPPED,
+        "Unacked inbox entries pushed out by KURIR_INBOX_CAPACITY (DROPPED receipts)"
+    );
+    counter!(INBOX_DROPPED).absolute(0);
+    describe_counter!(
+        DUE_ITEMS,
+        "Due items (scheduled sends, push fallbacks) handled, by kind and outcome"
+    );
+    for kind in DUE_KINDS {
+        for outcome in DUE_OUTCOMES {
+            counter!(DUE_ITEMS, "kind" => kind, "outcome" => outcome).absolute(0);
+        }
+    }
+    describe_counter!(
+        kurir_push::telemetry::SENT_TOTAL,
+        "Pushes to a push service, by provider and outcome (sent, gone, retryable, failed)"
+    );
+    describe_histogram!(
+        kurir_push::telemetry::DURATION_SECONDS,
+        Unit::Seconds,
+        "Duration of one request to a push service, by provider"
+    );
+    for provider in ["webpush", "fcm", "apns"] {
+        for outcome in ["sent", "gone", "retryable", "failed"] {
+            counter!(kurir_push::telemetry::SENT_TOTAL, "provider" => provider, "outcome" => outcome)
+                .absolute(0);
+        }
     }
     gauge!(WATCHERS).set(0.0);
     gauge!(READY).set(0.0);

@@ -38,6 +38,7 @@ fn keyed(users: &[&str], title: &str, key: &str) -> SendRequest {
         notification: note(title),
         ttl_seconds: 3600,
         idempotency_key: key.into(),
+        ..Default::default()
     }
 }
 

@@ -36,6 +36,7 @@ pub fn run(data: &[u8]) {
         2 => request(built, rest, &mut u, |u| {
             Ok(BroadcastRequest {
                 notification: arb_notification(u)?,
+                ..Default::default()
             })
         })
         .map(check_broadcast),
@@ -212,6 +213,7 @@ fn arb_publish(u: &mut Unstructured<'_>) -> arbitrary::Result<PublishRequest> {
             _ => arb_text(u)?,
         },
         notification: arb_notification(u)?,
+        ..Default::default()
     })
 }
 

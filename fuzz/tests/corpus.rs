@@ -249,6 +249,7 @@ fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
                 &PublishRequest {
                     topic: "orders.eu".into(),
                     notification: note("shipped"),
+                    ..Default::default()
                 }
                 .encode_to_vec(),
             ),

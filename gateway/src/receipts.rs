@@ -43,6 +43,7 @@ impl Receipts {
             // Said once per batch.
             node: String::new(),
             at: now_ms(),
+            ..Default::default()
         };
         if self.tx.try_send(receipt).is_err() {
             telemetry::dropped("receipts_full");

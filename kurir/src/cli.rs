@@ -5,6 +5,7 @@ use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::client::args::{DisconnectArgs, PresenceArgs, ReceiptsArgs, SendArgs};
 use crate::token::TokenArgs;
+use crate::vapid::VapidArgs;
 
 /// `kurir`: with no subcommand, a development node; with one, a client.
 #[derive(Debug, Parser)]
@@ -47,6 +48,9 @@ pub enum Command {
     Disconnect(DisconnectArgs),
     /// Print a client JWT for the gateway, alone on one line.
     Token(TokenArgs),
+    /// Print a new VAPID key pair for Web Push: KURIR_VAPID_PRIVATE_KEY for the
+    /// dispatchers, the public key for the browsers.
+    Vapid(VapidArgs),
 }
 
 /// The dispatcher's `--standalone` switch means nothing here (this is always a

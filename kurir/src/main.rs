@@ -1,6 +1,7 @@
 //! `kurir`: the one command people type. `kurir` alone runs a development node (see
 //! [`dev`]); `kurir send | presence | receipts | disconnect` talk to a dispatcher
-//! ([`client`]); `kurir token` prints a client JWT ([`token`]).
+//! ([`client`]); `kurir token` prints a client JWT ([`token`]); `kurir vapid` a Web Push
+//! key pair ([`vapid`]).
 //!
 //! Exit codes: 0 done, 64 bad flags or configuration, 69 a port could not be bound,
 //! 1 anything else; errors are one line `kurir: …` on stderr.
@@ -10,6 +11,7 @@ mod cli;
 mod client;
 mod dev;
 mod token;
+mod vapid;
 
 use std::process::ExitCode;
 
@@ -26,10 +28,14 @@ use crate::dev::DevNode;
 
 /// Histograms of a development node, which records the dispatcher's and the embedded
 /// gateway's metrics through one recorder.
-const HISTOGRAMS: [Buckets; 2] = [
+const HISTOGRAMS: [Buckets; 3] = [
     Buckets {
         metric: kurir_dispatcher::telemetry::REQUEST_DURATION,
         bounds: kurir_dispatcher::telemetry::DURATION_BUCKETS,
+    },
+    Buckets {
+        metric: kurir_push::telemetry::DURATION_SECONDS,
+        bounds: kurir_push::telemetry::DURATION_BUCKETS,
     },
     Buckets {
         metric: kurir_gateway::telemetry::DELIVERY_LATENCY,
@@ -64,6 +70,12 @@ async fn run(command: Command) -> ExitCode {
         Command::Presence(args) => client::presence(args).await,
         Command::Receipts(args) => client::receipts(args).await,
         Command::Disconnect(args) => client::disconnect(args).await,
+        Command::Vapid(args) => {
+            return match vapid::run(&args) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(1, e),
+            }
+        }
         Command::Token(args) => {
             return match token::run(&args) {
                 Ok(()) => ExitCode::SUCCESS,

@@ -51,6 +51,48 @@ async fn clients_talk_to_the_server(backends: Backends) {
     let reply: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(reply["connections_closed"], 0, "alice has no connection");
 
+    // Scheduled, with a fallback: answered at once, nothing stored yet.
+    let later = (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis()
+        + 60_000)
+        .to_string();
+    let out = kurir(&with_key(&[
+        "send",
+        "--user",
+        "alice",
+        "--title",
+        "Later",
+        "--send-at",
+        &later,
+        "--fallback-after-ms",
+        "5000",
+    ]))
+    .await;
+    assert!(out.status.success(), "stderr: {}", stderr(&out));
+    let reply: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    NotificationId::parse(reply["id"].as_str().expect("id")).expect("uuid");
+    assert_eq!(reply["stored_users"], 0);
+    // A fallback without a stored notification is refused, naming the field.
+    let out = kurir(&with_key(&[
+        "send",
+        "--user",
+        "alice",
+        "--title",
+        "x",
+        "--ttl",
+        "0",
+        "--fallback-after-ms",
+        "0",
+    ]))
+    .await;
+    assert!(
+        stderr(&out).starts_with("kurir: InvalidArgument: fallback: "),
+        "{}",
+        stderr(&out)
+    );
+
     let out = kurir(&with_key(&["send", "--topic", "bad topic", "--title", "x"])).await;
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);

@@ -113,3 +113,27 @@ fn the_development_node_exits_64_on_bad_settings_and_69_on_a_taken_port() {
         "{err}"
     );
 }
+
+#[test]
+fn vapid_prints_a_key_pair_the_dispatcher_accepts() {
+    let out = kurir(&["vapid", "--json"], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let pair: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (private, public) = (
+        pair["private_key"].as_str().unwrap(),
+        pair["public_key"].as_str().unwrap(),
+    );
+    let key = kurir_push::webpush::vapid::VapidKey::new(private, "mailto:ops@kurir.test")
+        .expect("a usable KURIR_VAPID_PRIVATE_KEY");
+    assert_eq!(key.public_key(), public);
+    // The default output is an environment line to paste, with the public key beside.
+    let out = kurir(&["vapid"], &[]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("KURIR_VAPID_PRIVATE_KEY="))
+        .expect("the private key line");
+    let private = line.trim_start_matches("KURIR_VAPID_PRIVATE_KEY=");
+    let key = kurir_push::webpush::vapid::VapidKey::new(private, "mailto:ops@kurir.test").unwrap();
+    assert!(text.contains(key.public_key()), "{text}");
+}

@@ -158,6 +158,7 @@ impl Sender {
                             notification,
                             ttl_seconds: content.ttl_seconds,
                             idempotency_key: String::new(),
+                            ..Default::default()
                         })
                         .await
                         .map(|r| Some(r.into_inner().online_users)),
@@ -165,11 +166,15 @@ impl Sender {
                         .publish(PublishRequest {
                             topic,
                             notification,
+                            ..Default::default()
                         })
                         .await
                         .map(|_| None),
                     To::Broadcast => api
-                        .broadcast(BroadcastRequest { notification })
+                        .broadcast(BroadcastRequest {
+                            notification,
+                            ..Default::default()
+                        })
                         .await
                         .map(|_| None),
                 };

@@ -7,7 +7,8 @@
 //! with its environment, keeps its log and stops it by PID; `poll` is `eventually`;
 //! `http` is the smallest GET for admin endpoints; `bearer` authenticates gRPC calls;
 //! `token` mints client tokens; `faults` stages outages (private NATS and Redis servers,
-//! a Redis Cluster, a cuttable proxy, `redis-cli`); `certs` writes a test PKI.
+//! a Redis Cluster, a cuttable proxy, `redis-cli`); `certs` writes a test PKI; `push` is a fake Web Push
+//! service and the keys its clients hold.
 #![forbid(unsafe_code)]
 
 pub mod bearer;
@@ -18,6 +19,7 @@ pub mod http;
 pub mod poll;
 pub mod ports;
 pub mod process;
+pub mod push;
 pub mod services;
 pub mod token;
 

@@ -30,9 +30,9 @@ fn entry(ttl: Duration, payload: &str) -> NewEntry {
 }
 
 async fn append_one(inbox: &dyn Inbox, to: &UserId, e: &NewEntry) -> Cursor {
-    let cursors = inbox.append(std::slice::from_ref(to), e).await.unwrap();
-    assert_eq!(cursors.len(), 1);
-    cursors.into_iter().next().unwrap()
+    let appended = inbox.append(std::slice::from_ref(to), e).await.unwrap();
+    assert_eq!(appended.len(), 1);
+    appended.into_iter().next().unwrap().cursor
 }
 
 async fn all_pending(inbox: &dyn Inbox, of: &UserId) -> Vec<StoredEntry> {
@@ -58,7 +58,7 @@ pub async fn append_returns_increasing_cursors(f: &dyn Factory) {
             .await
             .unwrap();
         assert_eq!(cursors.len(), 2);
-        for (prev, c) in last.iter_mut().zip(cursors) {
+        for (prev, c) in last.iter_mut().zip(cursors.into_iter().map(|a| a.cursor)) {
             assert!(Cursor::parse(c.as_str()).is_some(), "cursor shape {c}");
             if let Some(p) = prev {
                 assert!(c > *p, "cursor {c} after {p}");
@@ -253,6 +253,14 @@ pub async fn capacity_trims_the_oldest(f: &dyn Factory) {
     }
     let kept = ids(&all_pending(&*inbox, &alice).await);
     assert_eq!(kept, appended[appended.len() - SMALL..].to_vec());
+    // One more: the oldest is trimmed, and named.
+    let e = entry(LONG, "one more");
+    let more = inbox
+        .append(std::slice::from_ref(&alice), &e)
+        .await
+        .unwrap();
+    assert_eq!(more[0].dropped, vec![kept[0]]);
+    let kept = ids(&all_pending(&*inbox, &alice).await);
     // Acks still work on what is left after many trims.
     for id in kept {
         assert!(inbox.ack(&alice, id).await.unwrap());
@@ -561,4 +569,6 @@ pub async fn scopes_keep_keys_apart(f: &dyn Factory) {
 }
 
 mod collapse;
+mod dropped;
 pub use collapse::*;
+pub use dropped::*;

@@ -14,11 +14,15 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::bus::Bus;
+use crate::devices::DeviceStore;
+use crate::due::DueQueue;
 use crate::inbox::Inbox;
 use crate::namespace::Namespace;
 use crate::presence::PresenceStore;
 
 pub mod bus;
+pub mod devices;
+pub mod due;
 pub mod inbox;
 pub mod presence;
 
@@ -37,6 +41,12 @@ pub trait Factory: Send + Sync {
 
     /// An inbox keeping at most `capacity` entries per user.
     async fn inbox(&self, capacity: usize) -> Arc<dyn Inbox>;
+
+    /// A device registry keeping at most `capacity` devices per user for `ttl`.
+    async fn devices(&self, capacity: usize, ttl: Duration) -> Arc<dyn DeviceStore>;
+
+    /// A client of the due-queue (for NATS/Redis, a new client each call).
+    async fn due(&self) -> Arc<dyn DueQueue>;
 }
 
 /// How long a case waits for something that should happen at once (a delivery).

@@ -15,7 +15,10 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use tokio::time::Instant;
 
-use super::{now_ms, Claim, Claimant, Cursor, IdempotencyKey, Inbox, NewEntry, StoredEntry};
+use super::{
+    now_ms, Appended, Claim, Claimant, Cursor, IdempotencyKey, Inbox, NewEntry, StoredEntry,
+    EXPIRED_GRACE,
+};
 use crate::error::BackendError;
 use crate::ids::{NotificationId, UserId};
 use crate::sharded::Sharded;
@@ -115,7 +118,7 @@ impl Inbox for MemoryInbox {
         &self,
         users: &[UserId],
         entry: &NewEntry,
-    ) -> Result<Vec<Cursor>, BackendError> {
+    ) -> Result<Vec<Appended>, BackendError> {
         let now = Instant::now();
         let wall = now_ms();
         let ttl = Duration::from_millis(u64::try_from(entry.expires_at - wall).unwrap_or(0).max(1));
@@ -130,7 +133,10 @@ impl Inbox for MemoryInbox {
             }
             // Appending an id the inbox still holds stores nothing twice.
             if let Some(&p) = inbox.index.get(&entry.id) {
-                cursors.push(cursor(p));
+                cursors.push(Appended {
+                    cursor: cursor(p),
+                    dropped: Vec::new(),
+                });
                 continue;
             }
             if let Some(key) = entry.collapse_key() {
@@ -150,13 +156,25 @@ impl Inbox for MemoryInbox {
                 },
             );
             inbox.index.insert(entry.id, p);
+            let mut dropped = Vec::new();
             while inbox.entries.len() > self.capacity {
-                if let Some(oldest) = inbox.entries.first_key_value().map(|(_, e)| e.id) {
+                if let Some((oldest, exp)) = inbox
+                    .entries
+                    .first_key_value()
+                    .map(|(_, e)| (e.id, e.expires_at))
+                {
                     inbox.remove(oldest);
+                    // An entry past its expiry was not pushed out, it was over.
+                    if exp > wall {
+                        dropped.push(oldest);
+                    }
                 }
             }
-            inbox.expires = inbox.expires.max(now + ttl);
-            cursors.push(cursor(p));
+            inbox.expires = inbox.expires.max(now + ttl + EXPIRED_GRACE);
+            cursors.push(Appended {
+                cursor: cursor(p),
+                dropped,
+            });
         }
         self.users.wrote(|inbox| inbox.expires <= now);
         Ok(cursors)
@@ -189,6 +207,23 @@ impl Inbox for MemoryInbox {
                 id: e.id,
                 expires_at: e.expires_at,
                 payload: e.payload.clone(),
+            })
+            .collect())
+    }
+
+    async fn holds(
+        &self,
+        users: &[UserId],
+        id: NotificationId,
+    ) -> Result<Vec<Option<i64>>, BackendError> {
+        let now = Instant::now();
+        Ok(users
+            .iter()
+            .map(|user| {
+                let shard = self.users.shard(user);
+                let inbox = shard.get(user).filter(|inbox| inbox.expires > now)?;
+                let p = inbox.index.get(&id)?;
+                inbox.entries.get(p).map(|e| e.expires_at)
             })
             .collect())
     }
@@ -295,7 +330,11 @@ mod tests {
             .append(std::slice::from_ref(&user), &entry(Duration::from_secs(60)))
             .await
             .unwrap();
+        // Past the entry's TTL it is no longer delivered but still known (an unacked
+        // expiry); past the grace the inbox is gone.
         tokio::time::advance(Duration::from_secs(61)).await;
+        assert_eq!(inbox.users.len(), 1);
+        tokio::time::advance(super::super::EXPIRED_GRACE).await;
         assert!(inbox.pending(&user, None, 10).await.unwrap().is_empty());
         assert_eq!(inbox.users.len(), 0);
     }

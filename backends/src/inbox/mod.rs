@@ -2,14 +2,19 @@
 //! idempotency keys of `Send`. Redis Streams in a cluster, a map in `--standalone`.
 //!
 //! # Contract
-//! - `append` stores one entry per user and returns each user's [`Cursor`] for it.
+//! - `append` stores one entry per user and returns each user's [`Cursor`] for it, with
+//!   the ids of the unexpired entries the capacity pushed out to make room (oldest
+//!   first; they were never acked and are gone).
 //!   Cursors of one user's inbox strictly increase in append order. Appending an id the
 //!   inbox still holds returns its cursor and stores nothing (a retried append).
 //! - An entry appended with a collapse key replaces the user's unacked entry with the
 //!   same key, if any: a replay sends only the newest of them ("3 new messages" instead
 //!   of three banners). Entries with other keys or none are untouched.
 //! - An inbox keeps at most its configured capacity of entries (oldest trimmed first)
-//!   and expires as a whole after the longest TTL of what it holds.
+//!   and expires as a whole [`EXPIRED_GRACE`] after the longest TTL of what it holds.
+//! - `holds` says, per user, whether an entry is still in the inbox (neither acked nor
+//!   trimmed) and when it expires; an entry past its expiry is still held during the
+//!   grace, so the expiry of an unacked notification can be told from an ack.
 //! - `pending` returns unacked, unexpired entries after a cursor, oldest first. An entry
 //!   whose `expires_at` has passed is never returned.
 //! - `ack` removes an entry by notification id; acking twice or acking an unknown id is
@@ -114,6 +119,14 @@ impl NewEntry {
     }
 }
 
+/// What `append` did in one user's inbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Appended {
+    pub cursor: Cursor,
+    /// Unacked entries the capacity trimmed to make room, oldest first.
+    pub dropped: Vec<NotificationId>,
+}
+
 /// One stored notification of one user.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredEntry {
@@ -178,18 +191,21 @@ pub enum Claim {
     OtherRequest,
 }
 
-/// Wall-clock unix milliseconds, the clock of [`NewEntry::expires_at`].
-pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
+/// How long an inbox outlives the expiry of its longest-lived entry: the window in which
+/// an expired, unacked entry can still be told from an acked one (`EXPIRED` receipts).
+pub const EXPIRED_GRACE: Duration = Duration::from_secs(300);
+
+pub use crate::clock::now_ms;
 
 #[async_trait]
 pub trait Inbox: Send + Sync + 'static {
-    /// Store `entry` for every user, in one round trip; cursors in the order of `users`.
-    async fn append(&self, users: &[UserId], entry: &NewEntry)
-        -> Result<Vec<Cursor>, BackendError>;
+    /// Store `entry` for every user, in one round trip; one [`Appended`] per user, in the
+    /// order of `users`.
+    async fn append(
+        &self,
+        users: &[UserId],
+        entry: &NewEntry,
+    ) -> Result<Vec<Appended>, BackendError>;
 
     /// Up to `limit` pending entries after `after` (all when `None`), oldest first.
     async fn pending(
@@ -198,6 +214,15 @@ pub trait Inbox: Send + Sync + 'static {
         after: Option<&Cursor>,
         limit: usize,
     ) -> Result<Vec<StoredEntry>, BackendError>;
+
+    /// For each user, in order: the `expires_at` of notification `id` while the user's
+    /// inbox holds it (unacked, untrimmed, expired or not), `None` otherwise. One round
+    /// trip.
+    async fn holds(
+        &self,
+        users: &[UserId],
+        id: NotificationId,
+    ) -> Result<Vec<Option<i64>>, BackendError>;
 
     /// Remove the entry of notification `id`; `true` when something was removed.
     async fn ack(&self, user: &UserId, id: NotificationId) -> Result<bool, BackendError>;

@@ -24,7 +24,8 @@ use fred::prelude::{Client, StreamsInterface, Value};
 use tracing::warn;
 
 use super::{
-    now_ms, Claim, Claimant, Cursor, Fingerprint, IdempotencyKey, Inbox, NewEntry, StoredEntry,
+    now_ms, Appended, Claim, Claimant, Cursor, Fingerprint, IdempotencyKey, Inbox, NewEntry,
+    StoredEntry, EXPIRED_GRACE,
 };
 use crate::error::BackendError;
 use crate::ids::{NotificationId, UserId};
@@ -38,19 +39,37 @@ const OP_IDEM: &str = "idempotency";
 const MIN_SCAN: usize = 100;
 const MAX_SCAN: usize = 1000;
 
-/// Store one entry for one user. Appending an id the inbox still holds returns its
+/// Store one entry for one user; replies `{cursor, dropped id…}`, the ids of the oldest
+/// entries the cap trims to make room. Appending an id the inbox still holds returns its
 /// cursor instead of storing it twice (a retried append). With a collapse key, the
 /// entry that held the key is removed first.
 ///
 /// KEYS: stream, index. ARGV: id, exp (unix ms), payload, capacity, now (unix ms),
-/// collapse key ('' for none).
+/// collapse key ('' for none), grace (ms).
 const APPEND: &str = r"
+-- The notification ids of the unexpired entries XADD's MAXLEN is about to trim, after
+-- reply's first slot.
+local function trimmed(reply)
+  local over = redis.call('XLEN', KEYS[1]) + 1 - tonumber(ARGV[4])
+  if over > 0 then
+    for _, entry in ipairs(redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', over)) do
+      local fields = entry[2]
+      local id, exp
+      for i = 1, #fields, 2 do
+        if fields[i] == 'id' then id = fields[i + 1] elseif fields[i] == 'exp' then exp = fields[i + 1] end
+      end
+      if id and exp and tonumber(exp) > tonumber(ARGV[5]) then table.insert(reply, id) end
+    end
+  end
+  return reply
+end
 local sid = redis.call('HGET', KEYS[2], ARGV[1])
 if sid and #redis.call('XRANGE', KEYS[1], sid, sid) > 0 then
-  return sid
+  return {sid}
 end
 local cap = tonumber(ARGV[4])
 local ckey = ARGV[6]
+local reply = {false}
 if ckey ~= '' then
   local older = redis.call('HGET', KEYS[2], 'c:' .. ckey)
   if older then
@@ -58,9 +77,11 @@ if ckey ~= '' then
     if osid then redis.call('XDEL', KEYS[1], osid) end
     redis.call('HDEL', KEYS[2], older)
   end
+  reply = trimmed(reply)
   sid = redis.call('XADD', KEYS[1], 'MAXLEN', cap, '*', 'id', ARGV[1], 'exp', ARGV[2], 'p', ARGV[3], 'c', ckey)
   redis.call('HSET', KEYS[2], ARGV[1], sid, 'c:' .. ckey, ARGV[1])
 else
+  reply = trimmed(reply)
   sid = redis.call('XADD', KEYS[1], 'MAXLEN', cap, '*', 'id', ARGV[1], 'exp', ARGV[2], 'p', ARGV[3])
   redis.call('HSET', KEYS[2], ARGV[1], sid)
 end
@@ -79,14 +100,15 @@ if redis.call('HLEN', KEYS[2]) > 2 * cap then
     end
   end
 end
--- Both keys live at least as long as the longest-lived entry.
-local ttl = math.floor(tonumber(ARGV[2]) - tonumber(ARGV[5]))
+-- Both keys live at least as long as the longest-lived entry, and the grace.
+local ttl = math.floor(tonumber(ARGV[2]) - tonumber(ARGV[5]) + tonumber(ARGV[7]))
 if ttl < 1 then ttl = 1 end
 local current = redis.call('PTTL', KEYS[1])
 if current > ttl then ttl = current end
 redis.call('PEXPIRE', KEYS[1], ttl)
 redis.call('PEXPIRE', KEYS[2], ttl)
-return sid
+reply[1] = sid
+return reply
 ";
 
 /// Remove one entry by notification id, and its collapse key if that still names it;
@@ -107,6 +129,21 @@ if entry then
   end
 end
 return redis.call('XDEL', KEYS[1], sid)
+";
+
+/// The expiry of an entry the inbox holds, by notification id; nil when it holds none.
+///
+/// KEYS: stream, index. ARGV: id.
+const HOLDS: &str = r"
+local sid = redis.call('HGET', KEYS[2], ARGV[1])
+if not sid then return false end
+local entry = redis.call('XRANGE', KEYS[1], sid, sid)[1]
+if not entry then return false end
+local fields = entry[2]
+for i = 1, #fields, 2 do
+  if fields[i] == 'exp' then return fields[i + 1] end
+end
+return false
 ";
 
 /// What prefixes a pending claim's id; the Lua below spells it out too.
@@ -152,6 +189,7 @@ pub struct RedisInbox {
     capacity: usize,
     append: Script,
     ack: Script,
+    holds: Script,
     claim: Script,
     settle: Script,
     release: Script,
@@ -166,6 +204,7 @@ impl RedisInbox {
             capacity: capacity.max(1),
             append: Script::new(APPEND),
             ack: Script::new(ACK),
+            holds: Script::new(HOLDS),
             claim: Script::new(CLAIM),
             settle: Script::new(SETTLE),
             release: Script::new(RELEASE),
@@ -230,6 +269,20 @@ fn after(cursor: &Cursor) -> String {
     }
 }
 
+/// The append script's reply: `[cursor, dropped id…]`.
+fn appended(reply: &Value) -> Option<Appended> {
+    let Value::Array(parts) = reply else {
+        return None;
+    };
+    let (first, rest) = parts.split_first()?;
+    let cursor = text(first).and_then(|s| Cursor::parse(&s))?;
+    let dropped = rest
+        .iter()
+        .map(|v| text(v).and_then(|s| NotificationId::parse(&s).ok()))
+        .collect::<Option<_>>()?;
+    Some(Appended { cursor, dropped })
+}
+
 fn text(v: &Value) -> Option<String> {
     v.as_str().map(|s| s.into_owned())
 }
@@ -283,7 +336,7 @@ impl Inbox for RedisInbox {
         &self,
         users: &[UserId],
         entry: &NewEntry,
-    ) -> Result<Vec<Cursor>, BackendError> {
+    ) -> Result<Vec<Appended>, BackendError> {
         if users.is_empty() {
             return Ok(Vec::new());
         }
@@ -295,6 +348,7 @@ impl Inbox for RedisInbox {
             Value::Integer(i64::try_from(self.capacity).unwrap_or(i64::MAX)),
             Value::Integer(now_ms()),
             Value::from(entry.collapse_key().unwrap_or_default()),
+            Value::Integer(i64::try_from(EXPIRED_GRACE.as_millis()).unwrap_or(i64::MAX)),
         ];
         let calls: Vec<ScriptCall> = users
             .iter()
@@ -309,9 +363,7 @@ impl Inbox for RedisInbox {
             .into_iter()
             .map(|reply| {
                 let reply = reply.map_err(|e| failed(OP, e))?;
-                text(&reply)
-                    .and_then(|s| Cursor::parse(&s))
-                    .ok_or_else(|| corrupt(OP, format!("append replied {reply:?}")))
+                appended(&reply).ok_or_else(|| corrupt(OP, format!("append replied {reply:?}")))
             })
             .collect()
     }
@@ -372,6 +424,36 @@ impl Inbox for RedisInbox {
             warn!(malformed, "skipped malformed inbox entries");
         }
         Ok(out)
+    }
+
+    async fn holds(
+        &self,
+        users: &[UserId],
+        id: NotificationId,
+    ) -> Result<Vec<Option<i64>>, BackendError> {
+        if users.is_empty() {
+            return Ok(Vec::new());
+        }
+        ready(&self.client, OP)?;
+        let calls: Vec<ScriptCall> = users
+            .iter()
+            .map(|user| ScriptCall {
+                keys: self.keys(user),
+                args: vec![Value::from(id.to_string())],
+            })
+            .collect();
+        self.holds
+            .run_many(&self.client, &calls)
+            .await
+            .into_iter()
+            .map(|reply| match reply.map_err(|e| failed(OP, e))? {
+                Value::Null => Ok(None),
+                other => text(&other)
+                    .and_then(|s| s.parse().ok())
+                    .map(Some)
+                    .ok_or_else(|| corrupt(OP, format!("holds replied {other:?}"))),
+            })
+            .collect()
     }
 
     async fn ack(&self, user: &UserId, id: NotificationId) -> Result<bool, BackendError> {

@@ -30,7 +30,7 @@ use servers::*;
 /// The ACL rules of Kurir's Redis users (gateway and dispatcher alike): its keys only, no
 /// channels, and only the commands it runs, directly or from its scripts. The Kubernetes
 /// manifests use this same line (tests/ops/validate_manifests.py checks they agree).
-pub const KURIR_REDIS_ACL: &str = "~kurir:* resetchannels -@all +ping +hello +auth +select +client|setname +client|id +cluster|slots +cluster|shards +info +eval +evalsha +script|load +get +set +del +unlink +hget +hset +hdel +hgetall +hlen +pexpire +pttl +xadd +xdel +xrange";
+pub const KURIR_REDIS_ACL: &str = "~kurir:* resetchannels -@all +ping +hello +auth +select +client|setname +client|id +cluster|slots +cluster|shards +info +eval +evalsha +script|load +get +set +del +unlink +hget +hset +hdel +hgetall +hlen +pexpire +pttl +xadd +xdel +xrange +xlen +exists +hexists +hincrby +zadd +zrem +zcard +zrange +zrevrange +zrangebyscore";
 
 /// A password with every character a URL parser trips on.
 pub const PASSWORD: &str = "p/ss@w:rd?#1";
@@ -63,6 +63,8 @@ async fn the_contracts_pass_through_tls_and_authentication() {
     bus_cases!(through!(pki, nats, redis, bus,));
     presence_cases!(through!(pki, nats, redis, presence,));
     inbox_cases!(through!(pki, nats, redis, inbox,));
+    devices_cases!(through!(pki, nats, redis, devices,));
+    due_cases!(through!(pki, nats, redis, due,));
 }
 
 /// The ACL user cannot touch keys outside `kurir:*` nor run what Kurir does not need.

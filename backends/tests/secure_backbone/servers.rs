@@ -10,6 +10,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use kurir_backends::bus::Bus;
 use kurir_backends::contract::Factory;
+use kurir_backends::devices::DeviceStore;
+use kurir_backends::due::DueQueue;
 use kurir_backends::inbox::Inbox;
 use kurir_backends::presence::PresenceStore;
 use kurir_backends::{BackboneSecurity, Backends, ConnectOptions, Namespace};
@@ -236,5 +238,15 @@ impl Factory for SecureFactory {
         let mut opts = self.opts.clone();
         opts.inbox_capacity = capacity;
         self.connect(&opts).await.inbox
+    }
+    async fn devices(&self, capacity: usize, ttl: Duration) -> Arc<dyn DeviceStore> {
+        let mut opts = self.opts.clone();
+        opts.device_capacity = capacity;
+        opts.device_ttl = ttl;
+        self.connect(&opts).await.devices
+    }
+
+    async fn due(&self) -> Arc<dyn DueQueue> {
+        self.connect(&self.opts).await.due
     }
 }

@@ -60,6 +60,7 @@ macro_rules! inbox_cases {
             expired_entries_are_never_returned,
             entries_appended_expired_are_never_returned,
             capacity_trims_the_oldest,
+            append_names_the_entries_the_cap_dropped,
             a_collapse_key_replaces_the_older_entry,
             collapse_keys_survive_trimming,
             append_is_idempotent_per_notification,
@@ -79,6 +80,31 @@ macro_rules! inbox_cases {
     };
 }
 
+macro_rules! devices_cases {
+    ($m:ident!($($args:tt)*)) => {
+        $m!($($args)* [
+            register_then_list_most_recent_first,
+            registering_again_replaces_and_refreshes,
+            the_cap_drops_the_least_recent,
+            unregister_removes_one,
+            devices_expire_unless_used,
+        ]);
+    };
+}
+
+macro_rules! due_cases {
+    ($m:ident!($($args:tt)*)) => {
+        $m!($($args)* [
+            items_are_claimed_when_due_earliest_first,
+            a_lease_hides_an_item_until_it_ends,
+            complete_removes_the_item,
+            reschedule_moves_a_claimed_item,
+            cancel_removes_only_waiting_items,
+            racing_claimers_never_share_an_item,
+        ]);
+    };
+}
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -88,6 +114,8 @@ use fred::prelude::{Builder, Client, ClientLike, Config, KeysInterface};
 use futures::TryStreamExt;
 use kurir_backends::bus::{Bus, MemoryBus};
 use kurir_backends::contract::Factory;
+use kurir_backends::devices::{DeviceStore, MemoryDevices};
+use kurir_backends::due::{DueQueue, MemoryDueQueue};
 use kurir_backends::inbox::{Inbox, MemoryInbox};
 use kurir_backends::presence::{MemoryPresence, PresenceStore};
 use kurir_backends::{Backends, ConnectOptions, Namespace, DEFAULT_SUBSCRIPTION_CAPACITY};
@@ -103,6 +131,8 @@ pub struct MemoryFactory {
     bus: Arc<MemoryBus>,
     presence: Mutex<HashMap<Duration, Arc<MemoryPresence>>>,
     inbox: Mutex<HashMap<usize, Arc<MemoryInbox>>>,
+    devices: Mutex<HashMap<(usize, Duration), Arc<MemoryDevices>>>,
+    due: Arc<MemoryDueQueue>,
 }
 
 impl MemoryFactory {
@@ -112,6 +142,8 @@ impl MemoryFactory {
             bus: Arc::new(MemoryBus::new(DEFAULT_SUBSCRIPTION_CAPACITY)),
             presence: Mutex::default(),
             inbox: Mutex::default(),
+            devices: Mutex::default(),
+            due: Arc::new(MemoryDueQueue::new()),
         }
     }
 
@@ -142,6 +174,18 @@ impl Factory for MemoryFactory {
             .entry(capacity)
             .or_insert_with(|| Arc::new(MemoryInbox::new(capacity)))
             .clone()
+    }
+
+    async fn devices(&self, capacity: usize, ttl: Duration) -> Arc<dyn DeviceStore> {
+        self.devices
+            .lock()
+            .entry((capacity, ttl))
+            .or_insert_with(|| Arc::new(MemoryDevices::new(capacity, ttl)))
+            .clone()
+    }
+
+    async fn due(&self) -> Arc<dyn DueQueue> {
+        self.due.clone()
     }
 }
 
@@ -219,6 +263,16 @@ impl Factory for ServicesFactory {
         let mut opts = self.options();
         opts.inbox_capacity = capacity;
         self.connect(&opts).await.inbox
+    }
+    async fn devices(&self, capacity: usize, ttl: Duration) -> Arc<dyn DeviceStore> {
+        let mut opts = self.options();
+        opts.device_capacity = capacity;
+        opts.device_ttl = ttl;
+        self.connect(&opts).await.devices
+    }
+
+    async fn due(&self) -> Arc<dyn DueQueue> {
+        self.connect(&self.options()).await.due
     }
 }
 

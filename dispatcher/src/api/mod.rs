@@ -19,8 +19,10 @@ use futures::stream::BoxStream;
 use futures::StreamExt;
 use kurir_proto::v1::dispatcher_server::Dispatcher;
 use kurir_proto::v1::{
-    BroadcastReply, BroadcastRequest, DisconnectReply, DisconnectRequest, GetPresenceReply,
-    GetPresenceRequest, PublishReply, PublishRequest, Receipt, SendReply, SendRequest,
+    BroadcastReply, BroadcastRequest, CancelScheduledReply, CancelScheduledRequest,
+    DisconnectReply, DisconnectRequest, GetPresenceReply, GetPresenceRequest, ListDevicesReply,
+    ListDevicesRequest, PublishReply, PublishRequest, Receipt, RegisterDeviceReply,
+    RegisterDeviceRequest, SendReply, SendRequest, UnregisterDeviceReply, UnregisterDeviceRequest,
     UserPresence, WatchReceiptsRequest,
 };
 use tokio::sync::Semaphore;
@@ -101,8 +103,13 @@ impl Dispatcher for DispatcherApi {
         request: Request<PublishRequest>,
     ) -> Result<Response<PublishReply>, Status> {
         self.call(Method::Publish, async {
-            let (topic, notification) = validate::publish(request.into_inner())?;
-            let id = self.dispatch.publish(topic, notification).await?;
+            let request = request.into_inner();
+            let send_at = validate::offline::send_at("send_at", request.send_at)?;
+            let (topic, notification) = validate::publish(request)?;
+            let id = self
+                .dispatch
+                .publish_at(topic, notification, send_at)
+                .await?;
             Ok(PublishReply { id: id.to_string() })
         })
         .await
@@ -113,8 +120,10 @@ impl Dispatcher for DispatcherApi {
         request: Request<BroadcastRequest>,
     ) -> Result<Response<BroadcastReply>, Status> {
         self.call(Method::Broadcast, async {
-            let notification = validate::broadcast(request.into_inner())?;
-            let id = self.dispatch.broadcast(notification).await?;
+            let request = request.into_inner();
+            let send_at = validate::offline::send_at("send_at", request.send_at)?;
+            let notification = validate::broadcast(request)?;
+            let id = self.dispatch.broadcast_at(notification, send_at).await?;
             Ok(BroadcastReply { id: id.to_string() })
         })
         .await
@@ -150,6 +159,59 @@ impl Dispatcher for DispatcherApi {
             let cmd = validate::disconnect(request.into_inner())?;
             let connections_closed = self.dispatch.disconnect(cmd).await?;
             Ok(DisconnectReply { connections_closed })
+        })
+        .await
+    }
+
+    async fn register_device(
+        &self,
+        request: Request<RegisterDeviceRequest>,
+    ) -> Result<Response<RegisterDeviceReply>, Status> {
+        self.call(Method::RegisterDevice, async {
+            let device = validate::offline::register_device(
+                request.into_inner(),
+                self.dispatch.allowlist(),
+            )?;
+            let id = self.dispatch.register_device(device).await?;
+            Ok(RegisterDeviceReply {
+                device_id: id.to_string(),
+            })
+        })
+        .await
+    }
+
+    async fn unregister_device(
+        &self,
+        request: Request<UnregisterDeviceRequest>,
+    ) -> Result<Response<UnregisterDeviceReply>, Status> {
+        self.call(Method::UnregisterDevice, async {
+            let (user, id) = validate::offline::unregister_device(request.into_inner())?;
+            let removed = self.dispatch.unregister_device(&user, &id).await?;
+            Ok(UnregisterDeviceReply { removed })
+        })
+        .await
+    }
+
+    async fn list_devices(
+        &self,
+        request: Request<ListDevicesRequest>,
+    ) -> Result<Response<ListDevicesReply>, Status> {
+        self.call(Method::ListDevices, async {
+            let user = validate::offline::list_devices(request.into_inner())?;
+            let devices = self.dispatch.list_devices(&user).await?;
+            Ok(ListDevicesReply { devices })
+        })
+        .await
+    }
+
+    async fn cancel_scheduled(
+        &self,
+        request: Request<CancelScheduledRequest>,
+    ) -> Result<Response<CancelScheduledReply>, Status> {
+        self.call(Method::CancelScheduled, async {
+            let id = validate::offline::cancel_scheduled(request.into_inner())?;
+            self.dispatch.cancel_scheduled(id).await?;
+            Ok(CancelScheduledReply {})
         })
         .await
     }

@@ -26,7 +26,8 @@ impl From<DispatchError> for Status {
             // this refusal into a silently lost notification.
             DispatchError::IdempotencyKeyReused => Status::failed_precondition(
                 "idempotency_key: already used for a different request (recipients, \
-                 notification or ttl_seconds differ); use a new key for a new notification",
+                 notification, ttl_seconds, fallback or send_at differ); use a new key for a \
+                 new notification",
             ),
             DispatchError::Unscoped => {
                 error!("call authenticated without a caller scope");
@@ -36,6 +37,7 @@ impl From<DispatchError> for Status {
             DispatchError::WatcherLagged => Status::resource_exhausted(
                 "receipt stream fell behind and was ended; read faster or filter, then reconnect",
             ),
+            DispatchError::NotFound(what) => Status::not_found(what),
             DispatchError::ShuttingDown => Status::unavailable("server shutting down; reconnect"),
             DispatchError::Backend(e) if e.is_transient() => {
                 warn!(error = %e, cause = ?std::error::Error::source(&e), "backend unavailable");

@@ -16,8 +16,12 @@ use crate::error::DispatchError;
 /// The limits these checks enforce, where the rules are.
 pub use crate::limits::{
     MAX_IDEMPOTENCY_KEY_BYTES, MAX_NOTIFICATION_BYTES, MAX_NOTIFICATION_IDS, MAX_REASON_BYTES,
-    MAX_SEND_REQUEST_BYTES, MAX_TTL_SECONDS, MAX_USERS,
+    MAX_SCHEDULE_AHEAD_MS, MAX_SEND_REQUEST_BYTES, MAX_TTL_SECONDS, MAX_USERS,
 };
+
+/// `RegisterDevice`, `UnregisterDevice`, `ListDevices`, `CancelScheduled`, and the
+/// `fallback` and `send_at` fields.
+pub mod offline;
 
 pub fn send(req: SendRequest) -> Result<SendCommand, DispatchError> {
     let users = user_ids("user_ids", &req.user_ids, true)?;
@@ -29,11 +33,15 @@ pub fn send(req: SendRequest) -> Result<SendCommand, DispatchError> {
         ));
     }
     let idempotency_key = idempotency_key(req.idempotency_key)?;
+    let fallback = offline::fallback(req.fallback, req.ttl_seconds)?;
+    let send_at = offline::send_at("send_at", req.send_at)?;
     Ok(SendCommand {
         users,
         notification,
         ttl_seconds: req.ttl_seconds,
         idempotency_key,
+        fallback,
+        send_at,
     })
 }
 
@@ -85,7 +93,11 @@ pub fn watch_receipts(req: WatchReceiptsRequest) -> Result<ReceiptFilter, Dispat
 }
 
 /// `1..=MAX_USERS` valid ids (or `0..` when `!required`), deduplicated in first-seen order.
-fn user_ids(field: &str, raw: &[String], required: bool) -> Result<Vec<UserId>, DispatchError> {
+pub(crate) fn user_ids(
+    field: &str,
+    raw: &[String],
+    required: bool,
+) -> Result<Vec<UserId>, DispatchError> {
     if required && raw.is_empty() {
         return Err(DispatchError::invalid(
             field,
@@ -183,12 +195,17 @@ mod tests {
             }),
             ttl_seconds: MAX_TTL_SECONDS,
             idempotency_key: "k".repeat(MAX_IDEMPOTENCY_KEY_BYTES),
+            fallback: Some(kurir_proto::v1::Fallback {
+                channels: vec![1, 2, 3],
+                after_ms: MAX_TTL_SECONDS * 1000 - 1,
+            }),
+            send_at: -1,
         };
         let size = req.encoded_len();
         send(req).expect("valid");
         assert!(size <= MAX_SEND_REQUEST_BYTES, "{size}");
         assert!(size + 8 >= MAX_SEND_REQUEST_BYTES, "{size}");
-        assert_eq!(MAX_SEND_REQUEST_BYTES, 1_314_235);
+        assert_eq!(MAX_SEND_REQUEST_BYTES, 1_314_259);
         const { assert!(MAX_SEND_REQUEST_BYTES < crate::config::DEFAULT_GRPC_MAX_MESSAGE_BYTES / 3) };
     }
 
@@ -331,12 +348,14 @@ mod tests {
         let ok = publish(PublishRequest {
             topic: "orders.eu".into(),
             notification: note("t"),
+            ..Default::default()
         });
         assert_eq!(ok.unwrap().0.as_str(), "orders.eu");
         for bad in ["", "a..b", "a b", "a.*", &"x".repeat(129)] {
             let err = publish(PublishRequest {
                 topic: bad.into(),
                 notification: note("t"),
+                ..Default::default()
             })
             .unwrap_err();
             assert!(message(err).starts_with("topic: "), "{bad}");

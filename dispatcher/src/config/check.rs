@@ -49,6 +49,18 @@ impl Config {
             )),
             _ => {}
         }
+        for (setting, value) in [
+            ("KURIR_DUE_POLL_MS", self.due_poll_ms),
+            ("KURIR_DUE_LEASE_MS", self.due_lease_ms),
+            ("KURIR_DUE_BATCH", self.due_batch as u64),
+        ] {
+            if value == 0 {
+                return Err(config_error(setting, "must be greater than 0"));
+            }
+        }
+        if let Err(e) = self.push.validate() {
+            return Err(config_error("push settings", e.to_string()));
+        }
         if self.tls_reload_interval_ms == 0 {
             return Err(config_error(
                 "KURIR_TLS_RELOAD_INTERVAL_MS",

@@ -48,6 +48,12 @@ pub const DEFAULT_GRPC_MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 pub const DEFAULT_GRPC_MAX_CONNECTION_AGE_GRACE_MS: u64 = 60_000;
 /// Shortest API key accepted: 32 bytes, as for HS256 secrets.
 pub const MIN_API_KEY_BYTES: usize = 32;
+/// Default of `KURIR_DUE_POLL_MS`.
+pub const DEFAULT_DUE_POLL_MS: u64 = 200;
+/// Default of `KURIR_DUE_LEASE_MS`: longer than one item's pushes with their retries.
+pub const DEFAULT_DUE_LEASE_MS: u64 = 90_000;
+/// Default of `KURIR_DUE_BATCH`.
+pub const DEFAULT_DUE_BATCH: usize = 64;
 /// Default of `KURIR_TLS_RELOAD_INTERVAL_MS`.
 pub const DEFAULT_TLS_RELOAD_INTERVAL_MS: u64 = 5_000;
 
@@ -193,6 +199,24 @@ pub struct Config {
     /// How often the TLS files are checked for changes, in milliseconds.
     #[arg(long, env = "KURIR_TLS_RELOAD_INTERVAL_MS", default_value_t = DEFAULT_TLS_RELOAD_INTERVAL_MS)]
     pub tls_reload_interval_ms: u64,
+
+    /// The push services (Web Push, FCM, APNs) that `Send.fallback` pushes through.
+    #[command(flatten)]
+    pub push: kurir_push::PushSettings,
+
+    /// How often the due-queue (scheduled sends, push fallbacks) is polled when nothing
+    /// is due sooner, in milliseconds: the worst lateness of a due item.
+    #[arg(long, env = "KURIR_DUE_POLL_MS", default_value_t = DEFAULT_DUE_POLL_MS)]
+    pub due_poll_ms: u64,
+
+    /// How long a dispatcher holds a due item it claimed, in milliseconds; if it dies
+    /// meanwhile, another takes the item over after this.
+    #[arg(long, env = "KURIR_DUE_LEASE_MS", default_value_t = DEFAULT_DUE_LEASE_MS)]
+    pub due_lease_ms: u64,
+
+    /// Due items a dispatcher claims and works on at once.
+    #[arg(long, env = "KURIR_DUE_BATCH", default_value_t = DEFAULT_DUE_BATCH)]
+    pub due_batch: usize,
 }
 
 impl Config {
@@ -227,6 +251,10 @@ impl Config {
             tls_key: None,
             tls_client_ca: None,
             tls_reload_interval_ms: DEFAULT_TLS_RELOAD_INTERVAL_MS,
+            push: kurir_push::PushSettings::for_test(),
+            due_poll_ms: DEFAULT_DUE_POLL_MS,
+            due_lease_ms: DEFAULT_DUE_LEASE_MS,
+            due_batch: DEFAULT_DUE_BATCH,
         }
     }
 
@@ -283,6 +311,14 @@ impl Config {
 
     pub fn grpc_max_connection_age(&self) -> Option<Duration> {
         Self::optional_ms(self.grpc_max_connection_age_ms)
+    }
+
+    pub fn due_poll(&self) -> Duration {
+        Duration::from_millis(self.due_poll_ms)
+    }
+
+    pub fn due_lease(&self) -> Duration {
+        Duration::from_millis(self.due_lease_ms)
     }
 
     pub fn grpc_max_connection_age_grace(&self) -> Duration {

@@ -137,6 +137,20 @@ pub fn fingerprint(cmd: &SendCommand) -> Fingerprint {
         part(v.as_bytes());
     }
     part(&cmd.ttl_seconds.to_be_bytes());
+    // Only when set, so a request without them keeps the fingerprint it always had.
+    if let Some(fallback) = &cmd.fallback {
+        part(b"fallback");
+        let mut channels: Vec<i32> = fallback.channels.iter().map(|p| *p as i32).collect();
+        channels.sort_unstable();
+        for channel in channels {
+            part(&channel.to_be_bytes());
+        }
+        part(&fallback.after_ms.to_be_bytes());
+    }
+    if cmd.send_at != 0 {
+        part(b"send_at");
+        part(&cmd.send_at.to_be_bytes());
+    }
     let digest = h.finalize();
     let mut out = [0u8; 16];
     out.copy_from_slice(&digest[..16]);
@@ -308,6 +322,8 @@ mod tests {
             },
             ttl_seconds,
             idempotency_key: Some("k".into()),
+            fallback: None,
+            send_at: 0,
         }
     }
 
@@ -358,6 +374,16 @@ mod tests {
         let mut other_key = cmd(&["alice", "bob"], "t", 60);
         other_key.idempotency_key = Some("other".into());
         assert_eq!(base, fingerprint(&other_key));
+        // A fallback or a schedule changes what happens: different.
+        let mut with_fallback = cmd(&["alice", "bob"], "t", 60);
+        with_fallback.fallback = Some(crate::dispatch::FallbackPolicy {
+            channels: vec![],
+            after_ms: 0,
+        });
+        assert_ne!(base, fingerprint(&with_fallback));
+        let mut scheduled = cmd(&["alice", "bob"], "t", 60);
+        scheduled.send_at = 1;
+        assert_ne!(base, fingerprint(&scheduled));
         // Anything else that changes what is sent: different.
         assert_ne!(base, fingerprint(&cmd(&["alice"], "t", 60)));
         assert_ne!(base, fingerprint(&cmd(&["alice", "carol"], "t", 60)));

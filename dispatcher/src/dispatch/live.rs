@@ -45,7 +45,18 @@ impl Dispatch {
         topic: &str,
         notification: Notification,
     ) -> Result<NotificationId, DispatchError> {
-        let id = NotificationId::generate();
+        self.live_as(NotificationId::generate(), subject, topic, notification)
+            .await
+    }
+
+    /// A live notification under an id given before (a scheduled one's).
+    pub(super) async fn live_as(
+        &self,
+        id: NotificationId,
+        subject: String,
+        topic: &str,
+        notification: Notification,
+    ) -> Result<NotificationId, DispatchError> {
         record_id(id);
         let envelope = Envelope {
             kind: Some(Kind::Delivery(Delivery {

@@ -6,6 +6,12 @@
 //! go to their one subject, live only; presence lookups and disconnects. [`receipts`]:
 //! receipts are followed through a bounded per-watcher buffer.
 //!
+//! Offline reach: [`devices`] registers where a user's notifications are pushed;
+//! [`schedule`] puts a `send_at` request in the due-queue and cancels it; a `Send` with
+//! a fallback leaves a check in the due-queue, which [`due`] (one worker per dispatcher)
+//! claims when it comes due and [`fallback`] carries out: push to the devices of the
+//! recipients that have not acked, then report those that never do as `EXPIRED`.
+//!
 //! # Idempotency keys
 //! [`idempotency`] claims a keyed `Send`'s key, per caller scope and request
 //! fingerprint, before anything else happens; its module docs state the rules.
@@ -27,15 +33,22 @@
 //!   key then expires after [`PENDING_CLAIM_TTL`], and a retry after that sends again, a
 //!   duplicate rather than a loss.
 
+mod devices;
+mod due;
+mod fallback;
 pub mod idempotency;
 mod live;
 mod receipts;
+mod report;
+mod schedule;
 mod send;
 
 use std::sync::Arc;
 
 use kurir_backends::{Backends, NotificationId, UserId};
-use kurir_proto::v1::Notification;
+use kurir_proto::v1::{Notification, Platform};
+use kurir_push::ssrf::OriginAllowlist;
+use kurir_push::Pusher;
 use metrics::{counter, Counter};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -43,6 +56,7 @@ use tokio_util::task::TaskTracker;
 use crate::route::Router;
 use crate::telemetry;
 
+pub use due::DueSettings;
 pub use idempotency::{Scope, IDEMPOTENCY_TTL, IN_PROGRESS_WAIT, PENDING_CLAIM_TTL};
 use receipts::Watchers;
 pub use receipts::{ReceiptFilter, ReceiptStream};
@@ -56,6 +70,19 @@ pub struct SendCommand {
     /// 0 = live only.
     pub ttl_seconds: u32,
     pub idempotency_key: Option<String>,
+    /// Push to the recipients' devices if they have not acked after a while.
+    pub fallback: Option<FallbackPolicy>,
+    /// Unix ms to send at, as requested; 0 or a time already passed = now.
+    pub send_at: i64,
+}
+
+/// A validated `Send.fallback`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FallbackPolicy {
+    /// Distinct platforms; empty = all.
+    pub channels: Vec<Platform>,
+    /// Wait for an ack this long; 0 = push at once to recipients with no live connection.
+    pub after_ms: u32,
 }
 
 /// What a `Send` did.
@@ -88,6 +115,10 @@ pub struct Dispatch {
     tasks: TaskTracker,
     stop: CancellationToken,
     stored: Counter,
+    /// The push providers of `Send.fallback`.
+    pusher: Arc<Pusher>,
+    /// Where Web Push subscriptions may point (`KURIR_WEBPUSH_ALLOWED_ORIGINS`).
+    allowlist: Arc<OriginAllowlist>,
 }
 
 impl Dispatch {
@@ -103,7 +134,25 @@ impl Dispatch {
             tasks,
             stop,
             stored: counter!(telemetry::STORED),
+            pusher: Arc::new(Pusher::new(
+                kurir_push::PushSettings::for_test().guard_policy(),
+            )),
+            allowlist: Arc::new(OriginAllowlist::default()),
         }
+    }
+
+    /// Where Web Push subscriptions may point.
+    pub fn allowlist(&self) -> &OriginAllowlist {
+        &self.allowlist
+    }
+
+    /// Push through `pusher`, and accept Web Push subscriptions on `allowlist`. Without
+    /// it no provider is configured: fallbacks fail with `PUSH_FAILED` (not configured).
+    #[must_use]
+    pub fn with_push(mut self, pusher: Arc<Pusher>, allowlist: OriginAllowlist) -> Self {
+        self.pusher = pusher;
+        self.allowlist = Arc::new(allowlist);
+        self
     }
 
     /// End the background work and wait for it, once no call runs any more: stored

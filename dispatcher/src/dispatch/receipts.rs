@@ -180,7 +180,7 @@ mod tests {
             user_id: user.into(),
             status: 1,
             node: "gw-1".into(),
-            at: 0,
+            ..Default::default()
         }
     }
 

@@ -41,6 +41,21 @@ impl Dispatch {
                 });
             }
         };
+        if cmd.send_at > now_ms() {
+            return self.schedule_send(id, cmd, claim).await;
+        }
+        self.deliver(id, cmd, claim).await
+    }
+
+    /// Everything after the idempotency claim: fallback check, inbox, routing. Also what
+    /// a scheduled `Send` runs when it comes due (with no claim: that was settled when
+    /// it was scheduled).
+    pub(super) async fn deliver(
+        &self,
+        id: NotificationId,
+        cmd: SendCommand,
+        mut claim: Option<ClaimGuard>,
+    ) -> Result<SendOutcome, DispatchError> {
         let created_at = now_ms();
         let stored = cmd.ttl_seconds > 0;
         let delivery = Delivery {
@@ -55,11 +70,39 @@ impl Dispatch {
             },
             recipients: Vec::new(),
         };
+        // The fallback check is parked before the append, due only at the expiry, so a
+        // check that cannot be stored fails the call while nothing is stored yet; it is
+        // armed (moved to its wait) once the inbox holds the notification, so it never
+        // runs before the append. See the fallback module docs for the failure cases.
+        let fallback = match (&cmd.fallback, &delivery.notification) {
+            (Some(policy), Some(notification)) => {
+                let check =
+                    self.fallback_check(id, &cmd.users, notification, delivery.expires_at, policy);
+                if let Err(e) = self
+                    .schedule_fallback(id, delivery.expires_at, &check)
+                    .await
+                {
+                    if let Some(claim) = claim.take() {
+                        claim.release().await;
+                    }
+                    return Err(e.into());
+                }
+                Some((created_at + i64::from(policy.after_ms), check))
+            }
+            _ => None,
+        };
         let result = if stored {
             self.store_and_route(id, delivery, cmd.users, claim).await
         } else {
             self.route_live(id, delivery, cmd.users, claim).await
         };
+        if let Some((due_at, check)) = fallback {
+            if result.is_ok() {
+                self.arm_fallback(id, due_at, &check).await;
+            } else {
+                self.drop_fallback(id).await;
+            }
+        }
         match &result {
             Ok(out) => debug!(%id, online = out.online_users, stored = out.stored_users, "sent"),
             Err(e) => debug!(%id, error = %e, "send failed"),
@@ -85,7 +128,7 @@ impl Dispatch {
                 .as_ref()
                 .map(|n| n.collapse_key.clone()),
         };
-        let cursors = match self.backends.inbox.append(&users, &entry).await {
+        let appended = match self.backends.inbox.append(&users, &entry).await {
             Ok(c) if c.len() == users.len() => c,
             Ok(c) => {
                 // A contract violation: the claim guard, dropped here, gives the key up.
@@ -109,13 +152,14 @@ impl Dispatch {
         if let Some(claim) = claim.take() {
             claim.settle().await;
         }
+        self.report_dropped(&users, &appended).await;
         // The inbox answers with one cursor per user, in their order.
         let recipients = users
             .into_iter()
-            .zip(cursors)
-            .map(|(user, cursor)| Recipient {
+            .zip(appended)
+            .map(|(user, a)| Recipient {
                 user,
-                cursor: Some(cursor),
+                cursor: Some(a.cursor),
             })
             .collect();
         let online_users = self.router.route_stored(delivery, recipients).await;

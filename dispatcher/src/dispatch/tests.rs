@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use kurir_backends::bus::{Bus, MemoryBus, Subscription};
 use kurir_backends::inbox::{
-    Claim, Claimant, Cursor, IdempotencyKey, Inbox, MemoryInbox, NewEntry, StoredEntry,
+    Appended, Claim, Claimant, Cursor, IdempotencyKey, Inbox, MemoryInbox, NewEntry, StoredEntry,
 };
 use kurir_backends::presence::{Lease, MemoryPresence, PresenceStore};
 use kurir_backends::{BackendError, ConnId, Namespace};
@@ -64,7 +64,7 @@ impl Inbox for FlakyInbox {
         &self,
         users: &[UserId],
         entry: &NewEntry,
-    ) -> Result<Vec<Cursor>, BackendError> {
+    ) -> Result<Vec<Appended>, BackendError> {
         if self.down.load(Ordering::SeqCst) {
             return Err(down("redis"));
         }
@@ -78,6 +78,14 @@ impl Inbox for FlakyInbox {
     ) -> Result<Vec<StoredEntry>, BackendError> {
         self.inner.pending(user, after, limit).await
     }
+    async fn holds(
+        &self,
+        users: &[UserId],
+        id: NotificationId,
+    ) -> Result<Vec<Option<i64>>, BackendError> {
+        self.inner.holds(users, id).await
+    }
+
     async fn ack(&self, user: &UserId, id: NotificationId) -> Result<bool, BackendError> {
         self.inner.ack(user, id).await
     }
@@ -128,11 +136,12 @@ async fn fixture() -> Fixture {
         .beat(&lease, Duration::from_secs(60))
         .await
         .unwrap();
+    let memory = Backends::memory(Namespace::random_for_test());
     let backends = Backends {
-        namespace: Namespace::random_for_test(),
         bus: bus.clone(),
         presence,
         inbox: inbox.clone(),
+        ..memory
     };
     Fixture {
         dispatch: Dispatch::new(backends, 1, 1),
@@ -154,6 +163,8 @@ fn cmd(ttl_seconds: u32, key: Option<&str>) -> SendCommand {
         },
         ttl_seconds,
         idempotency_key: key.map(str::to_owned),
+        fallback: None,
+        send_at: 0,
     }
 }
 

@@ -24,6 +24,7 @@ async fn publish_and_broadcast_reach_their_subjects(backends: Backends) {
         .publish(PublishRequest {
             topic: "orders.eu".into(),
             notification: note("order"),
+            ..Default::default()
         })
         .await
         .expect("publish")
@@ -31,6 +32,7 @@ async fn publish_and_broadcast_reach_their_subjects(backends: Backends) {
     let broadcast = api
         .broadcast(BroadcastRequest {
             notification: note("all"),
+            ..Default::default()
         })
         .await
         .expect("broadcast")

@@ -11,6 +11,7 @@ mod command;
 mod failures;
 mod idempotency;
 mod live;
+mod offline;
 mod receipts;
 mod send;
 
@@ -23,5 +24,6 @@ fn send_req(users: &[&str], ttl_seconds: u32) -> SendRequest {
         notification: note("hello"),
         ttl_seconds,
         idempotency_key: String::new(),
+        ..Default::default()
     }
 }

@@ -31,6 +31,7 @@ fn receipt(user: &str, id: NotificationId, status: ReceiptStatus) -> Bytes {
                 status: status as i32,
                 node: String::new(),
                 at: 1,
+                ..Default::default()
             }],
         }
         .encode_to_vec(),

@@ -76,13 +76,17 @@ async fn invalid_arguments_name_the_field_and_publish_nothing(backends: Backends
         .publish(PublishRequest {
             topic: "bad topic".into(),
             notification: note("t"),
+            ..Default::default()
         })
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     assert!(err.message().starts_with("topic: "), "{err:?}");
     let err = api
-        .broadcast(BroadcastRequest { notification: huge })
+        .broadcast(BroadcastRequest {
+            notification: huge,
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use kurir_backends::bus::Subscription;
 use kurir_backends::inbox::{
-    Claim, Claimant, Cursor, IdempotencyKey, Inbox, NewEntry, StoredEntry,
+    Appended, Claim, Claimant, Cursor, IdempotencyKey, Inbox, NewEntry, StoredEntry,
 };
 use kurir_backends::presence::{Epoch, Lease};
 use kurir_backends::{
@@ -319,7 +319,7 @@ impl Inbox for GatedInbox {
         &self,
         users: &[UserId],
         entry: &NewEntry,
-    ) -> Result<Vec<Cursor>, BackendError> {
+    ) -> Result<Vec<Appended>, BackendError> {
         let held = self.first.lock().expect("gate lock").take();
         if let Some((entered, open)) = held {
             let _ = entered.send(());
@@ -337,6 +337,14 @@ impl Inbox for GatedInbox {
         limit: usize,
     ) -> Result<Vec<StoredEntry>, BackendError> {
         self.inner.pending(user, after, limit).await
+    }
+
+    async fn holds(
+        &self,
+        users: &[UserId],
+        id: NotificationId,
+    ) -> Result<Vec<Option<i64>>, BackendError> {
+        self.inner.holds(users, id).await
     }
 
     async fn ack(&self, user: &UserId, id: NotificationId) -> Result<bool, BackendError> {

@@ -65,6 +65,16 @@ pub struct SendArgs {
     /// Retrying with the same key within 24 h returns the first id. `--user` only.
     #[arg(long, conflicts_with_all = ["topic", "broadcast"])]
     pub idempotency_key: Option<String>,
+
+    /// Send at this time (unix milliseconds, at most 30 days ahead) instead of now; the
+    /// reply's id can be cancelled until then (CancelScheduled).
+    #[arg(long, value_name = "UNIX_MS")]
+    pub send_at: Option<i64>,
+
+    /// Push to the users' registered devices if still unacked after this many
+    /// milliseconds (0 = at once to users with no live connection). `--user` only.
+    #[arg(long, value_name = "MS", conflicts_with_all = ["topic", "broadcast"])]
+    pub fallback_after_ms: Option<u32>,
 }
 
 /// Who a `send` goes to: exactly one of `--user` (repeatable), `--topic`, `--broadcast`.

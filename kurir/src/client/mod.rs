@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use kurir_proto::v1::{
-    BroadcastRequest, DisconnectRequest, GetPresenceRequest, Notification, Priority,
+    BroadcastRequest, DisconnectRequest, Fallback, GetPresenceRequest, Notification, Priority,
     PublishRequest, SendRequest, WatchReceiptsRequest,
 };
 use serde_json::{json, Value};
@@ -52,6 +52,7 @@ pub async fn send(args: SendArgs) -> Result<(), ClientError> {
             .publish(unary(PublishRequest {
                 topic,
                 notification: Some(notification),
+                send_at: args.send_at.unwrap_or_default(),
             }))
             .await?
             .into_inner();
@@ -60,6 +61,7 @@ pub async fn send(args: SendArgs) -> Result<(), ClientError> {
         let r = client
             .broadcast(unary(BroadcastRequest {
                 notification: Some(notification),
+                send_at: args.send_at.unwrap_or_default(),
             }))
             .await?
             .into_inner();
@@ -71,6 +73,11 @@ pub async fn send(args: SendArgs) -> Result<(), ClientError> {
                 notification: Some(notification),
                 ttl_seconds: args.ttl,
                 idempotency_key: args.idempotency_key.unwrap_or_default(),
+                fallback: args.fallback_after_ms.map(|after_ms| Fallback {
+                    channels: Vec::new(),
+                    after_ms,
+                }),
+                send_at: args.send_at.unwrap_or_default(),
             }))
             .await?
             .into_inner();

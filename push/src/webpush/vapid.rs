@@ -27,6 +27,24 @@ pub enum VapidError {
     Signing,
 }
 
+/// A fresh VAPID key pair, `(private, public)`: base64url of the raw 32-byte P-256
+/// scalar (what `KURIR_VAPID_PRIVATE_KEY` takes) and of the uncompressed public point
+/// (the browsers' `applicationServerKey`).
+#[must_use]
+pub fn generate_key_pair() -> (String, String) {
+    // Every 32-byte string below the curve order is a key; others are drawn again.
+    let secret = loop {
+        if let Ok(key) = SecretKey::from_slice(&rand::random::<[u8; 32]>()) {
+            break key;
+        }
+    };
+    let public = secret.public_key().to_encoded_point(false);
+    (
+        URL_SAFE_NO_PAD.encode(secret.to_bytes()),
+        URL_SAFE_NO_PAD.encode(public.as_bytes()),
+    )
+}
+
 /// The server's VAPID key and contact.
 #[derive(Clone)]
 pub struct VapidKey {
@@ -107,5 +125,20 @@ impl VapidKey {
         let token = jsonwebtoken::encode(&header, &claims, &self.signing)
             .map_err(|_| VapidError::Signing)?;
         Ok(format!("vapid t={token}, k={}", self.public))
+    }
+}
+
+#[cfg(test)]
+mod key_pair_tests {
+    use super::*;
+
+    #[test]
+    fn a_generated_pair_is_a_usable_key_and_its_public_half() {
+        let (private, public) = generate_key_pair();
+        assert_eq!(URL_SAFE_NO_PAD.decode(&private).unwrap().len(), 32);
+        let key = VapidKey::new(&private, "mailto:ops@kurir.example").unwrap();
+        assert_eq!(key.public_key(), public);
+        assert_eq!(URL_SAFE_NO_PAD.decode(&public).unwrap()[0], 0x04);
+        assert_ne!(generate_key_pair().0, private);
     }
 }

@@ -43,6 +43,7 @@ pub async fn send(api: &mut Api, users: &[&str], title: &str, ttl: u32) -> Resul
             notification: Some(note(title)),
             ttl_seconds: ttl,
             idempotency_key: String::new(),
+            ..Default::default()
         })
         .await?;
     Ok(reply.into_inner())

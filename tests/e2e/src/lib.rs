@@ -6,8 +6,11 @@
 //! The pieces: `gateway`, `dispatcher` and `cluster` start processes (through
 //! `kurir-testkit`'s harness, which also finds any workspace binary with [`bin`]);
 //! `api` calls the dispatcher; `ws_client` is one WebSocket user, `sse_client` one SSE
-//! user, `mqtt_client` one MQTT device, `fleet` many that reconnect (over either); `metrics` reads `/metrics`; `tokens` makes users and their tokens;
-//! `redis_keys` inspects and deletes a namespace's keys. Faults (private NATS and Redis,
+//! user, `mqtt_client` one MQTT device, `fleet` many that reconnect (over any of them);
+//! `steady` a stream of sends through a fault and the check after it; `metrics` reads
+//! `/metrics`; `tokens` makes users and their tokens; `redis_keys` inspects and deletes a
+//! namespace's keys; `offline` starts dispatchers that push to a fake Web Push service.
+//! Faults (private NATS and Redis,
 //! `redis-cli`) and polling come from `kurir-testkit` and are re-exported here.
 #![forbid(unsafe_code)]
 
@@ -18,6 +21,7 @@ mod fleet;
 mod gateway;
 mod metrics;
 mod mqtt_client;
+mod offline;
 mod redis_keys;
 mod sse_client;
 pub mod steady;
@@ -31,6 +35,7 @@ pub use fleet::{Fleet, Reconnect, SessionEnd, Transport, DROPPED};
 pub use gateway::{GatewayOpts, GatewayProc};
 pub use metrics::{metric, parse_metrics, series_value};
 pub use mqtt_client::{closes_counted, mqtt_all_gone, mqtt_device, MqttClient, Received};
+pub use offline::{register_browser, send_with_fallback, OfflineCluster, DUE_LEASE_MS};
 pub use redis_keys::{cleanup_namespace, inbox_entries};
 pub use sse_client::SseClient;
 pub use tokens::{token, token_with_secret, user};

@@ -91,6 +91,7 @@ async fn publish_reaches_topic_subscribers_and_broadcast_reaches_everyone() -> R
     api.publish(PublishRequest {
         topic: "news.eu".into(),
         notification: Some(note("headline")),
+        ..Default::default()
     })
     .await?;
     for client in [&mut a, &mut b] {
@@ -102,6 +103,7 @@ async fn publish_reaches_topic_subscribers_and_broadcast_reaches_everyone() -> R
 
     api.broadcast(BroadcastRequest {
         notification: Some(note("to all")),
+        ..Default::default()
     })
     .await?;
     for client in [&mut a, &mut b, &mut c] {
@@ -115,6 +117,7 @@ async fn publish_reaches_topic_subscribers_and_broadcast_reaches_everyone() -> R
     api.publish(PublishRequest {
         topic: "news.eu".into(),
         notification: Some(note("later")),
+        ..Default::default()
     })
     .await?;
     assert_eq!(b.next_notification(T).await?["title"], "later");
@@ -299,6 +302,7 @@ async fn readiness_follows_the_bus_and_subscriptions_come_back() -> Result<()> {
             api.publish(PublishRequest {
                 topic: "news.eu".into(),
                 notification: Some(note("topic after restart")),
+                ..Default::default()
             })
             .await?;
             Ok(())
@@ -311,6 +315,7 @@ async fn readiness_follows_the_bus_and_subscriptions_come_back() -> Result<()> {
         async move {
             api.broadcast(BroadcastRequest {
                 notification: Some(note("broadcast after restart")),
+                ..Default::default()
             })
             .await?;
             Ok(())
@@ -460,6 +465,7 @@ async fn bad_grpc_requests_are_refused_and_deliver_nothing() -> Result<()> {
         .publish(PublishRequest {
             topic: "bad topic".into(),
             notification: Some(note("x")),
+            ..Default::default()
         })
         .await
         .unwrap_err();

@@ -120,6 +120,7 @@ async fn idempotent_retry_delivers_once() -> Result<()> {
         notification: Some(note("once")),
         ttl_seconds: 600,
         idempotency_key: format!("order-{}", rand::random::<u64>()),
+        ..Default::default()
     };
     let first = api.send(req.clone()).await?.into_inner();
     let second = api.send(req).await?.into_inner();

@@ -191,6 +191,7 @@ async fn topics_follow_the_tokens_rules_and_other_filters_are_refused() -> Resul
         api.publish(PublishRequest {
             topic: topic.into(),
             notification: Some(note(topic)),
+            ..Default::default()
         })
         .await?;
     }
@@ -278,6 +279,7 @@ async fn a_persistent_session_keeps_its_subscriptions() -> Result<()> {
     api.publish(PublishRequest {
         topic: "news.eu".into(),
         notification: Some(note("news")),
+        ..Default::default()
     })
     .await?;
     let n = d.next_publish(T).await?;
@@ -300,6 +302,7 @@ async fn a_persistent_session_keeps_its_subscriptions() -> Result<()> {
     api.publish(PublishRequest {
         topic: "news.eu".into(),
         notification: Some(note("news")),
+        ..Default::default()
     })
     .await?;
     d.expect_silence(QUIET).await?;
@@ -475,6 +478,7 @@ async fn a_second_connection_with_the_same_client_id_takes_over() -> Result<()> 
     api.publish(PublishRequest {
         topic: "news.eu".into(),
         notification: Some(note("news")),
+        ..Default::default()
     })
     .await?;
     assert_eq!(new.next_publish(T).await?.topic, "kurir/topic/news.eu");

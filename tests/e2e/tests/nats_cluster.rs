@@ -53,10 +53,12 @@ async fn deliveries_topics_and_broadcasts_cross_the_routes() -> Result<()> {
     api.publish(PublishRequest {
         topic: "news".into(),
         notification: Some(note("topic")),
+        ..Default::default()
     })
     .await?;
     api.broadcast(BroadcastRequest {
         notification: Some(note("everyone")),
+        ..Default::default()
     })
     .await?;
     for c in [&mut ca, &mut cb] {

@@ -137,6 +137,7 @@ async fn topics_at_connect_and_over_http_with_the_same_rules() -> Result<()> {
         api.publish(PublishRequest {
             topic: topic.into(),
             notification: Some(note(topic)),
+            ..Default::default()
         })
         .await?;
         let n = sa.next_notification(T).await?;
@@ -149,6 +150,7 @@ async fn topics_at_connect_and_over_http_with_the_same_rules() -> Result<()> {
     api.publish(PublishRequest {
         topic: "news.eu".into(),
         notification: Some(note("later")),
+        ..Default::default()
     })
     .await?;
     sa.expect_silence(QUIET).await?;

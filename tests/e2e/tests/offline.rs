@@ -1,0 +1,169 @@
+//! Offline reach end to end: real dispatcher and gateway processes on real Redis and
+//! NATS, pushing to a fake Web Push service. Acks cancel pushes, each device of an
+//! offline user is pushed exactly once however many dispatchers race for the due items,
+//! a SIGKILLed dispatcher's pending items are pushed by the other, gone devices are
+//! removed, `Retry-After` is honoured, and scheduled sends go out on time across a
+//! dispatcher restart unless cancelled.
+
+use std::time::Duration;
+
+use anyhow::Result;
+use kurir_e2e::*;
+use kurir_proto::v1::{CancelScheduledRequest, ListDevicesRequest, SendRequest};
+use kurir_testkit::push::Answer;
+use tonic::Code;
+
+const T: Duration = Duration::from_secs(10);
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// Wait until the fake saw `n` requests at each of `endpoints`, then a little longer
+/// to see that no more come.
+async fn exactly(c: &OfflineCluster, endpoints: &[&str], n: usize) {
+    eventually(T, "every push", || async {
+        endpoints
+            .iter()
+            .all(|e| c.push.arrivals(e).len() >= n)
+            .then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    for e in endpoints {
+        assert_eq!(c.push.arrivals(e).len(), n, "pushes at {e}");
+    }
+}
+
+#[tokio::test]
+async fn an_ack_in_time_means_no_push() -> Result<()> {
+    let c = OfflineCluster::start(2).await?;
+    let (alice, bob) = (user("alice"), user("bob"));
+    let mut api = c.dispatchers[0].client().await?;
+    c.browser(&mut api, &alice, "alice").await?;
+    c.browser(&mut api, &bob, "bob").await?;
+    let mut ws = Client::connect(&c.gateway.ws_url(&token(&alice, &[], 60))).await?;
+    let id = send_with_fallback(&mut api, &[&alice, &bob], "approved", 1_500).await?;
+    let n = ws.next_notification(T).await?;
+    assert_eq!(n["id"], id.as_str());
+    ws.ack(&id).await?;
+    // Bob never acks: he is pushed; alice acked: she is not.
+    exactly(&c, &["bob"], 1).await;
+    assert!(c.push.arrivals("alice").is_empty(), "pushed after an ack");
+    cleanup_namespace(&redis_url(), &c.namespace);
+    Ok(())
+}
+
+#[tokio::test]
+async fn two_dispatchers_push_each_device_of_an_offline_user_exactly_once() -> Result<()> {
+    let c = OfflineCluster::start(2).await?;
+    let alice = user("alice");
+    let mut apis = [
+        c.dispatchers[0].client().await?,
+        c.dispatchers[1].client().await?,
+    ];
+    for name in ["phone", "laptop", "tablet"] {
+        c.browser(&mut apis[0], &alice, name).await?;
+    }
+    const SENDS: usize = 20;
+    for i in 0..SENDS {
+        send_with_fallback(&mut apis[i % 2], &[&alice], &format!("n{i}"), 0).await?;
+    }
+    exactly(&c, &["phone", "laptop", "tablet"], SENDS).await;
+    cleanup_namespace(&redis_url(), &c.namespace);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_sigkilled_dispatchers_pending_items_are_pushed_once_by_the_other() -> Result<()> {
+    let mut c = OfflineCluster::start(2).await?;
+    let alice = user("alice");
+    let mut api = c.dispatchers[0].client().await?;
+    c.browser(&mut api, &alice, "a1").await?;
+    c.browser(&mut api, &alice, "a2").await?;
+    const SENDS: usize = 10;
+    for i in 0..SENDS {
+        send_with_fallback(&mut api, &[&alice], &format!("n{i}"), 2_000).await?;
+    }
+    c.dispatchers[0].proc.kill();
+    exactly(&c, &["a1", "a2"], SENDS).await;
+    // The survivor did all of it.
+    let done = c.dispatchers[1]
+        .metric("kurir_dispatcher_due_items_total{kind=\"fallback\",outcome=\"done\"}")
+        .await?;
+    assert_eq!(done as usize, SENDS);
+    cleanup_namespace(&redis_url(), &c.namespace);
+    Ok(())
+}
+
+#[tokio::test]
+async fn gone_devices_are_removed_and_retry_after_is_honoured() -> Result<()> {
+    let c = OfflineCluster::start(2).await?;
+    let alice = user("alice");
+    let mut api = c.dispatchers[0].client().await?;
+    let gone = c.browser(&mut api, &alice, "gone").await?;
+    let busy = c.browser(&mut api, &alice, "busy").await?;
+    c.push.script("gone", [Answer::status(410)]);
+    c.push.script("busy", [Answer::retry_after(429, 1)]);
+    send_with_fallback(&mut api, &[&alice], "hello", 0).await?;
+    exactly(&c, &["gone"], 1).await;
+    eventually(T, "the retry", || async {
+        (c.push.arrivals("busy").len() == 2).then_some(())
+    })
+    .await;
+    let busy_at = c.push.arrivals("busy");
+    assert!(busy_at[1] - busy_at[0] >= Duration::from_millis(950));
+    let listed = api
+        .list_devices(ListDevicesRequest {
+            user_id: alice.clone(),
+        })
+        .await?
+        .into_inner();
+    let ids: Vec<&str> = listed.devices.iter().map(|d| d.id.as_str()).collect();
+    assert_eq!(ids, [busy.as_str()], "{gone} is still registered");
+    cleanup_namespace(&redis_url(), &c.namespace);
+    Ok(())
+}
+
+#[tokio::test]
+async fn scheduled_sends_survive_a_restart_go_out_on_time_and_can_be_cancelled() -> Result<()> {
+    let mut c = OfflineCluster::start(1).await?;
+    let alice = user("alice");
+    let mut api = c.dispatchers[0].client().await?;
+    let send_at = now_ms() + 4_000;
+    let scheduled = |title: &str| SendRequest {
+        user_ids: vec![alice.clone()],
+        notification: Some(note(title)),
+        ttl_seconds: 600,
+        send_at,
+        ..Default::default()
+    };
+    let kept = api.send(scheduled("kept")).await?.into_inner().id;
+    let cancelled = api.send(scheduled("cancelled")).await?.into_inner().id;
+    api.cancel_scheduled(CancelScheduledRequest {
+        id: cancelled.clone(),
+    })
+    .await?;
+    // The only dispatcher dies and another starts: the schedule is in Redis.
+    c.dispatchers[0].proc.kill();
+    c.dispatchers.clear();
+    let d = c.start_dispatcher().await?;
+    let mut ws = Client::connect(&c.gateway.ws_url(&token(&alice, &[], 60))).await?;
+    let n = ws.next_notification(Duration::from_secs(15)).await?;
+    let at = now_ms();
+    assert_eq!(n["id"], kept.as_str());
+    assert!(at >= send_at, "{} ms early", send_at - at);
+    assert!(at - send_at < 1_000, "{} ms late", at - send_at);
+    ws.expect_silence(Duration::from_millis(700)).await?;
+    let mut api = d.client().await?;
+    let err = api
+        .cancel_scheduled(CancelScheduledRequest { id: kept })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "already sent");
+    cleanup_namespace(&redis_url(), &c.namespace);
+    Ok(())
+}
