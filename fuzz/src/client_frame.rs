@@ -35,6 +35,21 @@ pub fn run(data: &[u8]) {
                     ("unsubscribe", &["type", "topic"])
                 }
                 ClientFrame::Ping => ("ping", &["type"]),
+                ClientFrame::PushSubscribe { endpoint } => {
+                    let sub = object.get("subscription").expect("a subscription");
+                    assert_eq!(
+                        sub.get("endpoint").and_then(Value::as_str),
+                        Some(endpoint.as_str())
+                    );
+                    let keys = sub.get("keys").expect("its keys");
+                    assert!(keys.get("p256dh").is_some_and(Value::is_string));
+                    assert!(keys.get("auth").is_some_and(Value::is_string));
+                    ("push_subscribe", &["type", "subscription"])
+                }
+                ClientFrame::PushUnsubscribe { endpoint } => {
+                    assert_eq!(field("endpoint"), Some(endpoint.as_str()));
+                    ("push_unsubscribe", &["type", "endpoint"])
+                }
             };
             assert_eq!(field("type"), Some(kind));
             // serde's `deny_unknown_fields` does not reach a tagged enum's unit variant:

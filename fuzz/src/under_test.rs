@@ -173,10 +173,23 @@ pub fn http1_builder() -> hyper::server::conn::http1::Builder {
 /// A client frame the gateway accepted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClientFrame {
-    Ack { id: String },
-    Subscribe { topic: String },
-    Unsubscribe { topic: String },
+    Ack {
+        id: String,
+    },
+    Subscribe {
+        topic: String,
+    },
+    Unsubscribe {
+        topic: String,
+    },
     Ping,
+    /// A browser's Web Push subscription (its endpoint; the keys are checked later).
+    PushSubscribe {
+        endpoint: String,
+    },
+    PushUnsubscribe {
+        endpoint: String,
+    },
 }
 
 /// A refused client frame: the `error` frame's code and message.
@@ -197,6 +210,12 @@ pub fn parse_client_frame(text: &str) -> Result<ClientFrame, FrameRefusal> {
             frame::ClientFrame::Subscribe { topic } => ClientFrame::Subscribe { topic },
             frame::ClientFrame::Unsubscribe { topic } => ClientFrame::Unsubscribe { topic },
             frame::ClientFrame::Ping => ClientFrame::Ping,
+            frame::ClientFrame::PushSubscribe { subscription } => ClientFrame::PushSubscribe {
+                endpoint: subscription.endpoint,
+            },
+            frame::ClientFrame::PushUnsubscribe { endpoint } => {
+                ClientFrame::PushUnsubscribe { endpoint }
+            }
         })
         .map_err(|e| FrameRefusal {
             code: e.code,

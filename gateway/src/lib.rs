@@ -28,6 +28,7 @@ pub mod relay;
 pub mod sse;
 pub mod state;
 pub mod telemetry;
+pub mod webpush;
 pub mod ws;
 
 use std::future::Future;
@@ -133,6 +134,7 @@ impl Gateway {
         let (topics, topics_rx) = relay::Topics::channel();
         let (receipts, receipts_rx) = receipts::Receipts::channel(config.receipt_queue);
         let read_limits = Arc::new(config.read_limits());
+        let webpush = Arc::new(webpush::WebPushEdge::from_config(&config)?);
         let state = AppState {
             read_limits,
             config: Arc::new(config),
@@ -147,6 +149,7 @@ impl Gateway {
             readiness,
             tracker: TaskTracker::new(),
             streams: Default::default(),
+            webpush,
         };
         Ok(Self {
             state,

@@ -15,6 +15,7 @@ use crate::readiness::Readiness;
 use crate::receipts::Receipts;
 use crate::relay::Topics;
 use crate::telemetry;
+use crate::webpush::WebPushEdge;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -36,4 +37,6 @@ pub struct AppState {
     pub tracker: TaskTracker,
     /// This node's SSE streams, where client requests over HTTP find them.
     pub streams: Streams,
+    /// Where browsers' Web Push subscriptions may point, and the VAPID key they use.
+    pub webpush: Arc<WebPushEdge>,
 }

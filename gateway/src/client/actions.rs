@@ -1,12 +1,16 @@
 //! What a client asks of the node, whatever its transport: ack a stored notification,
-//! subscribe to a topic, unsubscribe. A refusal is a [`FrameError`] (a code and a
+//! subscribe to a topic, unsubscribe, register or drop its browser's Web Push
+//! subscription. A refusal is a [`FrameError`] (a code and a
 //! message), which each transport reports its own way; the connection goes on.
 
+use kurir_backends::devices::DeviceId;
 use kurir_backends::{NotificationId, Topic, UserId};
-use kurir_proto::v1::ReceiptStatus;
+use kurir_proto::v1::{Device, Platform, ReceiptStatus, WebPushSubscription};
+use kurir_runtime::now_ms;
+use prost::Message as _;
 
 use super::Client;
-use crate::protocol::frame::FrameError;
+use crate::protocol::frame::{FrameError, PushSubscriptionJson};
 use crate::relay::TopicError;
 use crate::state::AppState;
 use crate::telemetry;
@@ -105,4 +109,68 @@ pub async fn ack(state: &AppState, user: &UserId, id: &str) -> Result<Notificati
         state.receipts.emit(id, user, ReceiptStatus::Acked);
     }
     Ok(id)
+}
+
+/// Store `user`'s browser subscription as one of their devices (Web Push), checked as
+/// the API checks one; returns the device id (the same as `RegisterDevice` gives it).
+///
+/// # Errors
+/// A subscription elsewhere than an allowed push service, malformed keys, or the
+/// registry could not record it.
+pub async fn push_subscribe(
+    state: &AppState,
+    user: &UserId,
+    sub: &PushSubscriptionJson,
+) -> Result<String, FrameError> {
+    let checked = kurir_push::WebPushSubscription {
+        endpoint: sub.endpoint.clone(),
+        p256dh: sub.keys.p256dh.clone(),
+        auth: sub.keys.auth.clone(),
+    };
+    kurir_push::device::check_subscription(&checked, &state.webpush.allowlist)
+        .map_err(|e| FrameError::new("bad_request", format!("subscription.{e}")))?;
+    let key = web_push_key(&checked.endpoint)?;
+    let device = Device {
+        id: key.to_string(),
+        user_id: user.as_str().to_owned(),
+        platform: Platform::WebPush as i32,
+        subscription: Some(WebPushSubscription {
+            endpoint: checked.endpoint,
+            p256dh: checked.p256dh,
+            auth: checked.auth,
+        }),
+        registered_at: now_ms(),
+        ..Default::default()
+    };
+    state
+        .backends
+        .devices
+        .register(user, &key, device.encode_to_vec().into())
+        .await
+        .map_err(|_| FrameError::new("unavailable", "subscription not recorded; retry later"))?;
+    Ok(key.to_string())
+}
+
+/// Forget `user`'s browser subscription at `endpoint` (no error when unknown).
+///
+/// # Errors
+/// The registry could not record it.
+pub async fn push_unsubscribe(
+    state: &AppState,
+    user: &UserId,
+    endpoint: &str,
+) -> Result<(), FrameError> {
+    let key = web_push_key(endpoint)?;
+    state
+        .backends
+        .devices
+        .unregister(user, &key)
+        .await
+        .map_err(|_| FrameError::new("unavailable", "not recorded; retry later"))?;
+    Ok(())
+}
+
+fn web_push_key(endpoint: &str) -> Result<DeviceId, FrameError> {
+    let key = kurir_push::device::device_key(Platform::WebPush.as_str_name(), endpoint);
+    DeviceId::parse(&key).map_err(|e| FrameError::new("bad_request", e.reason))
 }

@@ -79,6 +79,26 @@ pub struct Config {
     #[arg(long, env = "KURIR_JWT_LEEWAY_SECONDS", default_value_t = DEFAULT_JWT_LEEWAY_SECONDS)]
     pub jwt_leeway_seconds: u64,
 
+    /// Push services a browser's Web Push subscription may point at (origins,
+    /// comma-separated; default: the known browser push services). A subscription
+    /// elsewhere is refused.
+    #[arg(
+        long,
+        env = "KURIR_WEBPUSH_ALLOWED_ORIGINS",
+        default_value = kurir_push::settings::DEFAULT_WEBPUSH_ALLOWED_ORIGINS
+    )]
+    pub webpush_allowed_origins: String,
+
+    /// The VAPID private key (the dispatcher's), from which the gateway derives the
+    /// public key it serves at `/v1/push/key`. Or give `KURIR_VAPID_PUBLIC_KEY` alone.
+    #[arg(long, env = "KURIR_VAPID_PRIVATE_KEY", hide_env_values = true)]
+    pub vapid_private_key: Option<Secret>,
+
+    /// The VAPID public key to serve at `/v1/push/key` (base64url of the uncompressed
+    /// point, as `kurir vapid` prints it); wins over deriving it.
+    #[arg(long, env = "KURIR_VAPID_PUBLIC_KEY")]
+    pub vapid_public_key: Option<String>,
+
     /// Browser Origins allowed to connect, comma-separated; empty allows any.
     #[arg(
         long,
@@ -243,6 +263,9 @@ impl Config {
             node_id: None,
             listen: loopback,
             mqtt_listen: None,
+            webpush_allowed_origins: kurir_push::settings::DEFAULT_WEBPUSH_ALLOWED_ORIGINS.into(),
+            vapid_private_key: None,
+            vapid_public_key: None,
             metrics_listen: loopback,
             jwt_secret: Some(Secret::from(TEST_JWT_SECRET)),
             jwt_public_key_file: None,

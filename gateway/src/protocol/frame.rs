@@ -15,10 +15,38 @@ use kurir_wire::frame::{self as wire, FrameBuf};
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum ClientFrame {
-    Ack { id: String },
-    Subscribe { topic: String },
-    Unsubscribe { topic: String },
+    Ack {
+        id: String,
+    },
+    Subscribe {
+        topic: String,
+    },
+    Unsubscribe {
+        topic: String,
+    },
     Ping,
+    /// The browser's Web Push subscription (`PushSubscription.toJSON()`), to be pushed
+    /// to when the page is closed.
+    PushSubscribe {
+        subscription: PushSubscriptionJson,
+    },
+    PushUnsubscribe {
+        endpoint: String,
+    },
+}
+
+/// A `PushSubscription` as browsers serialize it (`expirationTime` and other fields are
+/// ignored).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct PushSubscriptionJson {
+    pub endpoint: String,
+    pub keys: PushKeys,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct PushKeys {
+    pub p256dh: String,
+    pub auth: String,
 }
 
 /// Why a client frame was refused; becomes an `error` frame, the session goes on.
@@ -37,7 +65,14 @@ impl FrameError {
     }
 }
 
-const KNOWN_TYPES: [&str; 4] = ["ack", "subscribe", "unsubscribe", "ping"];
+const KNOWN_TYPES: [&str; 6] = [
+    "ack",
+    "subscribe",
+    "unsubscribe",
+    "ping",
+    "push_subscribe",
+    "push_unsubscribe",
+];
 
 /// Parse one text frame.
 pub fn parse(text: &str) -> Result<ClientFrame, FrameError> {
@@ -89,6 +124,10 @@ enum ServerFrame<'a> {
         code: &'a str,
         message: &'a str,
     },
+    PushSubscribed {
+        device_id: &'a str,
+    },
+    PushUnsubscribed,
 }
 
 /// A server frame, framed for the wire.
@@ -118,6 +157,14 @@ pub fn unsubscribed(topic: &str) -> Bytes {
 
 pub fn pong() -> Bytes {
     encode(&ServerFrame::Pong)
+}
+
+pub fn push_subscribed(device_id: &str) -> Bytes {
+    encode(&ServerFrame::PushSubscribed { device_id })
+}
+
+pub fn push_unsubscribed() -> Bytes {
+    encode(&ServerFrame::PushUnsubscribed)
 }
 
 pub fn error(e: &FrameError) -> Bytes {

@@ -1,10 +1,12 @@
 //! What an SSE client asks of the node, as HTTP requests with the stream's token
 //! (`Authorization: Bearer …`, or `?token=`): `POST /v1/ack {"id"}`,
 //! `POST /v1/subscribe` / `/v1/unsubscribe {"connection_id", "topic"}` and
-//! `POST /v1/ping {"connection_id"}` (a `pong` event follows on the stream). An ack needs
-//! no stream (it is the user's inbox); the others are the named stream's, which must be
-//! on this node and the token's user's (behind a load balancer, route them with the
-//! stream, or name the topics when opening it).
+//! `POST /v1/ping {"connection_id"}` (a `pong` event follows on the stream), and the
+//! browser's Web Push subscription: `POST /v1/push/subscribe {"subscription"}`,
+//! `/v1/push/unsubscribe {"endpoint"}`, `GET /v1/push/key`. Acks and push subscriptions
+//! need no stream (they act on the user's inbox and devices); the others are the named
+//! stream's, which must be on this node and the token's user's (behind a load balancer,
+//! route them with the stream, or name the topics when opening it).
 //!
 //! Answers are JSON: `200` with what was done, or an error body with the same codes as
 //! a WebSocket `error` frame.
@@ -25,7 +27,7 @@ use crate::admission::{self, Denied};
 use crate::auth::Identity;
 use crate::client::actions;
 use crate::hub::streams::Request;
-use crate::protocol::frame::FrameError;
+use crate::protocol::frame::{FrameError, PushSubscriptionJson};
 use crate::state::AppState;
 
 #[derive(Debug, Deserialize)]
@@ -99,6 +101,75 @@ pub async fn unsubscribe(
         "unsubscribed",
     )
     .await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PushSubscribeBody {
+    subscription: PushSubscriptionJson,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PushUnsubscribeBody {
+    endpoint: String,
+}
+
+/// `POST /v1/push/subscribe`: the caller's browser subscription becomes one of their
+/// devices; `200 {"device_id"}`.
+pub async fn push_subscribe(
+    State(state): State<Arc<AppState>>,
+    Query(q): Query<TokenParam>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let identity = match caller(&state, &headers, q).await {
+        Ok(id) => id,
+        Err(denied) => return denied.into_response(),
+    };
+    let body: PushSubscribeBody = match parse(&body) {
+        Ok(b) => b,
+        Err(denied) => return denied.into_response(),
+    };
+    match actions::push_subscribe(&state, &identity.user, &body.subscription).await {
+        Ok(id) => Json(serde_json::json!({ "device_id": id })).into_response(),
+        Err(e) => refused(&e).into_response(),
+    }
+}
+
+/// `POST /v1/push/unsubscribe`: `200`.
+pub async fn push_unsubscribe(
+    State(state): State<Arc<AppState>>,
+    Query(q): Query<TokenParam>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let identity = match caller(&state, &headers, q).await {
+        Ok(id) => id,
+        Err(denied) => return denied.into_response(),
+    };
+    let body: PushUnsubscribeBody = match parse(&body) {
+        Ok(b) => b,
+        Err(denied) => return denied.into_response(),
+    };
+    match actions::push_unsubscribe(&state, &identity.user, &body.endpoint).await {
+        Ok(()) => Json(serde_json::json!({ "unsubscribed": true })).into_response(),
+        Err(e) => refused(&e).into_response(),
+    }
+}
+
+/// `GET /v1/push/key`: the VAPID public key pages subscribe with; 404 when this gateway
+/// has none.
+pub async fn push_key(State(state): State<Arc<AppState>>) -> Response {
+    match &state.webpush.public_key {
+        Some(key) => Json(serde_json::json!({ "vapid_public_key": key })).into_response(),
+        None => Denied::new(
+            StatusCode::NOT_FOUND,
+            "push_not_configured",
+            "this gateway has no VAPID key (KURIR_VAPID_PRIVATE_KEY or KURIR_VAPID_PUBLIC_KEY)",
+        )
+        .into_response(),
+    }
 }
 
 /// `POST /v1/ping`: `202`, and a `pong` event on the stream.

@@ -5,7 +5,8 @@
 //! streams live notifications. Each stored notification's `id:` is its cursor, so the
 //! browser's own reconnect resumes where it stopped. What a WebSocket client sends as
 //! frames, an SSE client sends as HTTP requests ([`actions`]: `POST /v1/ack`,
-//! `/v1/subscribe`, `/v1/unsubscribe`, `/v1/ping`, with the same token).
+//! `/v1/subscribe`, `/v1/unsubscribe`, `/v1/ping`, with the same token; and the
+//! browser's Web Push subscription, `/v1/push/*`, whatever its transport).
 //!
 //! [`event`] is the text format, [`stream`] one stream's life, [`cors`] cross-origin
 //! access; `/v1/subscribe` finds its stream in [`crate::hub::streams`].
@@ -60,6 +61,18 @@ pub fn routes(state: Arc<AppState>) -> Router<Arc<AppState>> {
         .route(
             "/v1/ping",
             post(actions::ping).options(StatusCode::NO_CONTENT),
+        )
+        .route(
+            "/v1/push/subscribe",
+            post(actions::push_subscribe).options(StatusCode::NO_CONTENT),
+        )
+        .route(
+            "/v1/push/unsubscribe",
+            post(actions::push_unsubscribe).options(StatusCode::NO_CONTENT),
+        )
+        .route(
+            "/v1/push/key",
+            get(actions::push_key).options(StatusCode::NO_CONTENT),
         )
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(middleware::from_fn_with_state(state, cors::layer))

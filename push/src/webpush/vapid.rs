@@ -45,6 +45,20 @@ pub fn generate_key_pair() -> (String, String) {
     )
 }
 
+/// The public key (the browsers' `applicationServerKey`, base64url of the uncompressed
+/// point) of a base64url raw private key: what a gateway hands to pages without needing
+/// the subject.
+///
+/// # Errors
+/// A malformed key.
+pub fn public_key_of(private_key_b64: &str) -> Result<String, VapidError> {
+    let raw = URL_SAFE_NO_PAD
+        .decode(private_key_b64.trim().trim_end_matches('='))
+        .map_err(|_| VapidError::BadKey)?;
+    let secret = SecretKey::from_slice(&raw).map_err(|_| VapidError::BadKey)?;
+    Ok(URL_SAFE_NO_PAD.encode(secret.public_key().to_encoded_point(false).as_bytes()))
+}
+
 /// The server's VAPID key and contact.
 #[derive(Clone)]
 pub struct VapidKey {

@@ -29,13 +29,19 @@ impl OfflineCluster {
     pub async fn start(dispatchers: usize) -> Result<Self> {
         let namespace = random_namespace();
         let push = FakePushService::start().await;
+        let vapid = vapid_private_key();
+        // The gateway takes browsers' subscriptions (to the fake only) and serves the
+        // VAPID public key derived from the dispatchers' private one.
         let gateway = GatewayProc::start(
             &format!("gw-{}", &namespace[5..13]),
             &GatewayOpts {
                 namespace: namespace.clone(),
                 nats_url: nats_url(),
                 redis_url: redis_url(),
-                extra: vec![],
+                extra: vec![
+                    ("KURIR_WEBPUSH_ALLOWED_ORIGINS", push.origin()),
+                    ("KURIR_VAPID_PRIVATE_KEY", vapid.clone()),
+                ],
             },
         )
         .await?;
@@ -44,7 +50,7 @@ impl OfflineCluster {
             push,
             dispatchers: Vec::new(),
             gateway,
-            vapid: vapid_private_key(),
+            vapid,
         };
         for _ in 0..dispatchers {
             let d = cluster.start_dispatcher().await?;

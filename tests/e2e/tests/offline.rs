@@ -38,6 +38,103 @@ async fn exactly(c: &OfflineCluster, endpoints: &[&str], n: usize) {
     }
 }
 
+/// A browser registers its own subscription over its socket (the SDK's `enablePush`),
+/// with the key the gateway serves; an offline user is then pushed at it, and it can be
+/// dropped again over HTTP (the SSE transport's path). Subscriptions to anywhere but
+/// an allowed push service are refused.
+#[tokio::test]
+async fn a_browser_registers_its_subscription_over_its_own_connection() -> Result<()> {
+    let c = OfflineCluster::start(1).await?;
+    let alice = user("alice");
+    let http = reqwest::Client::new();
+    let key: serde_json::Value = http
+        .get(format!("http://{}/v1/push/key", c.gateway.addr))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let key = key["vapid_public_key"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert_eq!(key.len(), 87, "base64url of a 65-byte point: {key}");
+
+    let mut ws = Client::connect(&c.gateway.ws_url(&token(&alice, &[], 60))).await?;
+    let (p256dh, auth) = kurir_testkit::push::browser_keys();
+    let subscription = |endpoint: String| {
+        serde_json::json!({"endpoint": endpoint, "expirationTime": null,
+            "keys": {"p256dh": p256dh, "auth": auth}})
+    };
+    ws.send_json(serde_json::json!({"type": "push_subscribe",
+        "subscription": subscription(c.push.endpoint("tab"))}))
+        .await?;
+    let ok = ws.next_frame(T).await?;
+    assert_eq!(ok["type"], "push_subscribed", "{ok}");
+    let device = ok["device_id"].as_str().unwrap_or_default().to_string();
+    for bad in [
+        "https://evil.example/push/x",
+        "http://169.254.169.254/latest",
+    ] {
+        ws.send_json(serde_json::json!({"type": "push_subscribe",
+            "subscription": subscription(bad.into())}))
+            .await?;
+        let e = ws.next_frame(T).await?;
+        assert_eq!(
+            (e["type"].as_str(), e["code"].as_str()),
+            (Some("error"), Some("bad_request")),
+            "{bad}: {e}"
+        );
+    }
+    drop(ws);
+
+    let mut api = c.dispatchers[0].client().await?;
+    let listed = api
+        .list_devices(ListDevicesRequest {
+            user_id: alice.clone(),
+        })
+        .await?
+        .into_inner();
+    assert_eq!(listed.devices.len(), 1);
+    assert_eq!(
+        listed.devices[0].id, device,
+        "the API sees the browser's device"
+    );
+    eventually(T, "alice offline", || {
+        let mut api = api.clone();
+        let alice = alice.clone();
+        async move {
+            let p = api
+                .get_presence(kurir_proto::v1::GetPresenceRequest {
+                    user_ids: vec![alice],
+                })
+                .await
+                .ok()?
+                .into_inner();
+            (!p.users[0].online).then_some(())
+        }
+    })
+    .await;
+    send_with_fallback(&mut api, &[&alice], "while the tab is closed", 0).await?;
+    exactly(&c, &["tab"], 1).await;
+
+    let gone = http
+        .post(format!("http://{}/v1/push/unsubscribe", c.gateway.addr))
+        .bearer_auth(token(&alice, &[], 60))
+        .json(&serde_json::json!({"endpoint": c.push.endpoint("tab")}))
+        .send()
+        .await?;
+    assert_eq!(gone.status(), 200);
+    let listed = api
+        .list_devices(ListDevicesRequest {
+            user_id: alice.clone(),
+        })
+        .await?
+        .into_inner();
+    assert!(listed.devices.is_empty());
+    cleanup_namespace(&redis_url(), &c.namespace);
+    Ok(())
+}
+
 #[tokio::test]
 async fn an_ack_in_time_means_no_push() -> Result<()> {
     let c = OfflineCluster::start(2).await?;

@@ -2,8 +2,6 @@
 //! service, keys must have their sizes, tokens their shapes), `fallback`, `send_at` and
 //! `CancelScheduled`. Like the rest of [`super`], every refusal names its field.
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine as _;
 use kurir_backends::devices::DeviceId;
 use kurir_backends::{NotificationId, UserId};
 use kurir_proto::v1::{
@@ -12,18 +10,12 @@ use kurir_proto::v1::{
 };
 use kurir_push::ssrf::OriginAllowlist;
 use kurir_runtime::now_ms;
-use sha2::{Digest, Sha256};
 
 use crate::dispatch::FallbackPolicy;
 use crate::error::DispatchError;
 use crate::limits::{
     MAX_APP_ID_BYTES, MAX_DEVICE_TOKEN_BYTES, MAX_SCHEDULE_AHEAD_MS, MAX_TTL_SECONDS,
 };
-
-/// Bytes of an uncompressed P-256 point (a browser's `p256dh`).
-const P256DH_BYTES: usize = 65;
-/// Bytes of a Web Push authentication secret.
-const AUTH_BYTES: usize = 16;
 
 /// A device to register, its id derived from what it is: registering the same token or
 /// endpoint again names the same device.
@@ -157,13 +149,8 @@ pub fn fallback(
 
 /// The id of a device: 32 hex digits of SHA-256 over its platform and token or endpoint.
 pub fn device_id(platform: Platform, token_or_endpoint: &str) -> DeviceId {
-    let mut h = Sha256::new();
-    h.update(platform.as_str_name().as_bytes());
-    h.update([0]);
-    h.update(token_or_endpoint.as_bytes());
-    let digest = h.finalize();
-    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
-    DeviceId::parse(&hex).expect("32 hex digits are a device id")
+    let key = kurir_push::device::device_key(platform.as_str_name(), token_or_endpoint);
+    DeviceId::parse(&key).expect("32 hex digits are a device id")
 }
 
 fn user_id(raw: &str) -> Result<UserId, DispatchError> {
@@ -174,36 +161,18 @@ fn subscription(
     sub: WebPushSubscription,
     allowlist: &OriginAllowlist,
 ) -> Result<WebPushSubscription, DispatchError> {
-    if sub.endpoint.len() > MAX_DEVICE_TOKEN_BYTES {
-        return Err(DispatchError::invalid(
-            "subscription.endpoint",
-            format!("must be at most {MAX_DEVICE_TOKEN_BYTES} bytes"),
-        ));
-    }
-    // The push service is whatever the browser says: only known ones are reached.
-    allowlist
-        .check(&sub.endpoint)
-        .map_err(|e| DispatchError::invalid("subscription.endpoint", e.to_string()))?;
-    let p256dh = base64url("subscription.p256dh", &sub.p256dh)?;
-    if p256dh.len() != P256DH_BYTES || p256dh[0] != 0x04 {
-        return Err(DispatchError::invalid(
-            "subscription.p256dh",
-            "must be base64url of an uncompressed P-256 point (65 bytes)",
-        ));
-    }
-    if base64url("subscription.auth", &sub.auth)?.len() != AUTH_BYTES {
-        return Err(DispatchError::invalid(
-            "subscription.auth",
-            "must be base64url of 16 bytes",
-        ));
-    }
-    Ok(sub)
-}
-
-fn base64url(field: &str, text: &str) -> Result<Vec<u8>, DispatchError> {
-    URL_SAFE_NO_PAD
-        .decode(text.trim_end_matches('='))
-        .map_err(|_| DispatchError::invalid(field, "must be base64url"))
+    let checked = kurir_push::WebPushSubscription {
+        endpoint: sub.endpoint,
+        p256dh: sub.p256dh,
+        auth: sub.auth,
+    };
+    kurir_push::device::check_subscription(&checked, allowlist)
+        .map_err(|e| DispatchError::invalid(format!("subscription.{}", e.field), e.reason))?;
+    Ok(WebPushSubscription {
+        endpoint: checked.endpoint,
+        p256dh: checked.p256dh,
+        auth: checked.auth,
+    })
 }
 
 /// APNs device tokens are hex (32 bytes today; up to 100 allowed).
@@ -240,6 +209,8 @@ fn printable(field: &str, text: &str, max: usize, required: bool) -> Result<(), 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine as _;
 
     fn allow() -> OriginAllowlist {
         "https://fcm.googleapis.com,http://127.0.0.1:9"

@@ -13,6 +13,7 @@ use tokio::time::Instant;
 use tracing::debug;
 
 use super::{Interrupt, Session, MILLI};
+use crate::client::actions;
 use crate::protocol::close::MESSAGE_TOO_SLOW;
 use crate::protocol::frame::{self, ClientFrame, FrameError};
 use crate::protocol::{CloseReason, ProtocolError};
@@ -126,6 +127,24 @@ where
                 Ok(t) => frame::unsubscribed(t.as_str()),
                 Err(e) => frame::error(&e),
             }),
+            ClientFrame::PushSubscribe { subscription } => {
+                let c = &self.client;
+                Some(
+                    match actions::push_subscribe(&c.state, &c.identity.user, &subscription).await {
+                        Ok(id) => frame::push_subscribed(&id),
+                        Err(e) => frame::error(&e),
+                    },
+                )
+            }
+            ClientFrame::PushUnsubscribe { endpoint } => {
+                let c = &self.client;
+                Some(
+                    match actions::push_unsubscribe(&c.state, &c.identity.user, &endpoint).await {
+                        Ok(()) => frame::push_unsubscribed(),
+                        Err(e) => frame::error(&e),
+                    },
+                )
+            }
         }
     }
 }

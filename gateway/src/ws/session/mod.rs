@@ -354,6 +354,7 @@ mod idle_footprint {
             readiness: Default::default(),
             tracker: Default::default(),
             streams: Default::default(),
+            webpush: Default::default(),
         });
         let id = crate::auth::Identity {
             user: kurir_backends::UserId::parse("a").unwrap(),
