@@ -2,7 +2,8 @@
 // notifications Kurir pushes (Web Push) while no page of the app is open, and opens or
 // focuses the app when one is clicked. The click is handed to the page as
 // `{type: 'kurir-ack', id}`, so the page's client acks the notification (which cancels
-// whatever the server still had pending for it).
+// whatever the server still had pending for it); open pages also hear
+// `{type: 'kurir-pushed', id, shown}` when a push was shown.
 //
 // Serve it from your app's origin (the gateway serves a copy at /kurir-sw.js) and pass
 // its URL to enablePush({ serviceWorker }). To combine it with your own service worker,
@@ -26,7 +27,20 @@ self.addEventListener('push', (event) => {
     tag: n.collapse_key || n.id || undefined,
     renotify: Boolean(n.collapse_key),
   };
-  event.waitUntil(self.registration.showNotification(n.title || 'Notification', options));
+  const title = n.title || 'Notification';
+  event.waitUntil((async () => {
+    await self.registration.showNotification(title, options);
+    // Open pages of the app hear of it (to refresh what they list, say): the
+    // notification as the notifications API holds it right after showing it.
+    const shown = await self.registration.getNotifications({ tag: options.tag });
+    const windows = await self.clients.matchAll({ type: 'window', includeUncontrolled: true });
+    const message = {
+      type: 'kurir-pushed',
+      id: n.id ?? null,
+      shown: shown.map((x) => ({ title: x.title, body: x.body, tag: x.tag, id: x.data?.id ?? null })),
+    };
+    for (const c of windows) c.postMessage(message);
+  })());
 });
 
 self.addEventListener('notificationclick', (event) => {

@@ -68,3 +68,17 @@ bench vs-sio-targeted-5k targeted $K --gateways 2 --clients 10000 --workers 1 --
 bench vs-sio-connect   connect  $K --gateways 2 --clients 10000 --workers 1 --hold 5 --compare-socketio
 RUNS=1 bench churn     churn    $K --gateways 2 --clients 5000 --workers 1 --churners 500 --hold-ms 500 --rate 1000 --duration 15
 RUNS=1 bench batch     batch    $K --gateways 2 --clients 10000 --workers 1 --batch 1000 --rate 20 --count 300 --duration 15
+
+# Transports: the same loads over WebSocket, SSE and MQTT (the SITUK-style WebSocket
+# against MQTT comparison is the targeted pair). The shared Redis and NATS serve every
+# delivery, so they are measured too: their PIDs from the ports they listen on.
+listener_pid() { ss -ltnpH "sport = :$1" | grep -o 'pid=[0-9]*' | head -1 | cut -d= -f2; }
+SHARED=""
+for svc in redis:6379 nats:4222; do
+  pid=$(listener_pid "${svc#*:}")
+  [ -n "$pid" ] && SHARED="$SHARED --pid ${svc%%:*}=$pid"
+done
+for t in kurir kurir-sse kurir-mqtt; do
+  bench "transport-connect-$t"  connect  $K --peer "$t" --gateways 1 --clients 15000 --workers 2 --hold 5
+  bench "transport-targeted-$t" targeted $K $SHARED --peer "$t" --gateways 2 --clients 10000 --workers 1 --rate 5000 --count 75000 --duration 15 --inflight 512 --channels 8
+done
