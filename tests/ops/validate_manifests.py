@@ -671,7 +671,8 @@ def check_nats_permissions(res: Results, docs: list[dict]) -> None:
                 ("dispatcher", pub("kurir.prod.node.kurir-gateway-abc"), True),
                 ("dispatcher", pub("kurir.prod.topic.news"), True),
                 ("dispatcher", pub("kurir.prod.broadcast"), True),
-                ("dispatcher", pub("kurir.prod.receipts"), False),
+                # the push outcomes (PUSHED, PUSH_FAILED, EXPIRED) go out with the receipts
+                ("dispatcher", pub("kurir.prod.receipts"), True),
                 ("dispatcher", "SUB kurir.prod.receipts 1", True),
                 ("dispatcher", "SUB kurir.prod.node.x 1", False),
             ]
