@@ -61,12 +61,8 @@ pub async fn ack(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let identity = match caller(&state, &headers, q).await {
-        Ok(id) => id,
-        Err(denied) => return denied.into_response(),
-    };
-    let body: AckBody = match parse(&body) {
-        Ok(b) => b,
+    let (identity, body): (_, AckBody) = match read_request(&state, &headers, q, &body).await {
+        Ok(r) => r,
         Err(denied) => return denied.into_response(),
     };
     match actions::ack(&state, &identity.user, &body.id).await {
@@ -123,14 +119,11 @@ pub async fn push_subscribe(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let identity = match caller(&state, &headers, q).await {
-        Ok(id) => id,
-        Err(denied) => return denied.into_response(),
-    };
-    let body: PushSubscribeBody = match parse(&body) {
-        Ok(b) => b,
-        Err(denied) => return denied.into_response(),
-    };
+    let (identity, body): (_, PushSubscribeBody) =
+        match read_request(&state, &headers, q, &body).await {
+            Ok(r) => r,
+            Err(denied) => return denied.into_response(),
+        };
     match actions::push_subscribe(&state, &identity.user, &body.subscription).await {
         Ok(id) => Json(serde_json::json!({ "device_id": id })).into_response(),
         Err(e) => refused(&e).into_response(),
@@ -144,14 +137,11 @@ pub async fn push_unsubscribe(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let identity = match caller(&state, &headers, q).await {
-        Ok(id) => id,
-        Err(denied) => return denied.into_response(),
-    };
-    let body: PushUnsubscribeBody = match parse(&body) {
-        Ok(b) => b,
-        Err(denied) => return denied.into_response(),
-    };
+    let (identity, body): (_, PushUnsubscribeBody) =
+        match read_request(&state, &headers, q, &body).await {
+            Ok(r) => r,
+            Err(denied) => return denied.into_response(),
+        };
     match actions::push_unsubscribe(&state, &identity.user, &body.endpoint).await {
         Ok(()) => Json(serde_json::json!({ "unsubscribed": true })).into_response(),
         Err(e) => refused(&e).into_response(),
@@ -179,12 +169,8 @@ pub async fn ping(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let identity = match caller(&state, &headers, q).await {
-        Ok(id) => id,
-        Err(denied) => return denied.into_response(),
-    };
-    let body: PingBody = match parse(&body) {
-        Ok(b) => b,
+    let (identity, body): (_, PingBody) = match read_request(&state, &headers, q, &body).await {
+        Ok(r) => r,
         Err(denied) => return denied.into_response(),
     };
     let stream = match find(&state, &body.connection_id, &identity) {
@@ -211,12 +197,8 @@ async fn on_topic(
     request: fn(String, Reply) -> Request,
     done: &'static str,
 ) -> Response {
-    let identity = match caller(&state, &headers, q).await {
-        Ok(id) => id,
-        Err(denied) => return denied.into_response(),
-    };
-    let body: TopicBody = match parse(&body) {
-        Ok(b) => b,
+    let (identity, body): (_, TopicBody) = match read_request(&state, &headers, q, &body).await {
+        Ok(r) => r,
         Err(denied) => return denied.into_response(),
     };
     let stream = match find(&state, &body.connection_id, &identity) {
@@ -272,9 +254,16 @@ fn gone() -> Denied {
     )
 }
 
-async fn caller(state: &AppState, headers: &HeaderMap, q: TokenParam) -> Result<Identity, Denied> {
+/// Who asks (Origin, then token) and what (the JSON body): every request's first step.
+async fn read_request<T: DeserializeOwned>(
+    state: &AppState,
+    headers: &HeaderMap,
+    q: TokenParam,
+    body: &[u8],
+) -> Result<(Identity, T), Denied> {
     admission::check_origin(state, headers)?;
-    admission::authenticate(state, admission::bearer(headers).or(q.token)).await
+    let identity = admission::authenticate(state, admission::bearer(headers).or(q.token)).await?;
+    Ok((identity, parse(body)?))
 }
 
 fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, Denied> {
