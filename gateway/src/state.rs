@@ -40,3 +40,30 @@ pub struct AppState {
     /// Where browsers' Web Push subscriptions may point, and the VAPID key they use.
     pub webpush: Arc<WebPushEdge>,
 }
+
+/// A node's shared state over in-memory backends, for unit tests; the second value keeps
+/// the topic and receipt channels open for as long as it is held.
+#[cfg(test)]
+pub fn for_test() -> (Arc<AppState>, Box<dyn std::any::Any>) {
+    let ns = kurir_backends::Namespace::random_for_test();
+    let (topics, topics_rx) = Topics::channel();
+    let node = NodeId::generate();
+    let (receipts, receipts_rx) = Receipts::channel(8);
+    let state = Arc::new(AppState {
+        config: Arc::new(Config::for_test(ns.clone())),
+        lease: CurrentLease::new(node.clone()),
+        node,
+        backends: Backends::memory(ns),
+        hub: Hub::new(),
+        topics,
+        receipts,
+        metrics: telemetry::Hot::resolve(),
+        verifier: Arc::new(Verifier::hs256(b"x")),
+        read_limits: Default::default(),
+        readiness: Default::default(),
+        tracker: Default::default(),
+        streams: Default::default(),
+        webpush: Default::default(),
+    });
+    (state, Box::new((topics_rx, receipts_rx)))
+}

@@ -26,7 +26,7 @@ pub const JWKS_KEYS: &str = "kurir_gateway_jwks_keys";
 /// unlabelled series above count every transport.
 pub const TRANSPORT_CONNECTIONS: &str = "kurir_gateway_transport_connections";
 pub const TRANSPORT_DELIVERIES: &str = "kurir_gateway_transport_deliveries_total";
-/// The transports' labels (`client::Transport::label`).
+/// The transports' labels, in `client::Transport` order.
 pub const TRANSPORTS: [&str; 3] = ["websocket", "sse", "mqtt"];
 
 /// The accept loop's handshake bound (`ws::accept`).
@@ -181,10 +181,9 @@ impl Hot {
         }
     }
 
-    /// Deliveries over the transport labelled `transport` (one of [`TRANSPORTS`]).
-    pub fn by_transport(&self, transport: &str) -> &Counter {
-        let i = TRANSPORTS.iter().position(|t| *t == transport).unwrap_or(0);
-        &self.transports[i]
+    /// Deliveries over the transport at `index` in [`TRANSPORTS`].
+    pub fn by_transport(&self, index: usize) -> &Counter {
+        &self.transports[index]
     }
 }
 

@@ -20,12 +20,30 @@ impl Client {
         true
     }
 
+    /// `first` and whatever else is queued behind it, `max` in all at most, without the
+    /// stored ones this connection already has: one write's worth.
+    pub fn batch(&mut self, first: Queued, max: usize) -> Vec<Queued> {
+        let mut batch = Vec::with_capacity(8);
+        let mut next = Some(first);
+        let mut n = 0;
+        while let Some(out) = next.take() {
+            if self.admit(&out) {
+                batch.push(out);
+            }
+            n += 1;
+            if n < max {
+                next = self.mailbox().pop();
+            }
+        }
+        batch
+    }
+
     /// Queued notifications reached the transport.
     pub fn delivered<'a>(&self, written: impl ExactSizeIterator<Item = &'a Queued>) {
         let hot = &self.state.metrics;
         let n = written.len() as u64;
         hot.deliveries.increment(n);
-        hot.by_transport(self.transport().label()).increment(n);
+        hot.by_transport(self.transport().index()).increment(n);
         let now = now_ms();
         for out in written {
             // created_at has millisecond resolution.

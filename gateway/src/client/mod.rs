@@ -27,6 +27,7 @@ use crate::auth::Identity;
 use crate::hub::{ConnHandle, Mailbox, Registration};
 use crate::protocol::CloseReason;
 use crate::state::AppState;
+use crate::telemetry;
 use seen::SeenIds;
 
 /// What carries a client.
@@ -38,15 +39,14 @@ pub enum Transport {
 }
 
 impl Transport {
-    pub const ALL: [Self; 3] = [Self::WebSocket, Self::Sse, Self::Mqtt];
+    /// Its place in [`telemetry::TRANSPORTS`] (the per-transport series).
+    pub fn index(self) -> usize {
+        self as usize
+    }
 
     /// The `transport` label of the gateway's per-transport series.
     pub fn label(self) -> &'static str {
-        match self {
-            Self::WebSocket => "websocket",
-            Self::Sse => "sse",
-            Self::Mqtt => "mqtt",
-        }
+        telemetry::TRANSPORTS[self.index()]
     }
 }
 

@@ -88,7 +88,7 @@ impl Client {
         hot.replayed.increment(1);
         // A replay is not a delivery delay: only live writes feed the histogram.
         hot.deliveries.increment(1);
-        hot.by_transport(self.transport().label()).increment(1);
+        hot.by_transport(self.transport().index()).increment(1);
         self.receipt(id, ReceiptStatus::Delivered);
     }
 }

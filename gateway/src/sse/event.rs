@@ -19,6 +19,13 @@ pub fn from_frame(frame: &[u8], id: Option<&str>) -> Bytes {
 /// so it is one `data:` line.
 pub fn data(json: &[u8], id: Option<&str>) -> Bytes {
     let mut buf = BytesMut::with_capacity(json.len() + 64);
+    append(&mut buf, json, id);
+    buf.freeze()
+}
+
+/// [`data`], written at the end of `buf` (several events in one chunk).
+pub fn append(buf: &mut BytesMut, json: &[u8], id: Option<&str>) {
+    buf.reserve(json.len() + 64);
     if let Some(id) = id {
         buf.put_slice(b"id: ");
         // A line break would end the field early; cursors have none, but the format
@@ -31,7 +38,6 @@ pub fn data(json: &[u8], id: Option<&str>) -> Bytes {
     buf.put_slice(b"data: ");
     buf.put_slice(json);
     buf.put_slice(b"\n\n");
-    buf.freeze()
 }
 
 /// The first bytes of a stream: how long a browser waits before reconnecting.
@@ -64,7 +70,7 @@ pub fn close(reason: &CloseReason, retry_ms: u64) -> Bytes {
     })
     .unwrap_or_default();
     let mut buf = BytesMut::from(&retry(retry_ms)[..]);
-    buf.put_slice(&data(&json, None));
+    append(&mut buf, &json, None);
     buf.freeze()
 }
 

@@ -28,6 +28,7 @@ use crate::protocol::{frame, CloseReason};
 use crate::state::AppState;
 use crate::telemetry;
 use crate::ws::accept::Hangup;
+use kurir_wire::frame::payload_of;
 
 /// How long a browser waits before reconnecting a stream that broke.
 const RETRY_MS: u64 = 2_000;
@@ -105,7 +106,7 @@ impl Stream {
             client.state.config.heartbeat_ms,
         );
         let mut hello = BytesMut::from(&event::retry(RETRY_MS)[..]);
-        hello.extend_from_slice(&event::from_frame(&welcome, None));
+        event::append(&mut hello, payload_of(&welcome), None);
         if let Err(reason) = self.send(hello.freeze()).await {
             return reason;
         }
@@ -213,29 +214,15 @@ impl Stream {
 
     /// `first` and whatever else is queued, up to [`WRITE_BATCH`], as one chunk.
     async fn write_batch(&mut self, first: Queued) -> Result<(), CloseReason> {
-        let mut batch: Vec<Queued> = Vec::with_capacity(8);
-        let mut next = Some(first);
-        let mut n = 0;
-        while let Some(out) = next.take() {
-            if self.client.admit(&out) {
-                batch.push(out);
-            }
-            n += 1;
-            if n < WRITE_BATCH {
-                next = self.client.mailbox().pop();
-            }
+        let batch = self.client.batch(first, WRITE_BATCH);
+        if batch.is_empty() {
+            return Ok(());
         }
-        let chunk = match batch.as_slice() {
-            [] => return Ok(()),
-            [one] => event::from_frame(&one.frame, one.cursor.as_deref()),
-            many => {
-                let mut buf = BytesMut::new();
-                for out in many {
-                    buf.extend_from_slice(&event::from_frame(&out.frame, out.cursor.as_deref()));
-                }
-                buf.freeze()
-            }
-        };
+        let mut chunk = BytesMut::new();
+        for out in &batch {
+            event::append(&mut chunk, payload_of(&out.frame), out.cursor.as_deref());
+        }
+        let chunk = chunk.freeze();
         self.send(chunk).await?;
         self.client.delivered(batch.iter());
         Ok(())

@@ -7,7 +7,6 @@ use std::sync::Arc;
 
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use base64::Engine as _;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
@@ -17,6 +16,7 @@ use tracing::warn;
 pub use kurir_wire::handshake::accept_key;
 
 use super::accept::EdgeStream;
+use crate::admission::Denied;
 
 /// A request that is not a WebSocket opening handshake we can answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,11 +48,7 @@ impl IntoResponse for Refusal {
                 "Sec-WebSocket-Key must be 16 bytes in base64",
             ),
         };
-        let mut response = (
-            status,
-            Json(serde_json::json!({ "error": error, "message": message })),
-        )
-            .into_response();
+        let mut response = Denied::new(status, error, message).into_response();
         if self == Self::Version {
             response.headers_mut().insert(
                 header::SEC_WEBSOCKET_VERSION,

@@ -40,18 +40,7 @@ where
     /// Write `first` and whatever else is queued, up to [`WRITE_BATCH`], in one vectored
     /// write.
     pub(super) async fn write_batch(&mut self, first: Queued) -> Result<(), CloseReason> {
-        let mut batch: Vec<Queued> = Vec::with_capacity(8);
-        let mut next = Some(first);
-        let mut n = 0;
-        while let Some(out) = next.take() {
-            if self.client.admit(&out) {
-                batch.push(out);
-            }
-            n += 1;
-            if n < WRITE_BATCH {
-                next = self.client.mailbox().pop();
-            }
-        }
+        let batch = self.client.batch(first, WRITE_BATCH);
         if batch.is_empty() {
             return Ok(());
         }

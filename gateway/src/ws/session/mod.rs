@@ -336,26 +336,7 @@ mod idle_footprint {
             .await
             .unwrap();
         let (stream, _) = listener.accept().await.unwrap();
-        let ns = kurir_backends::Namespace::random_for_test();
-        let (topics, _t) = crate::relay::Topics::channel();
-        let node = kurir_backends::NodeId::generate();
-        let (receipts, _r) = crate::receipts::Receipts::channel(8);
-        let state = std::sync::Arc::new(crate::state::AppState {
-            config: std::sync::Arc::new(crate::Config::for_test(ns.clone())),
-            lease: crate::liveness::CurrentLease::new(node.clone()),
-            node,
-            backends: kurir_backends::Backends::memory(ns),
-            hub: crate::hub::Hub::new(),
-            topics,
-            receipts,
-            metrics: crate::telemetry::Hot::resolve(),
-            verifier: std::sync::Arc::new(crate::auth::Verifier::hs256(b"x")),
-            read_limits: Default::default(),
-            readiness: Default::default(),
-            tracker: Default::default(),
-            streams: Default::default(),
-            webpush: Default::default(),
-        });
+        let (state, _channels) = crate::state::for_test();
         let id = crate::auth::Identity {
             user: kurir_backends::UserId::parse("a").unwrap(),
             topics: vec![],
