@@ -82,3 +82,10 @@ for t in kurir kurir-sse kurir-mqtt; do
   bench "transport-connect-$t"  connect  $K --peer "$t" --gateways 1 --clients 15000 --workers 2 --hold 5
   bench "transport-targeted-$t" targeted $K $SHARED --peer "$t" --gateways 2 --clients 10000 --workers 1 --rate 5000 --count 75000 --duration 15 --inflight 512 --channels 8
 done
+
+# The due-queue: fallback pushes coming due at 1,000 and 10,000 per second to offline
+# users' Web Push devices (a fake push service inside the load generator), after the
+# queue was filled. One dispatcher with one runtime thread, its Redis and NATS measured.
+D="$B --dispatcher-env KURIR_WORKER_THREADS=1"
+bench due-1k  due $D $SHARED --rate 1000  --count 20000  --users 10000
+bench due-10k due $D $SHARED --rate 10000 --count 100000 --users 20000 --lead 40

@@ -25,7 +25,7 @@ pub mod ws;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
-use scenarios::{batch, churn, connect, fanout, floor, run_compared, targeted};
+use scenarios::{batch, churn, connect, due, fanout, floor, run_compared, targeted};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -50,6 +50,9 @@ pub enum Cmd {
     Churn(churn::ChurnArgs),
     /// Multi-recipient Sends.
     Batch(batch::BatchArgs),
+    /// The due-queue: fallback pushes coming due at a rate (offline users, a fake push
+    /// service in this process): delay from due time to the push, items per CPU-second.
+    Due(due::DueArgs),
     /// The physical floor: CPU per socket write on this machine, no server involved.
     Floor(floor::FloorArgs),
     /// (internal) The reading end of `floor`.
@@ -122,6 +125,15 @@ pub async fn run(cmd: Cmd) -> Result<(String, bool)> {
                 async move { batch::run(&a, p).await }
             })
             .await
+        }
+        Cmd::Due(a) => {
+            let (r, ok) = due::run(&a).await?;
+            let text = if a.common.json {
+                r.to_json().to_string()
+            } else {
+                r.human()
+            };
+            Ok((text, ok))
         }
         Cmd::Floor(a) => {
             let (r, ok) = floor::run(&a).await?;

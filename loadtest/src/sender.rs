@@ -81,7 +81,27 @@ impl Content {
     }
 }
 
-type Api = DispatcherClient<InterceptedService<Channel, Bearer>>;
+pub type Api = DispatcherClient<InterceptedService<Channel, Bearer>>;
+
+/// `channels` (at least one) HTTP/2 connections to the dispatcher at `url`, each
+/// carrying `api_key`.
+pub async fn connect_apis(url: &str, api_key: &str, channels: usize) -> Result<Vec<Api>> {
+    let key = Bearer::new(api_key)?;
+    let mut clients = Vec::new();
+    for _ in 0..channels.max(1) {
+        let ch = Endpoint::from_shared(url.to_string())?
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(30))
+            .tcp_nodelay(true)
+            .connect()
+            .await
+            .with_context(|| format!("connect to dispatcher {url}"))?;
+        clients.push(
+            DispatcherClient::with_interceptor(ch, key.clone()).max_decoding_message_size(16 << 20),
+        );
+    }
+    Ok(clients)
+}
 
 /// The outcome of one send.
 pub enum Outcome {
@@ -106,22 +126,10 @@ pub enum Sender {
 impl Sender {
     /// `channels` HTTP/2 connections to the dispatcher, used round-robin.
     pub async fn grpc(url: &str, api_key: &str, channels: usize, content: Content) -> Result<Self> {
-        let key = Bearer::new(api_key)?;
-        let mut clients = Vec::new();
-        for _ in 0..channels.max(1) {
-            let ch = Endpoint::from_shared(url.to_string())?
-                .connect_timeout(Duration::from_secs(5))
-                .timeout(Duration::from_secs(30))
-                .tcp_nodelay(true)
-                .connect()
-                .await
-                .with_context(|| format!("connect to dispatcher {url}"))?;
-            clients.push(
-                DispatcherClient::with_interceptor(ch, key.clone())
-                    .max_decoding_message_size(16 << 20),
-            );
-        }
-        Ok(Self::Grpc { clients, content })
+        Ok(Self::Grpc {
+            clients: connect_apis(url, api_key, channels).await?,
+            content,
+        })
     }
 
     /// Lines to the emitter's stdin, written by one task that flushes when idle.

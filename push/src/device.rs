@@ -30,9 +30,11 @@ pub enum Device {
     Fcm {
         token: String,
     },
-    /// An APNs device token (hex).
+    /// An APNs device token (hex), and the app's `apns-topic` (its bundle id) when it is
+    /// not the configured one.
     Apns {
         token: String,
+        topic: Option<String>,
     },
 }
 

@@ -156,11 +156,13 @@ impl Pusher {
                 };
                 guard.run(|| client.send(token, message, now_s())).await
             }
-            Device::Apns { token } => {
+            Device::Apns { token, topic } => {
                 let Some((client, guard)) = &self.apns else {
                     return not_configured(Provider::Apns);
                 };
-                guard.run(|| client.send(token, message, now_s())).await
+                guard
+                    .run(|| client.send(token, topic.as_deref(), message, now_s()))
+                    .await
             }
         }
     }

@@ -124,6 +124,7 @@ async fn a_push_goes_over_http2_with_the_provider_token_and_headers() {
         .send(
             &Device::Apns {
                 token: "a1b2c3".into(),
+                topic: None,
             },
             &message,
         )
@@ -162,6 +163,7 @@ async fn the_provider_token_is_reused() {
             .send(
                 &Device::Apns {
                     token: "abcdef".into(),
+                    topic: None,
                 },
                 &PushMessage::new("n", "t", "b"),
             )
@@ -184,6 +186,7 @@ async fn an_unregistered_device_is_gone() {
         .send(
             &Device::Apns {
                 token: GONE_DEVICE.into(),
+                topic: None,
             },
             &PushMessage::new("n", "t", "b"),
         )
@@ -204,10 +207,30 @@ async fn a_token_that_is_not_hex_is_refused_locally() {
         .send(
             &Device::Apns {
                 token: "../../x".into(),
+                topic: None,
             },
             &PushMessage::new("n", "t", "b"),
         )
         .await;
     assert!(matches!(outcome, Outcome::Failed(f) if !f.retryable));
     assert!(seen.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_device_of_another_app_of_the_team_is_pushed_under_its_own_topic() {
+    let (pusher, seen) = pusher().await;
+    let outcome = pusher
+        .send(
+            &Device::Apns {
+                token: "abcdef".into(),
+                topic: Some("com.example.other".into()),
+            },
+            &PushMessage::new("n", "t", "b"),
+        )
+        .await;
+    assert!(matches!(outcome, Outcome::Sent { .. }));
+    assert_eq!(
+        seen.lock().unwrap()[0].headers["apns-topic"],
+        "com.example.other"
+    );
 }

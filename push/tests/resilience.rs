@@ -179,6 +179,7 @@ async fn the_breaker_opens_after_repeated_failures_and_other_providers_still_sen
         .send(
             &Device::Apns {
                 token: "abcd".into(),
+                topic: None,
             },
             &message(),
         )
@@ -206,6 +207,7 @@ async fn a_slow_provider_does_not_hold_up_another() {
                 .send(
                     &Device::Apns {
                         token: "abcd".into(),
+                        topic: None,
                     },
                     &message(),
                 )

@@ -16,6 +16,7 @@ pub mod binaries;
 pub mod certs;
 pub mod faults;
 pub mod http;
+pub mod mobile_push;
 pub mod poll;
 pub mod ports;
 pub mod process;

@@ -6,7 +6,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
@@ -18,11 +18,13 @@ use base64::Engine as _;
 use p256::elliptic_curve::sec1::ToEncodedPoint;
 use p256::SecretKey;
 
-/// One scripted answer: a status and, optionally, `Retry-After` in seconds.
+/// One scripted answer: a status, optionally `Retry-After` in seconds, and how long the
+/// service holds the request before answering.
 #[derive(Debug, Clone, Copy)]
 pub struct Answer {
     pub status: u16,
     pub retry_after_s: Option<u64>,
+    pub hold: Duration,
 }
 
 impl Answer {
@@ -30,13 +32,22 @@ impl Answer {
         Self {
             status,
             retry_after_s: None,
+            hold: Duration::ZERO,
         }
     }
 
     pub fn retry_after(status: u16, seconds: u64) -> Self {
         Self {
-            status,
             retry_after_s: Some(seconds),
+            ..Self::status(status)
+        }
+    }
+
+    /// Take the request and answer nothing for a minute (a pusher caught mid-request).
+    pub fn stall() -> Self {
+        Self {
+            hold: Duration::from_secs(60),
+            ..Self::status(201)
         }
     }
 }
@@ -134,6 +145,9 @@ async fn receive(
             .and_then(VecDeque::pop_front)
             .unwrap_or(Answer::status(201))
     };
+    if !answer.hold.is_zero() {
+        tokio::time::sleep(answer.hold).await;
+    }
     let mut out = HeaderMap::new();
     if let Some(s) = answer.retry_after_s {
         out.insert("retry-after", HeaderValue::from(s));

@@ -83,6 +83,7 @@ pub(super) fn push_target(device: &Device) -> Option<kurir_push::Device> {
         }),
         Platform::Apns => Some(kurir_push::Device::Apns {
             token: device.token.clone(),
+            topic: Some(device.app_id.clone()).filter(|a| !a.is_empty()),
         }),
         Platform::Unspecified => None,
     }

@@ -8,7 +8,14 @@
 //!
 //! At most `KURIR_DUE_BATCH` items run at once per dispatcher: the worker claims only
 //! as many as it has free slots, so what it cannot take stays in Redis for the others.
+//!
+//! Between claims the worker sleeps until the earliest item comes due (asked of the
+//! queue), at most `KURIR_DUE_POLL_MS` (items other dispatchers add), at least
+//! [`MIN_TICK`]; an item this dispatcher schedules sooner than that wakes it (the
+//! [`Alarm`]). So an item goes out within a few milliseconds of its time, not a poll
+//! interval later, and a busy queue is claimed in batches.
 
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,7 +26,8 @@ use kurir_proto::internal::v1::DueItem;
 use kurir_runtime::now_ms;
 use metrics::counter;
 use prost::Message;
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, Semaphore};
+use tokio::time::Instant;
 use tracing::{debug, error, warn};
 
 use super::fallback::Next;
@@ -32,6 +40,37 @@ use crate::telemetry;
 pub const MAX_ATTEMPTS: u64 = 10;
 /// How long after a failed step it is tried again, in milliseconds.
 const RETRY_AFTER_MS: i64 = 1_000;
+/// Shortest time between two claims of one worker: items coming due closer together
+/// than this are claimed together.
+pub const MIN_TICK: Duration = Duration::from_millis(2);
+
+/// When the due-worker claims next, and the bell that wakes it sooner.
+#[derive(Debug)]
+pub(super) struct Alarm {
+    /// Unix ms of the worker's next claim; `i64::MAX` while it is awake (every item
+    /// scheduled then rings, so the sleep that follows ends at once), 0 when no worker
+    /// runs.
+    at: AtomicI64,
+    bell: Notify,
+}
+
+impl Default for Alarm {
+    fn default() -> Self {
+        Self {
+            at: AtomicI64::new(0),
+            bell: Notify::new(),
+        }
+    }
+}
+
+impl Alarm {
+    /// An item was put in the queue, due at `due_at` (unix ms).
+    pub(super) fn scheduled(&self, due_at: i64) {
+        if due_at < self.at.load(Ordering::Acquire) {
+            self.bell.notify_one();
+        }
+    }
+}
 
 /// How the due-worker polls (`KURIR_DUE_POLL_MS`, `KURIR_DUE_LEASE_MS`,
 /// `KURIR_DUE_BATCH`).
@@ -52,21 +91,26 @@ impl Dispatch {
     async fn due_worker(self, settings: DueSettings) {
         let slots = Arc::new(Semaphore::new(settings.batch.max(1)));
         loop {
+            self.alarm.at.store(i64::MAX, Ordering::Release);
+            if slots.available_permits() == 0 {
+                // Every slot busy: nothing can be claimed until one frees up.
+                tokio::select! {
+                    () = self.stop.cancelled() => break,
+                    permit = slots.clone().acquire_owned() => drop(permit),
+                }
+            }
+            let claimed_at = Instant::now();
             let free = slots.available_permits();
-            let claimed = if free == 0 {
-                Vec::new()
-            } else {
-                match self
-                    .backends
-                    .due
-                    .claim(now_ms(), settings.lease, free)
-                    .await
-                {
-                    Ok(claimed) => claimed,
-                    Err(e) => {
-                        debug!(error = %e, "due-queue not polled");
-                        Vec::new()
-                    }
+            let claimed = match self
+                .backends
+                .due
+                .claim(now_ms(), settings.lease, free)
+                .await
+            {
+                Ok(claimed) => claimed,
+                Err(e) => {
+                    debug!(error = %e, "due-queue not polled");
+                    Vec::new()
                 }
             };
             let full = !claimed.is_empty() && claimed.len() == free;
@@ -81,13 +125,42 @@ impl Dispatch {
                     drop(permit);
                 });
             }
-            if full {
-                // More may be due: claim again as soon as a slot frees up.
-                tokio::task::yield_now().await;
-            }
+            // Full: more may be due, claim again as soon as a slot frees up.
+            let pause = if full {
+                Duration::ZERO
+            } else {
+                self.until_next_due(settings.poll).await
+            };
+            let wake_at = claimed_at + pause.max(MIN_TICK);
+            self.alarm.at.store(
+                now_ms().saturating_add(i64::try_from(pause.as_millis()).unwrap_or(i64::MAX)),
+                Ordering::Release,
+            );
             tokio::select! {
                 () = self.stop.cancelled() => break,
-                () = tokio::time::sleep(if full { Duration::from_millis(10) } else { settings.poll }) => {}
+                () = tokio::time::sleep_until(wake_at) => {}
+                () = self.alarm.bell.notified() => {
+                    tokio::select! {
+                        () = self.stop.cancelled() => break,
+                        () = tokio::time::sleep_until(claimed_at + MIN_TICK) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// How long until the earliest item comes due, within `poll` (also when the queue
+    /// cannot be asked).
+    async fn until_next_due(&self, poll: Duration) -> Duration {
+        match self.backends.due.next_due().await {
+            Ok(Some(at)) => {
+                let ms = u64::try_from(at.saturating_sub(now_ms())).unwrap_or(0);
+                Duration::from_millis(ms).min(poll)
+            }
+            Ok(None) => poll,
+            Err(e) => {
+                debug!(error = %e, "due-queue not asked for its next item");
+                poll
             }
         }
     }
@@ -152,7 +225,7 @@ impl Dispatch {
 
     async fn move_item(&self, item: &Claimed, at: i64, payload: Bytes) {
         match self.backends.due.reschedule(item, at, payload).await {
-            Ok(true) => {}
+            Ok(true) => self.alarm.scheduled(at),
             Ok(false) => debug!(item = %item.id, "due item's lease was lost before it moved"),
             Err(e) => warn!(item = %item.id, error = %e, "due item not moved"),
         }

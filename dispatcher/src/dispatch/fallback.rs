@@ -93,7 +93,9 @@ impl Dispatch {
                 due_at,
                 Bytes::from(item.encode_to_vec()),
             )
-            .await
+            .await?;
+        self.alarm.scheduled(due_at);
+        Ok(())
     }
 
     /// Move the parked check of a stored notification to its wait. The notification is

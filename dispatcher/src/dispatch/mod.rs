@@ -119,6 +119,8 @@ pub struct Dispatch {
     pusher: Arc<Pusher>,
     /// Where Web Push subscriptions may point (`KURIR_WEBPUSH_ALLOWED_ORIGINS`).
     allowlist: Arc<OriginAllowlist>,
+    /// Wakes the due-worker for an item scheduled before its next claim.
+    alarm: Arc<due::Alarm>,
 }
 
 impl Dispatch {
@@ -138,6 +140,7 @@ impl Dispatch {
                 kurir_push::PushSettings::for_test().guard_policy(),
             )),
             allowlist: Arc::new(OriginAllowlist::default()),
+            alarm: Arc::new(due::Alarm::default()),
         }
     }
 

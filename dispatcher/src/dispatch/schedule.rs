@@ -129,6 +129,7 @@ impl Dispatch {
             .due
             .schedule(&scheduled_item(id), at, Bytes::from(item.encode_to_vec()))
             .await?;
+        self.alarm.scheduled(at);
         debug!(%id, send_at = at, "scheduled");
         Ok(())
     }

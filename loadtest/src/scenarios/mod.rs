@@ -5,6 +5,7 @@
 pub mod batch;
 pub mod churn;
 pub mod connect;
+pub mod due;
 pub mod fanout;
 pub mod floor;
 mod sections;

@@ -55,8 +55,14 @@ impl ApnsClient {
         })
     }
 
-    /// One send attempt to a device token.
-    pub async fn send(&self, device_token: &str, message: &PushMessage, now_s: u64) -> Outcome {
+    /// One send attempt to a device token, for `topic` (default: the configured one).
+    pub async fn send(
+        &self,
+        device_token: &str,
+        topic: Option<&str>,
+        message: &PushMessage,
+        now_s: u64,
+    ) -> Outcome {
         if device_token.is_empty() || !device_token.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Outcome::Failed(Failure::permanent(FailureReason::InvalidDevice(
                 "APNs device token is not hex".into(),
@@ -74,7 +80,7 @@ impl ApnsClient {
             .http
             .post(format!("{}/3/device/{device_token}", self.endpoint))
             .bearer_auth(&bearer)
-            .header("apns-topic", &self.topic)
+            .header("apns-topic", topic.unwrap_or(&self.topic))
             .header("apns-push-type", "alert")
             .header("apns-priority", payload::priority(message.priority))
             .header(

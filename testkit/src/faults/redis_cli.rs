@@ -91,6 +91,17 @@ pub fn scan(url: &str, pattern: &str) -> Result<Vec<String>, RedisCliError> {
         .collect())
 }
 
+/// Delete a namespace's keys, `kurir:<namespace>:*` (never anything else); best effort.
+pub fn cleanup_namespace(url: &str, namespace: &str) {
+    if let Ok(keys) = scan(url, &format!("kurir:{namespace}:*")) {
+        let commands: Vec<String> = keys
+            .iter()
+            .map(|k| format!("DEL {}", redis_quote(k)))
+            .collect();
+        let _ = redis_cli_batch(url, &commands);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

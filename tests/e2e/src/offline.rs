@@ -61,13 +61,22 @@ impl OfflineCluster {
 
     /// One more dispatcher of this namespace (also: a restart).
     pub async fn start_dispatcher(&self) -> Result<DispatcherProc> {
-        let env = [
+        self.start_dispatcher_with(Vec::new()).await
+    }
+
+    /// One more dispatcher, with more settings (other push providers).
+    pub async fn start_dispatcher_with(
+        &self,
+        extra: Vec<(&'static str, String)>,
+    ) -> Result<DispatcherProc> {
+        let mut env = vec![
             ("KURIR_VAPID_PRIVATE_KEY", self.vapid.clone()),
             ("KURIR_VAPID_SUBJECT", "mailto:ops@kurir.test".to_owned()),
             ("KURIR_WEBPUSH_ALLOWED_ORIGINS", self.push.origin()),
             ("KURIR_DUE_POLL_MS", "50".to_owned()),
             ("KURIR_DUE_LEASE_MS", DUE_LEASE_MS.to_string()),
         ];
+        env.extend(extra);
         DispatcherProc::start_with(&self.namespace, &nats_url(), &redis_url(), &env).await
     }
 

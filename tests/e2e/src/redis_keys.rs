@@ -1,7 +1,8 @@
 //! A namespace's keys in Redis, through `redis-cli`: what is left in the inboxes, and
-//! deleting the namespace (never anything else) after a test.
+//! deleting the namespace (never anything else) after a test (testkit's).
 
 use anyhow::{bail, Result};
+pub use kurir_testkit::faults::redis_cli::cleanup_namespace;
 use kurir_testkit::faults::redis_cli::{redis_cli_batch, redis_quote, scan};
 
 fn namespace_keys(url: &str, pattern: &str) -> Result<Vec<String>> {
@@ -20,17 +21,6 @@ pub fn inbox_entries(url: &str, namespace: &str) -> Result<usize> {
         bail!("XLEN of {} keys gave {} answers", keys.len(), lens.len());
     }
     Ok(lens.iter().map(|l| l.parse::<usize>().unwrap_or(0)).sum())
-}
-
-/// Delete this namespace's keys (never anything else).
-pub fn cleanup_namespace(url: &str, namespace: &str) {
-    if let Ok(keys) = namespace_keys(url, &format!("kurir:{namespace}:*")) {
-        let commands: Vec<String> = keys
-            .iter()
-            .map(|k| format!("DEL {}", redis_quote(k)))
-            .collect();
-        let _ = redis_cli_batch(url, &commands);
-    }
 }
 
 #[cfg(test)]

@@ -1,15 +1,20 @@
 //! Offline reach end to end: real dispatcher and gateway processes on real Redis and
 //! NATS, pushing to a fake Web Push service. Acks cancel pushes, each device of an
 //! offline user is pushed exactly once however many dispatchers race for the due items,
-//! a SIGKILLed dispatcher's pending items are pushed by the other, gone devices are
-//! removed, `Retry-After` is honoured, and scheduled sends go out on time across a
+//! a SIGKILLed dispatcher's pending items are pushed by the other (and the item it was
+//! pushing when killed, once its lease ends), gone devices are
+//! removed, `Retry-After` is honoured, phones are reached through FCM and APNs, and
+//! scheduled sends go out on time across a
 //! dispatcher restart unless cancelled.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use kurir_e2e::*;
-use kurir_proto::v1::{CancelScheduledRequest, ListDevicesRequest, SendRequest};
+use kurir_proto::v1::{
+    CancelScheduledRequest, ListDevicesRequest, Platform, RegisterDeviceRequest, SendRequest,
+};
+use kurir_testkit::mobile_push::FakeMobilePush;
 use kurir_testkit::push::Answer;
 use tonic::Code;
 
@@ -192,6 +197,123 @@ async fn a_sigkilled_dispatchers_pending_items_are_pushed_once_by_the_other() ->
         .metric("kurir_dispatcher_due_items_total{kind=\"fallback\",outcome=\"done\"}")
         .await?;
     assert_eq!(done as usize, SENDS);
+    cleanup_namespace(&redis_url(), &c.namespace);
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_item_whose_dispatcher_died_mid_push_is_pushed_by_another_after_its_lease() -> Result<()>
+{
+    let mut c = OfflineCluster::start(1).await?;
+    let alice = user("alice");
+    let mut api = c.dispatchers[0].client().await?;
+    c.browser(&mut api, &alice, "phone").await?;
+    // The push service takes the first request and answers nothing: the dispatcher holds
+    // the item's claim and is inside the push when it is killed.
+    c.push.script("phone", [Answer::stall()]);
+    send_with_fallback(&mut api, &[&alice], "hello", 0).await?;
+    eventually(T, "the first push", || async {
+        (c.push.arrivals("phone").len() == 1).then_some(())
+    })
+    .await;
+    let killed_at = Instant::now();
+    c.dispatchers[0].proc.kill();
+    let d = c.start_dispatcher().await?;
+    eventually(T, "the push again, from the other dispatcher", || async {
+        (c.push.arrivals("phone").len() == 2).then_some(())
+    })
+    .await;
+    let again = c.push.arrivals("phone")[1];
+    // Not before the dead dispatcher's lease ran out.
+    assert!(
+        again.duration_since(killed_at) >= Duration::from_millis(DUE_LEASE_MS - 300),
+        "pushed again {:?} after the kill",
+        again.duration_since(killed_at)
+    );
+    // Answered this time: the item moved on to its expiry, and nothing more comes.
+    tokio::time::sleep(Duration::from_millis(2 * DUE_LEASE_MS)).await;
+    assert_eq!(c.push.arrivals("phone").len(), 2);
+    let done = d
+        .metric("kurir_dispatcher_due_items_total{kind=\"fallback\",outcome=\"done\"}")
+        .await?;
+    assert_eq!(done, 1.0);
+    cleanup_namespace(&redis_url(), &c.namespace);
+    Ok(())
+}
+
+#[tokio::test]
+async fn phones_are_pushed_through_fcm_and_apns_with_the_providers_credentials() -> Result<()> {
+    let mut c = OfflineCluster::start(0).await?;
+    let mobile = FakeMobilePush::start().await;
+    let d = c
+        .start_dispatcher_with(mobile.dispatcher_env("com.example.kurir"))
+        .await?;
+    let mut api = d.client().await?;
+    let alice = user("alice");
+    let phone = |platform: Platform, token: &str, app_id: &str| RegisterDeviceRequest {
+        user_id: alice.clone(),
+        platform: platform as i32,
+        token: token.to_owned(),
+        app_id: app_id.to_owned(),
+        ..Default::default()
+    };
+    api.register_device(phone(Platform::Fcm, "fcm-token-android-1", ""))
+        .await?;
+    api.register_device(phone(Platform::Apns, "a1b2c3d4e5f60718", ""))
+        .await?;
+    // Another app of the same Apple team: its bundle id is its topic.
+    api.register_device(phone(
+        Platform::Apns,
+        "0f1e2d3c4b5a6978",
+        "com.example.other",
+    ))
+    .await?;
+    let id = send_with_fallback(&mut api, &[&alice], "approved", 0).await?;
+    eventually(T, "three pushes", || async {
+        (mobile.pushes().len() == 3).then_some(())
+    })
+    .await;
+    assert!(
+        mobile.grants().iter().all(|ok| *ok),
+        "{:?}",
+        mobile.grants()
+    );
+    let pushes = mobile.pushes();
+    for p in &pushes {
+        assert!(
+            p.authorized,
+            "{} push to {} not authorized",
+            p.provider, p.device
+        );
+    }
+    let fcm = pushes
+        .iter()
+        .find(|p| p.provider == "fcm")
+        .expect("an FCM push");
+    assert_eq!(fcm.device, "fcm-token-android-1");
+    assert_eq!(fcm.body["message"]["notification"]["title"], "approved");
+    assert_eq!(fcm.body["message"]["data"]["kurir_id"], id.as_str());
+    let topic = |device: &str| {
+        let p = pushes
+            .iter()
+            .find(|p| p.provider == "apns" && p.device == device)
+            .expect("an APNs push");
+        assert_eq!(p.headers["apns-push-type"], "alert");
+        assert_eq!(p.body["aps"]["alert"]["title"], "approved");
+        assert_eq!(p.body["kurir_id"], id.as_str());
+        p.headers["apns-topic"].to_str().unwrap().to_owned()
+    };
+    assert_eq!(topic("a1b2c3d4e5f60718"), "com.example.kurir");
+    assert_eq!(topic("0f1e2d3c4b5a6978"), "com.example.other");
+    for provider in ["fcm", "apns"] {
+        let sent = d
+            .metric(&format!(
+                "kurir_push_sent_total{{provider=\"{provider}\",outcome=\"sent\"}}"
+            ))
+            .await?;
+        assert!(sent >= 1.0, "{provider}: {sent}");
+    }
+    c.dispatchers.push(d);
     cleanup_namespace(&redis_url(), &c.namespace);
     Ok(())
 }
