@@ -1,7 +1,11 @@
 //! RFC 8292 VAPID: the application server's identity towards push services, an ES256
-//! JWT per push-service origin signed with a long-lived P-256 key.
+//! JWT per push-service origin signed with a long-lived P-256 key. A token is signed
+//! once per origin and reused for [`TOKEN_REUSE`] (of its 12-hour life): a signature per
+//! push would cost more than the push's own encryption.
 
+use std::collections::HashMap;
 use std::fmt;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -15,6 +19,11 @@ use thiserror::Error;
 
 /// How long a VAPID token is valid; RFC 8292 §2 caps it at 24 hours.
 pub const TOKEN_LIFETIME: Duration = Duration::from_secs(12 * 3600);
+/// How long a signed token is reused for its origin (it then has 11 hours left).
+pub const TOKEN_REUSE: Duration = Duration::from_secs(3600);
+/// Origins whose token is kept; push services are few, and past this many the cache
+/// starts over rather than grow.
+const CACHED_ORIGINS: usize = 256;
 
 /// A VAPID key that cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -65,6 +74,8 @@ pub struct VapidKey {
     signing: EncodingKey,
     public: String,
     subject: String,
+    /// Origin → (signed at, unix s; the `Authorization` value).
+    signed: Arc<Mutex<HashMap<String, (u64, String)>>>,
 }
 
 impl fmt::Debug for VapidKey {
@@ -113,6 +124,7 @@ impl VapidKey {
             signing: EncodingKey::from_ec_der(der.as_bytes()),
             public,
             subject: subject.to_owned(),
+            signed: Arc::default(),
         })
     }
 
@@ -124,11 +136,27 @@ impl VapidKey {
     }
 
     /// The `Authorization` header value for a push service `origin`
-    /// (`vapid t=<jwt>, k=<public key>`), valid for [`TOKEN_LIFETIME`] from `now_s`.
+    /// (`vapid t=<jwt>, k=<public key>`), valid for at least
+    /// [`TOKEN_LIFETIME`] − [`TOKEN_REUSE`] from `now_s`.
     ///
     /// # Errors
     /// Signing failed.
     pub fn authorization(&self, origin: &str, now_s: u64) -> Result<String, VapidError> {
+        let mut signed = self.signed.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((at, value)) = signed.get(origin) {
+            if *at <= now_s && now_s - at < TOKEN_REUSE.as_secs() {
+                return Ok(value.clone());
+            }
+        }
+        let value = self.sign(origin, now_s)?;
+        if signed.len() >= CACHED_ORIGINS {
+            signed.clear();
+        }
+        signed.insert(origin.to_owned(), (now_s, value.clone()));
+        Ok(value)
+    }
+
+    fn sign(&self, origin: &str, now_s: u64) -> Result<String, VapidError> {
         let claims = Claims {
             aud: origin,
             exp: now_s + TOKEN_LIFETIME.as_secs(),
@@ -145,6 +173,32 @@ impl VapidKey {
 #[cfg(test)]
 mod key_pair_tests {
     use super::*;
+
+    #[test]
+    fn a_token_is_signed_once_per_origin_and_renewed_after_an_hour() {
+        let key = VapidKey::new(&generate_key_pair().0, "mailto:ops@kurir.example").unwrap();
+        let a = key
+            .authorization("https://fcm.googleapis.com", 1_000)
+            .unwrap();
+        assert_eq!(
+            key.authorization("https://fcm.googleapis.com", 1_000 + 3_599)
+                .unwrap(),
+            a
+        );
+        let other = key
+            .authorization("https://updates.push.services.mozilla.com", 1_000)
+            .unwrap();
+        assert_ne!(other, a);
+        let renewed = key
+            .authorization("https://fcm.googleapis.com", 1_000 + 3_600)
+            .unwrap();
+        assert_ne!(renewed, a);
+        // A clock that went back is not served a token from its future.
+        assert_ne!(
+            key.authorization("https://fcm.googleapis.com", 10).unwrap(),
+            renewed
+        );
+    }
 
     #[test]
     fn a_generated_pair_is_a_usable_key_and_its_public_half() {
