@@ -83,9 +83,20 @@ for t in kurir kurir-sse kurir-mqtt; do
   bench "transport-targeted-$t" targeted $K $SHARED --peer "$t" --gateways 2 --clients 10000 --workers 1 --rate 5000 --count 75000 --duration 15 --inflight 512 --channels 8
 done
 
-# The due-queue: fallback pushes coming due at 1,000 and 10,000 per second to offline
-# users' Web Push devices (a fake push service inside the load generator), after the
-# queue was filled. One dispatcher with one runtime thread, its Redis and NATS measured.
+# The due-queue: fallback pushes coming due at 1,000, 5,000 and 10,000 per second to
+# offline users' Web Push devices (a fake push service inside the load generator), after
+# the queue was filled. One dispatcher (one runtime thread, then the default of one per
+# CPU), its Redis and NATS measured. 10,000/s is more than this box's two cores carry:
+# the long drain lets the backlog empty, so the run shows the rate the queue drains at.
 D="$B --dispatcher-env KURIR_WORKER_THREADS=1"
-bench due-1k  due $D $SHARED --rate 1000  --count 20000  --users 10000
-bench due-10k due $D $SHARED --rate 10000 --count 100000 --users 20000 --lead 40
+bench due-1k     due $D $SHARED --rate 1000  --count 20000  --users 10000
+bench due-5k-mt  due $B $SHARED --rate 5000  --count 50000  --users 20000 --lead 10
+bench due-10k-mt due $B $SHARED --rate 10000 --count 100000 --users 20000 --lead 15 --drain 40
+
+# Round 2's targets table, every process counted (the shared Redis and NATS by PID; the
+# Socket.IO stack's own Redis is one of the processes it starts).
+bench r2-targeted-10k  targeted $K $SHARED --gateways 2 --clients 10000 --workers 1 --rate 10000 --count 150000 --duration 15 --inflight 1024 --channels 8
+bench r2-targeted-1k   targeted $K $SHARED --gateways 2 --clients 10000 --workers 1 --rate 1000 --count 15000 --duration 15 --inflight 256 --channels 4
+bench r2-targeted-max  targeted $K $SHARED --gateways 2 --clients 10000 --workers 1 --rate 0 --count 400000 --duration 15 --inflight 512 --channels 8
+bench r2-vs-sio-10k    targeted $K $SHARED --gateways 2 --clients 10000 --workers 1 --rate 10000 --count 150000 --duration 15 --inflight 1024 --channels 8 --compare-socketio
+RUNS=1 bench r2-connect-500k connect $K --gateways 27 --clients 500000 --workers 27 --hold 5 --connect-concurrency 128 --timeout-ms 30000
