@@ -7,6 +7,7 @@ use kurir_proto::v1::dispatcher_server::SERVICE_NAME;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Method {
     Send,
+    SendStream,
     Publish,
     Broadcast,
     GetPresence,
@@ -19,8 +20,9 @@ pub enum Method {
 }
 
 impl Method {
-    pub const ALL: [Method; 10] = [
+    pub const ALL: [Method; 11] = [
         Method::Send,
+        Method::SendStream,
         Method::Publish,
         Method::Broadcast,
         Method::GetPresence,
@@ -35,6 +37,7 @@ impl Method {
     pub fn as_str(self) -> &'static str {
         match self {
             Method::Send => "Send",
+            Method::SendStream => "SendStream",
             Method::Publish => "Publish",
             Method::Broadcast => "Broadcast",
             Method::GetPresence => "GetPresence",

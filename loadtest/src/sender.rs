@@ -2,17 +2,21 @@
 //! connections) with a bound on calls in flight, or lines to the Socket.IO peer's
 //! emitter process. `drive` paces sends open-loop at a rate, bounded by count and time.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use kurir_proto::v1::dispatcher_client::DispatcherClient;
-use kurir_proto::v1::{BroadcastRequest, Notification, PublishRequest, SendRequest};
+use kurir_proto::v1::send_stream_reply::Result as Reply;
+use kurir_proto::v1::{
+    BroadcastRequest, Notification, PublishRequest, SendReply, SendRequest, SendStreamRequest,
+};
 use kurir_testkit::Bearer;
 use tokio::io::AsyncWriteExt;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::time::Instant;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
@@ -115,6 +119,8 @@ pub enum Outcome {
 pub enum Sender {
     Grpc {
         clients: Vec<Api>,
+        /// One `SendStream` per connection, for Sends to users (`--send-stream`).
+        streams: Option<Vec<Lane>>,
         content: Content,
     },
     Emitter {
@@ -128,6 +134,26 @@ impl Sender {
     pub async fn grpc(url: &str, api_key: &str, channels: usize, content: Content) -> Result<Self> {
         Ok(Self::Grpc {
             clients: connect_apis(url, api_key, channels).await?,
+            streams: None,
+            content,
+        })
+    }
+
+    /// Like [`Self::grpc`], with Sends to users over one `SendStream` per connection.
+    pub async fn grpc_streams(
+        url: &str,
+        api_key: &str,
+        channels: usize,
+        content: Content,
+    ) -> Result<Self> {
+        let clients = connect_apis(url, api_key, channels).await?;
+        let mut lanes = Vec::with_capacity(clients.len());
+        for api in &clients {
+            lanes.push(Lane::open(api.clone()).await?);
+        }
+        Ok(Self::Grpc {
+            clients,
+            streams: Some(lanes),
             content,
         })
     }
@@ -156,10 +182,32 @@ impl Sender {
 
     pub async fn send(&self, i: u64, job: Job) -> Outcome {
         match self {
-            Self::Grpc { clients, content } => {
+            Self::Grpc {
+                clients,
+                streams,
+                content,
+            } => {
                 let mut api = clients[(i % clients.len() as u64) as usize].clone();
                 let notification = Some(content.notification(&job));
                 let res = match job.to {
+                    To::Users { first, len } if streams.is_some() => {
+                        let lanes = streams.as_ref().expect("checked");
+                        let request = SendRequest {
+                            user_ids: content.users(first, len),
+                            notification,
+                            ttl_seconds: content.ttl_seconds,
+                            ..Default::default()
+                        };
+                        return match lanes[(i % lanes.len() as u64) as usize]
+                            .send(i, request)
+                            .await
+                        {
+                            Ok(reply) => Outcome::Ok {
+                                online: Some(reply.online_users),
+                            },
+                            Err(e) => Outcome::Err(e),
+                        };
+                    }
                     To::Users { first, len } => api
                         .send(SendRequest {
                             user_ids: content.users(first, len),
@@ -214,6 +262,78 @@ impl Sender {
                 }
             }
         }
+    }
+}
+
+/// One `SendStream`: requests go out in order, and replies come back in the same
+/// order, each to the caller waiting for it.
+pub struct Lane(Arc<Mutex<LaneQueue>>);
+
+/// The waiting callers, oldest first, and the request stream, under one lock so the
+/// two stay in the same order.
+struct LaneQueue {
+    waiting: VecDeque<oneshot::Sender<Result<SendReply, String>>>,
+    requests: mpsc::Sender<SendStreamRequest>,
+}
+
+impl Lane {
+    /// Requests queued towards the dispatcher at most (the in-flight bound keeps it far
+    /// below).
+    const QUEUE: usize = 8192;
+
+    async fn open(mut api: Api) -> Result<Self> {
+        let (requests, rx) = mpsc::channel(Self::QUEUE);
+        let mut replies = api
+            .send_stream(ReceiverStream::new(rx))
+            .await
+            .context("open a SendStream")?
+            .into_inner();
+        let queue = Arc::new(Mutex::new(LaneQueue {
+            waiting: VecDeque::new(),
+            requests,
+        }));
+        let reader = Arc::clone(&queue);
+        tokio::spawn(async move {
+            loop {
+                let next = replies.message().await;
+                let ended = !matches!(next, Ok(Some(_)));
+                let result = match next {
+                    Ok(Some(reply)) => match reply.result {
+                        Some(Reply::Reply(r)) => Ok(r),
+                        Some(Reply::Error(e)) => Err(format!("{:?}", tonic::Code::from(e.code))),
+                        None => Err("empty_reply".into()),
+                    },
+                    Ok(None) => Err("stream_ended".into()),
+                    Err(s) => Err(format!("{:?}", s.code())),
+                };
+                let mut q = reader.lock().expect("lane");
+                if ended {
+                    for waiter in q.waiting.drain(..) {
+                        let _ = waiter.send(result.clone());
+                    }
+                    break;
+                }
+                if let Some(waiter) = q.waiting.pop_front() {
+                    let _ = waiter.send(result);
+                }
+            }
+        });
+        Ok(Self(queue))
+    }
+
+    async fn send(&self, reference: u64, send: SendRequest) -> Result<SendReply, String> {
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut q = self.0.lock().expect("lane");
+            q.requests
+                .try_send(SendStreamRequest {
+                    r#ref: reference,
+                    send: Some(send),
+                })
+                .map_err(|_| "stream_full_or_gone".to_owned())?;
+            q.waiting.push_back(tx);
+        }
+        rx.await.unwrap_or_else(|_| Err("stream_gone".into()))
     }
 }
 

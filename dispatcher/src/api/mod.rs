@@ -9,6 +9,7 @@
 
 pub mod auth;
 pub mod status;
+mod stream;
 pub mod validate;
 
 use std::future::Future;
@@ -22,11 +23,11 @@ use kurir_proto::v1::{
     BroadcastReply, BroadcastRequest, CancelScheduledReply, CancelScheduledRequest,
     DisconnectReply, DisconnectRequest, GetPresenceReply, GetPresenceRequest, ListDevicesReply,
     ListDevicesRequest, PublishReply, PublishRequest, Receipt, RegisterDeviceReply,
-    RegisterDeviceRequest, SendReply, SendRequest, UnregisterDeviceReply, UnregisterDeviceRequest,
-    UserPresence, WatchReceiptsRequest,
+    RegisterDeviceRequest, SendReply, SendRequest, SendStreamReply, SendStreamRequest,
+    UnregisterDeviceReply, UnregisterDeviceRequest, UserPresence, WatchReceiptsRequest,
 };
 use tokio::sync::Semaphore;
-use tonic::{Code, Request, Response, Status};
+use tonic::{Code, Request, Response, Status, Streaming};
 use tracing::{debug, info_span, Instrument};
 
 use crate::dispatch::{Dispatch, Scope};
@@ -34,7 +35,8 @@ use crate::error::DispatchError;
 pub use crate::method::Method;
 use crate::telemetry;
 
-/// The `kurir.v1.Dispatcher` service.
+/// The `kurir.v1.Dispatcher` service. Cheap to clone (a `SendStream` holds a clone).
+#[derive(Clone)]
 pub struct DispatcherApi {
     dispatch: Dispatch,
     /// `KURIR_MAX_IN_FLIGHT` permits; a call that finds none is shed.
@@ -78,6 +80,25 @@ impl DispatcherApi {
         telemetry::request_done(method, code, Some(started.elapsed().as_secs_f64()));
         result.map(Response::new)
     }
+
+    /// One `Send`, alone or in a `SendStream`; `scope` is the caller's (its API key).
+    async fn send_one(
+        &self,
+        request: SendRequest,
+        scope: Option<Scope>,
+    ) -> Result<Response<SendReply>, Status> {
+        self.call(Method::Send, async {
+            let scope = scope.ok_or(DispatchError::Unscoped)?;
+            let cmd = validate::send(request)?;
+            let out = self.dispatch.send(cmd, &scope).await?;
+            Ok(SendReply {
+                id: out.id.to_string(),
+                online_users: out.online_users,
+                stored_users: out.stored_users,
+            })
+        })
+        .await
+    }
 }
 
 #[tonic::async_trait]
@@ -85,15 +106,22 @@ impl Dispatcher for DispatcherApi {
     async fn send(&self, request: Request<SendRequest>) -> Result<Response<SendReply>, Status> {
         // Put there by `auth::RequireApiKey` for every call it lets through.
         let scope = request.extensions().get::<Scope>().cloned();
-        self.call(Method::Send, async {
+        self.send_one(request.into_inner(), scope).await
+    }
+
+    type SendStreamStream = BoxStream<'static, Result<SendStreamReply, Status>>;
+
+    /// The stream is counted once as `SendStream` when it opens; each Send in it like a
+    /// unary `Send`.
+    async fn send_stream(
+        &self,
+        request: Request<Streaming<SendStreamRequest>>,
+    ) -> Result<Response<Self::SendStreamStream>, Status> {
+        let scope = request.extensions().get::<Scope>().cloned();
+        let api = self.clone();
+        self.call(Method::SendStream, async move {
             let scope = scope.ok_or(DispatchError::Unscoped)?;
-            let cmd = validate::send(request.into_inner())?;
-            let out = self.dispatch.send(cmd, &scope).await?;
-            Ok(SendReply {
-                id: out.id.to_string(),
-                online_users: out.online_users,
-                stored_users: out.stored_users,
-            })
+            Ok(stream::replies(api, scope, request.into_inner()))
         })
         .await
     }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use kurir_backends::Backends;
-use kurir_proto::v1::GetPresenceRequest;
+use kurir_proto::v1::{GetPresenceRequest, SendStreamRequest};
 use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
@@ -38,6 +38,11 @@ async fn missing_or_wrong_key_is_unauthenticated(backends: Backends) {
             .await
             .unwrap_err();
         assert_eq!(err.code(), Code::Unauthenticated);
+        let err = api
+            .send_stream(futures::stream::iter(Vec::<SendStreamRequest>::new()))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::Unauthenticated, "SendStream, {key:?}");
     }
     // A valid key gets through auth (the call itself may fail on placeholder backends).
     let mut api = h.client(Some(KEY)).await;

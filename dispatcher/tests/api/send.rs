@@ -3,8 +3,10 @@
 
 use kurir_backends::{Backends, NotificationId};
 use kurir_proto::internal::v1::envelope::Kind;
+use kurir_proto::v1::send_stream_reply::Result as Outcome;
 use kurir_proto::v1::{
     BroadcastRequest, DisconnectRequest, Notification, PublishRequest, SendRequest,
+    SendStreamRequest,
 };
 use tonic::Code;
 
@@ -15,6 +17,7 @@ cases!(
     invalid_arguments_name_the_field_and_publish_nothing,
     send_routes_only_to_nodes_holding_recipients,
     live_send_reports_online_users_and_stores_nothing,
+    a_send_stream_answers_each_send_in_order_and_an_error_ends_only_its_send,
 );
 
 async fn invalid_arguments_name_the_field_and_publish_nothing(backends: Backends) {
@@ -218,4 +221,71 @@ async fn live_send_reports_online_users_and_stores_nothing(backends: Backends) {
             .expect("pending")
             .is_empty());
     }
+}
+
+async fn a_send_stream_answers_each_send_in_order_and_an_error_ends_only_its_send(
+    backends: Backends,
+) {
+    let h = Harness::start(backends).await;
+    let gw = node("gw-1");
+    connect_user(&h.backends, &gw, &user("alice")).await;
+    let mut spy = Spy::node(&h.backends, &gw).await;
+    let mut api = h.client(Some(KEY)).await;
+
+    const N: u64 = 300;
+    let requests: Vec<SendStreamRequest> = (0..N)
+        .map(|i| SendStreamRequest {
+            r#ref: 1000 + i,
+            send: Some(match i {
+                // A bad one in the middle, and one without a Send.
+                100 => send_req(&["alice", ""], 0),
+                _ => send_req(&["alice"], 0),
+            })
+            .filter(|_| i != 200),
+        })
+        .collect();
+    let mut replies = api
+        .send_stream(futures::stream::iter(requests))
+        .await
+        .expect("stream")
+        .into_inner();
+    let mut ids = Vec::new();
+    for i in 0..N {
+        let reply = replies
+            .message()
+            .await
+            .expect("reply")
+            .expect("one per request");
+        assert_eq!(reply.r#ref, 1000 + i, "in request order");
+        match (i, reply.result.expect("a result")) {
+            (100, Outcome::Error(e)) => {
+                assert_eq!(e.code, Code::InvalidArgument as i32);
+                assert!(e.message.starts_with("user_ids[1]:"), "{e:?}");
+            }
+            (200, Outcome::Error(e)) => {
+                assert_eq!(e.code, Code::InvalidArgument as i32);
+                assert_eq!(e.message, "send: required");
+            }
+            (_, Outcome::Reply(r)) => {
+                assert_eq!(r.online_users, 1);
+                ids.push(r.id);
+            }
+            (i, other) => panic!("send {i}: {other:?}"),
+        }
+    }
+    assert!(replies.message().await.expect("end").is_none());
+    // Every accepted Send was routed, once.
+    let mut routed: Vec<String> = spy
+        .drain_envelopes()
+        .await
+        .into_iter()
+        .map(|k| match k {
+            Kind::Delivery(d) => d.id,
+            other => panic!("not a delivery: {other:?}"),
+        })
+        .collect();
+    routed.sort();
+    ids.sort();
+    assert_eq!(routed.len(), N as usize - 2);
+    assert_eq!(routed, ids);
 }

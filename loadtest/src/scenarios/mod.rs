@@ -64,6 +64,10 @@ pub struct Common {
     /// `dispatcher` count for those roles; repeatable).
     #[arg(long = "pid", value_parser = procs::parse_pid_arg)]
     pub pids: Vec<Watched>,
+    /// Sends to users over `SendStream` (one stream per `--channels` connection)
+    /// instead of one unary call each.
+    #[arg(long)]
+    pub send_stream: bool,
     /// Run against Kurir or against the Socket.IO peer stack.
     #[arg(long, value_enum, default_value = "kurir")]
     pub peer: Protocol,
@@ -283,7 +287,11 @@ impl Bench {
                     .dispatcher
                     .clone()
                     .context("--dispatcher is needed for sends")?;
-                Sender::grpc(&url, &self.targets.api_key, channels, content).await?
+                if self.common.send_stream {
+                    Sender::grpc_streams(&url, &self.targets.api_key, channels, content).await?
+                } else {
+                    Sender::grpc(&url, &self.targets.api_key, channels, content).await?
+                }
             }
         }))
     }
