@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kurir_backends::Backends;
-use kurir_proto::internal::v1::envelope::Kind;
 use kurir_proto::v1::{SendReply, SendRequest};
 use tonic::Code;
 
@@ -120,16 +119,7 @@ impl Race {
 
     /// The ids of the deliveries published so far, and the ids in alice's inbox.
     async fn delivered(&mut self) -> (Vec<String>, Vec<String>) {
-        let published = self
-            .spy
-            .drain_envelopes()
-            .await
-            .into_iter()
-            .map(|k| match k {
-                Kind::Delivery(d) => d.id,
-                other => panic!("not a delivery: {other:?}"),
-            })
-            .collect();
+        let published = self.spy.drain_delivery_ids().await;
         let stored = self
             .h
             .backends

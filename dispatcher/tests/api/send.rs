@@ -275,15 +275,7 @@ async fn a_send_stream_answers_each_send_in_order_and_an_error_ends_only_its_sen
     }
     assert!(replies.message().await.expect("end").is_none());
     // Every accepted Send was routed, once.
-    let mut routed: Vec<String> = spy
-        .drain_envelopes()
-        .await
-        .into_iter()
-        .map(|k| match k {
-            Kind::Delivery(d) => d.id,
-            other => panic!("not a delivery: {other:?}"),
-        })
-        .collect();
+    let mut routed = spy.drain_delivery_ids().await;
     routed.sort();
     ids.sort();
     assert_eq!(routed.len(), N as usize - 2);

@@ -250,6 +250,18 @@ impl Spy {
         }
     }
 
+    /// The ids of the deliveries published so far (any other envelope fails the test).
+    pub async fn drain_delivery_ids(&mut self) -> Vec<String> {
+        self.drain_envelopes()
+            .await
+            .into_iter()
+            .map(|k| match k {
+                Kind::Delivery(d) => d.id,
+                other => panic!("not a delivery: {other:?}"),
+            })
+            .collect()
+    }
+
     pub async fn drain_envelopes(&mut self) -> Vec<Kind> {
         self.drain()
             .await
