@@ -100,3 +100,7 @@ bench r2-targeted-1k   targeted $K $SHARED --gateways 2 --clients 10000 --worker
 bench r2-targeted-max  targeted $K $SHARED --gateways 2 --clients 10000 --workers 1 --rate 0 --count 400000 --duration 15 --inflight 512 --channels 8
 bench r2-vs-sio-10k    targeted $K $SHARED --gateways 2 --clients 10000 --workers 1 --rate 10000 --count 150000 --duration 15 --inflight 1024 --channels 8 --compare-socketio
 RUNS=1 bench r2-connect-500k connect $K --gateways 27 --clients 500000 --workers 27 --hold 5 --connect-concurrency 128 --timeout-ms 30000
+# The seed study's comparison as a peer run: the same targeted load against a Mosquitto
+# broker of the run's own (clients on `u/<user>` at QoS 0, the sender publishing there).
+bench r2-vs-mqtt-10k   targeted $K $SHARED --gateways 2 --clients 10000 --workers 1 --rate 10000 --count 150000 --duration 15 --inflight 1024 --channels 8 --send-stream --compare-mqtt
+bench r2-vs-mqtt-1k    targeted $K $SHARED --gateways 2 --clients 10000 --workers 1 --rate 1000 --count 15000 --duration 15 --inflight 256 --channels 4 --send-stream --compare-mqtt

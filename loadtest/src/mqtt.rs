@@ -1,7 +1,9 @@
 //! A minimal MQTT 3.1.1 device for load (`rumqttc`'s codec): CONNECT with the client
 //! token as the password, SUBSCRIBE `kurir/user` (and `kurir/topic/<name>` for topics),
 //! then every PUBLISH's payload as one event; QoS 1 publishes are acked with PUBACK as
-//! they arrive (the notification's ack).
+//! they arrive (the notification's ack). Against Mosquitto ([`MqttConn::connect_plain`])
+//! it connects anonymously and subscribes to its user's topic at QoS 0. [`MqttPublisher`]
+//! is the sending side of that comparison.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -39,9 +41,33 @@ impl MqttConn {
         topics: &[String],
         timeout: Duration,
     ) -> Result<Self, ConnectError> {
+        let mut filters = vec![SubscribeFilter::new("kurir/user".into(), QoS::AtLeastOnce)];
+        filters.extend(
+            topics
+                .iter()
+                .map(|t| SubscribeFilter::new(format!("kurir/topic/{t}"), QoS::AtMostOnce)),
+        );
         tokio::time::timeout(
             timeout,
-            Self::connect_inner(addr, source, client_id, token, topics),
+            Self::connect_inner(addr, source, client_id, Some(token), filters),
+        )
+        .await
+        .map_err(|_| ConnectError::Timeout)?
+    }
+
+    /// Connect anonymously as `client_id` and subscribe to `topic` at QoS 0 (a plain
+    /// broker).
+    pub async fn connect_plain(
+        addr: SocketAddr,
+        source: Option<IpAddr>,
+        client_id: &str,
+        topic: String,
+        timeout: Duration,
+    ) -> Result<Self, ConnectError> {
+        let filters = vec![SubscribeFilter::new(topic, QoS::AtMostOnce)];
+        tokio::time::timeout(
+            timeout,
+            Self::connect_inner(addr, source, client_id, None, filters),
         )
         .await
         .map_err(|_| ConnectError::Timeout)?
@@ -51,8 +77,8 @@ impl MqttConn {
         addr: SocketAddr,
         source: Option<IpAddr>,
         client_id: &str,
-        token: &str,
-        topics: &[String],
+        token: Option<&str>,
+        filters: Vec<SubscribeFilter>,
     ) -> Result<Self, ConnectError> {
         let tcp = |e: std::io::Error| ConnectError::Tcp(e.kind());
         let socket = if addr.is_ipv4() {
@@ -74,19 +100,15 @@ impl MqttConn {
         // No keepalive: the run is shorter than any, and the server's pings are not needed.
         let mut connect = Connect::new(client_id);
         connect.keep_alive = 0;
-        connect.set_login("device", token);
+        if let Some(token) = token {
+            connect.set_login("device", token);
+        }
         c.write(Packet::Connect(connect)).await.map_err(tcp)?;
         match c.read().await.map_err(tcp)? {
             Some(Packet::ConnAck(a)) if a.code == ConnectReturnCode::Success => {}
             Some(Packet::ConnAck(_)) => return Err(ConnectError::Status(401)),
             _ => return Err(ConnectError::Handshake),
         }
-        let mut filters = vec![SubscribeFilter::new("kurir/user".into(), QoS::AtLeastOnce)];
-        filters.extend(
-            topics
-                .iter()
-                .map(|t| SubscribeFilter::new(format!("kurir/topic/{t}"), QoS::AtMostOnce)),
-        );
         let mut subscribe = Subscribe::new_many(filters);
         subscribe.pkid = 1;
         c.write(Packet::Subscribe(subscribe)).await.map_err(tcp)?;
@@ -151,6 +173,51 @@ impl MqttConn {
     pub async fn close(&mut self) -> std::io::Result<()> {
         self.write(Packet::Disconnect).await?;
         self.stream.shutdown().await
+    }
+}
+
+/// One MQTT connection that publishes at QoS 0 (no reply to wait for), several
+/// publishes coalesced into one write when they queue up.
+pub struct MqttPublisher {
+    stream: tokio::sync::Mutex<TcpStream>,
+}
+
+impl MqttPublisher {
+    /// Connect anonymously as `client_id`.
+    pub async fn connect(addr: SocketAddr, client_id: &str) -> std::io::Result<Self> {
+        let mut stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        let mut connect = Connect::new(client_id);
+        connect.keep_alive = 0;
+        let mut out = BytesMut::new();
+        connect
+            .write(&mut out)
+            .map_err(|e| invalid(e.to_string()))?;
+        stream.write_all(&out).await?;
+        let mut buf = BytesMut::with_capacity(64);
+        loop {
+            match Packet::read(&mut buf, MAX_PACKET) {
+                Ok(Packet::ConnAck(a)) if a.code == ConnectReturnCode::Success => break,
+                Ok(other) => return Err(invalid(format!("CONNECT answered {other:?}"))),
+                Err(CodecError::InsufficientBytes(_)) => {}
+                Err(e) => return Err(invalid(e.to_string())),
+            }
+            if stream.read_buf(&mut buf).await? == 0 {
+                return Err(invalid("closed before CONNACK".into()));
+            }
+        }
+        Ok(Self {
+            stream: tokio::sync::Mutex::new(stream),
+        })
+    }
+
+    /// PUBLISH `payload` to `topic` at QoS 0.
+    pub async fn publish(&self, topic: &str, payload: Bytes) -> std::io::Result<()> {
+        let mut out = BytesMut::with_capacity(payload.len() + topic.len() + 8);
+        rumqttc::mqttbytes::v4::Publish::from_bytes(topic, QoS::AtMostOnce, payload)
+            .write(&mut out)
+            .map_err(|e| invalid(e.to_string()))?;
+        self.stream.lock().await.write_all(&out).await
     }
 }
 

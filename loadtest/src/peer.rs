@@ -1,7 +1,11 @@
-//! The Socket.IO peer (`--peer socketio`): two `server.mjs` processes on
-//! `@socket.io/redis-adapter` and one `emitter.mjs` (`@socket.io/redis-emitter`), from
-//! `loadtest/peers/socketio/`, on loopback ports and a Redis key prefix unique to the
-//! run. Their CPU and RSS are measured like Kurir's.
+//! The peers Kurir is measured against, on loopback ports, their CPU and RSS measured
+//! like Kurir's:
+//! - Socket.IO (`--peer socketio`): two `server.mjs` processes on
+//!   `@socket.io/redis-adapter` and one `emitter.mjs` (`@socket.io/redis-emitter`), from
+//!   `loadtest/peers/socketio/`, with a Redis key prefix unique to the run;
+//! - Mosquitto (`--peer mosquitto`, the seed study's MQTT broker): one `mosquitto`
+//!   process (Debian's package) with a configuration written for the run: a loopback
+//!   listener, anonymous clients, nothing persisted, no queue limit.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -69,4 +73,44 @@ pub async fn spawn_socketio(
     }
     t.watched = t.spawned.iter().map(Spawned::watched).collect();
     Ok((t, stdin))
+}
+
+/// Start a Mosquitto broker of its own for the run.
+pub async fn spawn_mosquitto(log_dir: &Path) -> Result<Targets> {
+    let binary = kurir_testkit::faults::find_program("mosquitto", &["/usr/sbin/mosquitto"])
+        .context("mosquitto not found: apt-get install mosquitto")?;
+    let key = format!("lt-mosquitto-{:016x}", rand::random::<u64>());
+    let log_dir = log_dir.join(&key);
+    std::fs::create_dir_all(&log_dir)?;
+    let addr: SocketAddr = free_addr();
+    let config = log_dir.join("mosquitto.conf");
+    std::fs::write(
+        &config,
+        format!(
+            "listener {} {}\nallow_anonymous true\npersistence false\n\
+             max_queued_messages 0\nmax_inflight_messages 0\nlog_dest stderr\nlog_type error\n",
+            addr.port(),
+            addr.ip()
+        ),
+    )?;
+    let mut cmd = Command::new(binary);
+    cmd.arg("-c").arg(&config);
+    let mut t = Targets {
+        namespace: key,
+        ..Targets::default()
+    };
+    t.spawned.push(Spawned::spawn(
+        "mosquitto",
+        Role::PeerServer,
+        cmd,
+        &log_dir,
+    )?);
+    t.spawned[0]
+        .process
+        .wait_listening(addr, Duration::from_secs(20))
+        .await?;
+    t.gateways.push(addr);
+    t.mqtt.push(addr);
+    t.watched = t.spawned.iter().map(Spawned::watched).collect();
+    Ok(t)
 }

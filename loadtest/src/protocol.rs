@@ -21,6 +21,9 @@ pub enum Protocol {
     KurirMqtt,
     /// Socket.IO 4 (Engine.IO v4 over WebSocket, `/socket.io/?EIO=4&transport=websocket`).
     Socketio,
+    /// Mosquitto, the MQTT broker: each client subscribes to `u/<user>` at QoS 0, and the
+    /// sender publishes there the same notification frame a Kurir client receives.
+    Mosquitto,
 }
 
 /// The notification fields the harness reads. `data` is what the sender put in.
@@ -109,20 +112,25 @@ fn classify_frame(f: Frame<'_>) -> Incoming {
     }
 }
 
+/// The Mosquitto topic of `user`'s notifications.
+pub fn mosquitto_topic(user: &str) -> String {
+    format!("u/{user}")
+}
+
 impl Protocol {
     /// Request path for `user` (Kurir needs the signed token).
     pub fn path(self, user: &str, token: &str) -> String {
         match self {
             Self::Kurir => format!("/ws?token={token}"),
             Self::KurirSse => format!("/sse?token={token}"),
-            Self::KurirMqtt => String::new(),
+            Self::KurirMqtt | Self::Mosquitto => String::new(),
             Self::Socketio => format!("/socket.io/?EIO=4&transport=websocket&user={user}"),
         }
     }
 
     pub fn classify(self, text: &[u8]) -> Incoming {
         match self {
-            Self::Kurir | Self::KurirSse | Self::KurirMqtt => {
+            Self::Kurir | Self::KurirSse | Self::KurirMqtt | Self::Mosquitto => {
                 match serde_json::from_slice::<Frame<'_>>(text) {
                     Ok(f) => classify_frame(f),
                     Err(_) => Incoming::Error("bad_json".into()),
@@ -135,7 +143,7 @@ impl Protocol {
     /// Client frame subscribing to `topic`.
     pub fn subscribe_frame(self, topic: &str) -> Vec<u8> {
         match self {
-            Self::Kurir | Self::KurirSse | Self::KurirMqtt => {
+            Self::Kurir | Self::KurirSse | Self::KurirMqtt | Self::Mosquitto => {
                 serde_json::json!({"type": "subscribe", "topic": topic}).to_string()
             }
             Self::Socketio => format!("42{}", serde_json::json!(["subscribe", topic])),
@@ -145,7 +153,7 @@ impl Protocol {
 
     pub fn ack_frame(self, id: &str) -> Vec<u8> {
         match self {
-            Self::Kurir | Self::KurirSse | Self::KurirMqtt => {
+            Self::Kurir | Self::KurirSse | Self::KurirMqtt | Self::Mosquitto => {
                 serde_json::json!({"type": "ack", "id": id}).to_string()
             }
             Self::Socketio => format!("42{}", serde_json::json!(["ack", id])),
@@ -160,7 +168,12 @@ impl Protocol {
 
     /// Whether the client is an MQTT device (connects to the MQTT listener).
     pub fn is_mqtt(self) -> bool {
-        self == Self::KurirMqtt
+        matches!(self, Self::KurirMqtt | Self::Mosquitto)
+    }
+
+    /// Whether this is one of the peers Kurir is compared with.
+    pub fn is_peer(self) -> bool {
+        matches!(self, Self::Socketio | Self::Mosquitto)
     }
 
     /// After the upgrade: wait for the greeting (answering Engine.IO's handshake).

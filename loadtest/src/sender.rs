@@ -3,6 +3,7 @@
 //! emitter process. `drive` paces sends open-loop at a rate, bounded by count and time.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -20,6 +21,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
+use crate::mqtt::MqttPublisher;
 use crate::report::Hist;
 use crate::worker::now_us;
 
@@ -127,6 +129,11 @@ pub enum Sender {
         lines: mpsc::Sender<Vec<u8>>,
         content: Content,
     },
+    /// MQTT publishers to a plain broker (Mosquitto), one PUBLISH per recipient.
+    Mqtt {
+        publishers: Vec<MqttPublisher>,
+        content: Content,
+    },
 }
 
 impl Sender {
@@ -154,6 +161,22 @@ impl Sender {
         Ok(Self::Grpc {
             clients,
             streams: Some(lanes),
+            content,
+        })
+    }
+
+    /// `channels` MQTT connections to the broker at `addr`, used round-robin.
+    pub async fn mqtt(addr: SocketAddr, channels: usize, content: Content) -> Result<Self> {
+        let mut publishers = Vec::new();
+        for i in 0..channels.max(1) {
+            publishers.push(
+                MqttPublisher::connect(addr, &format!("lt-sender-{i}-{:08x}", rand::random::<u32>()))
+                    .await
+                    .with_context(|| format!("connect to the broker at {addr}"))?,
+            );
+        }
+        Ok(Self::Mqtt {
+            publishers,
             content,
         })
     }
@@ -238,6 +261,33 @@ impl Sender {
                     Ok(online) => Outcome::Ok { online },
                     Err(s) => Outcome::Err(format!("{:?}", s.code())),
                 }
+            }
+            Self::Mqtt {
+                publishers,
+                content,
+            } => {
+                let To::Users { first, len } = job.to else {
+                    return Outcome::Err("topics_and_broadcast_not_measured".into());
+                };
+                let n = content.notification(&job);
+                let frame = serde_json::json!({
+                    "type": "notification",
+                    "title": n.title,
+                    "body": n.body,
+                    "data": n.data,
+                    "created_at": now_us() / 1000,
+                });
+                let payload = bytes::Bytes::from(frame.to_string());
+                let publisher = &publishers[(i % publishers.len() as u64) as usize];
+                for user in content.users(first, len) {
+                    if let Err(e) = publisher
+                        .publish(&crate::protocol::mosquitto_topic(&user), payload.clone())
+                        .await
+                    {
+                        return Outcome::Err(format!("{:?}", e.kind()));
+                    }
+                }
+                Outcome::Ok { online: None }
             }
             Self::Emitter { lines, content } => {
                 let rooms: Vec<String> = match &job.to {

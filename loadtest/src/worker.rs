@@ -208,6 +208,17 @@ impl Shared {
             // An SSE stream subscribes at connect; the `subscribed` events follow.
             path.push_str(&format!("&topics={}", topics.join(",")));
         }
+        if protocol == Protocol::Mosquitto {
+            return crate::mqtt::MqttConn::connect_plain(
+                addr,
+                self.source(k),
+                user,
+                crate::protocol::mosquitto_topic(user),
+                self.timeout(),
+            )
+            .await
+            .map(Conn::Mqtt);
+        }
         if protocol.is_mqtt() {
             // CONNECT, CONNACK, SUBSCRIBE and SUBACK: the whole handshake.
             return crate::mqtt::MqttConn::connect(

@@ -75,6 +75,11 @@ pub struct Common {
     /// print Kurir/peer ratios.
     #[arg(long)]
     pub compare_socketio: bool,
+    /// Run the scenario against Kurir, then the same against a Mosquitto broker of its
+    /// own (clients subscribe to their user's topic at QoS 0), and print Kurir/peer
+    /// ratios.
+    #[arg(long, conflicts_with = "compare_socketio")]
+    pub compare_mqtt: bool,
     /// The Socket.IO peer's directory (with node_modules installed).
     #[arg(long, default_value = "loadtest/peers/socketio")]
     pub peer_dir: PathBuf,
@@ -178,6 +183,7 @@ impl Bench {
                 .await?;
                 (t, Some(stdin))
             }
+            Protocol::Mosquitto => (crate::peer::spawn_mosquitto(&common.log_dir).await?, None),
             Protocol::Kurir | Protocol::KurirSse | Protocol::KurirMqtt if common.spawn_cluster => {
                 let opts = SpawnOptions {
                     gateways: common.gateways.max(1),
@@ -281,6 +287,10 @@ impl Bench {
                 let stdin = self.emitter.take().context("emitter already taken")?;
                 Sender::emitter(tokio::process::ChildStdin::from_std(stdin)?, content)
             }
+            Protocol::Mosquitto => {
+                let broker = *self.targets.mqtt.first().context("no broker")?;
+                Sender::mqtt(broker, channels, content).await?
+            }
             Protocol::Kurir | Protocol::KurirSse | Protocol::KurirMqtt => {
                 let url = self
                     .targets
@@ -366,15 +376,21 @@ pub fn pick(seed: u64, i: u64, n: u64) -> u64 {
     (z ^ (z >> 31)) % n.max(1)
 }
 
-/// Run `scenario` against Kurir; with `--compare-socketio`, also against the peer, then
-/// print ratios. Returns the text or JSON to print and whether the run was correct.
+/// Run `scenario` against Kurir; with `--compare-socketio` or `--compare-mqtt`, also
+/// against that peer, then print ratios. Returns the text or JSON to print and whether
+/// the run was correct.
 pub async fn run_compared<F, Fut>(common: &Common, scenario: F) -> Result<(String, bool)>
 where
     F: Fn(Common, Protocol) -> Fut,
     Fut: std::future::Future<Output = Result<(Report, bool)>>,
 {
     let (kurir, ok) = scenario(common.clone(), common.peer).await?;
-    if !common.compare_socketio || common.peer == Protocol::Socketio {
+    let peer_protocol = if common.compare_socketio {
+        Protocol::Socketio
+    } else {
+        Protocol::Mosquitto
+    };
+    if !(common.compare_socketio || common.compare_mqtt) || common.peer.is_peer() {
         let text = if common.json {
             serde_json::to_string_pretty(&kurir.to_json())?
         } else {
@@ -382,8 +398,13 @@ where
         };
         return Ok((text, ok));
     }
-    let (peer, peer_ok) = scenario(common.clone(), Protocol::Socketio).await?;
-    let mut cmp = Report::new("kurir / socket.io");
+    let (peer, peer_ok) = scenario(common.clone(), peer_protocol).await?;
+    let peer_name = if peer_protocol == Protocol::Socketio {
+        "socketio"
+    } else {
+        "mosquitto"
+    };
+    let mut cmp = Report::new(&format!("kurir / {peer_name}"));
     for (key, label, higher_is_better) in [
         (
             "deliveries_per_gateway_cpu_second",
@@ -437,7 +458,7 @@ where
     let text = if common.json {
         serde_json::to_string_pretty(&serde_json::json!({
             "kurir": kurir.to_json(),
-            "socketio": peer.to_json(),
+            peer_name: peer.to_json(),
             "ratios": cmp.to_json()["metrics"],
         }))?
     } else {
