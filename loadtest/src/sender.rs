@@ -170,9 +170,12 @@ impl Sender {
         let mut publishers = Vec::new();
         for i in 0..channels.max(1) {
             publishers.push(
-                MqttPublisher::connect(addr, &format!("lt-sender-{i}-{:08x}", rand::random::<u32>()))
-                    .await
-                    .with_context(|| format!("connect to the broker at {addr}"))?,
+                MqttPublisher::connect(
+                    addr,
+                    &format!("lt-sender-{i}-{:08x}", rand::random::<u32>()),
+                )
+                .await
+                .with_context(|| format!("connect to the broker at {addr}"))?,
             );
         }
         Ok(Self::Mqtt {
