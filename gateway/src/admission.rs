@@ -1,18 +1,72 @@
-//! Who may connect, whatever the transport: the Origin (browsers), the token, the resume
-//! cursor, the node not draining, and a place in the hub under the node's and the
-//! user's connection caps. Each refusal is a [`Denied`]: an HTTP status with a JSON body
-//! for WebSocket and SSE, a CONNACK code for MQTT.
+//! Who may connect, whatever the transport: a place among the handshakes in progress
+//! ([`accept`]), the Origin (browsers), the token, the resume cursor, the node not
+//! draining, and a place in the hub under the node's and the user's connection caps.
+//! Each refusal is a [`Denied`]: an HTTP status with a JSON body for WebSocket and SSE, a
+//! CONNACK code for MQTT.
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use kurir_backends::inbox::Cursor;
 use kurir_backends::ConnId;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tracing::warn;
 
 use crate::auth::{AuthError, Identity};
 use crate::hub::{ConnHandle, Refused, Registration};
 use crate::state::AppState;
 use crate::telemetry;
+
+/// Pause after an accept that failed for the listener itself (out of file descriptors…),
+/// so a persistent error does not spin.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+/// The next connection on `listener` that gets one of the `pending` handshake places,
+/// with Nagle off (frames go out as soon as a session writes them; it batches what is
+/// queued). Connections beyond the places are closed at once and counted as
+/// `at_capacity`. `None` once `stop` fires.
+pub async fn accept(
+    listener: &TcpListener,
+    pending: &Arc<Semaphore>,
+    stop: &CancellationToken,
+) -> Option<(TcpStream, OwnedSemaphorePermit)> {
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) if is_per_connection(&e) => continue,
+                Err(e) => {
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    continue;
+                }
+            },
+            () = stop.cancelled() => return None,
+        };
+        let Ok(permit) = Arc::clone(pending).try_acquire_owned() else {
+            telemetry::handshake_refused("at_capacity");
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        return Some((stream, permit));
+    }
+}
+
+/// An accept error that concerns one connection only (it went away before it was
+/// accepted), not the listener.
+fn is_per_connection(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::ConnectionRefused
+            | std::io::ErrorKind::ConnectionAborted
+            | std::io::ErrorKind::ConnectionReset
+    )
+}
 
 /// A client let in: who it is, where it resumes, its place in the hub.
 pub struct Admitted {

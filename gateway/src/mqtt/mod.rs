@@ -20,23 +20,20 @@ pub mod topics;
 pub mod websocket;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use kurir_tls::ServerCerts;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
+use tracing::debug;
 
+use crate::admission;
 use crate::state::AppState;
 use crate::telemetry;
 
 /// Largest packet a client may send (its remaining length); larger closes the
 /// connection. Devices send small control packets.
 pub const MAX_PACKET_BYTES: usize = 64 * 1024;
-
-/// Pause after an accept error other than a vanished peer, so the loop does not spin.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
 /// Accept MQTT connections until `stop`. Each runs on the node's task tracker, so the
 /// drain waits for it.
@@ -48,24 +45,7 @@ pub async fn serve(
     stop: CancellationToken,
 ) {
     let pending = Arc::new(Semaphore::new(state.config.max_pending_handshakes));
-    loop {
-        let stream = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(e) if matches!(e.kind(), std::io::ErrorKind::ConnectionAborted | std::io::ErrorKind::ConnectionReset) => continue,
-                Err(e) => {
-                    warn!(error = %e, "mqtt accept failed");
-                    tokio::time::sleep(ACCEPT_BACKOFF).await;
-                    continue;
-                }
-            },
-            () = stop.cancelled() => break,
-        };
-        let Ok(permit) = Arc::clone(&pending).try_acquire_owned() else {
-            telemetry::handshake_refused("at_capacity");
-            continue;
-        };
-        let _ = stream.set_nodelay(true);
+    while let Some((stream, permit)) = admission::accept(&listener, &pending, &stop).await {
         let (state, sessions, stop) = (state.clone(), sessions.clone(), stop.clone());
         let acceptor = tls.as_ref().map(|certs| certs.acceptor());
         let tracker = state.tracker.clone();

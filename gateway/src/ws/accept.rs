@@ -32,13 +32,11 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, warn};
+use tracing::debug;
 
+use crate::admission;
 use crate::telemetry;
 
-/// Pause after an accept error other than a vanished peer (e.g. out of file
-/// descriptors), so the loop does not spin.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
 /// How the listener treats new connections.
 #[derive(Debug, Clone)]
@@ -58,26 +56,8 @@ pub struct Edge {
 pub async fn serve(listener: TcpListener, app: Router, edge: Edge, stop: CancellationToken) {
     let connections = TaskTracker::new();
     let pending = Arc::new(Semaphore::new(edge.max_pending));
-    loop {
-        let stream = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(e) if is_per_connection(&e) => continue,
-                Err(e) => {
-                    warn!(error = %e, "accept failed");
-                    tokio::time::sleep(ACCEPT_BACKOFF).await;
-                    continue;
-                }
-            },
-            () = stop.cancelled() => break,
-        };
-        let Ok(permit) = Arc::clone(&pending).try_acquire_owned() else {
-            telemetry::handshake_refused("at_capacity");
-            continue;
-        };
+    while let Some((stream, permit)) = admission::accept(&listener, &pending, &stop).await {
         let handshake = Handshake::start(permit, edge.handshake_timeout);
-        // Frames go out as soon as the session writes them; it batches what is queued.
-        let _ = stream.set_nodelay(true);
         let acceptor = edge.tls.as_ref().map(|certs| certs.acceptor());
         let service = TowerToHyperService::new(app.clone());
         let (stop, header_timeout) = (stop.clone(), edge.handshake_timeout);
@@ -334,16 +314,6 @@ impl AsyncWrite for EdgeStream {
             Self::Tls(t) => Pin::new(&mut t.stream).poll_shutdown(cx),
         }
     }
-}
-
-/// Errors that concern one connection only (it went away before we accepted it).
-fn is_per_connection(e: &std::io::Error) -> bool {
-    matches!(
-        e.kind(),
-        std::io::ErrorKind::ConnectionRefused
-            | std::io::ErrorKind::ConnectionAborted
-            | std::io::ErrorKind::ConnectionReset
-    )
 }
 
 #[cfg(test)]
