@@ -14,7 +14,7 @@ use rumqttc::mqttbytes::v4::{
 };
 use rumqttc::mqttbytes::{Error as CodecError, QoS};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpStream;
 
 use crate::ws::{ConnectError, Event};
 
@@ -47,12 +47,7 @@ impl MqttConn {
                 .iter()
                 .map(|t| SubscribeFilter::new(format!("kurir/topic/{t}"), QoS::AtMostOnce)),
         );
-        tokio::time::timeout(
-            timeout,
-            Self::connect_inner(addr, source, client_id, Some(token), filters),
-        )
-        .await
-        .map_err(|_| ConnectError::Timeout)?
+        Self::open(addr, source, client_id, Some(token), filters, timeout).await
     }
 
     /// Connect anonymously as `client_id` and subscribe to `topic` at QoS 0 (a plain
@@ -65,15 +60,28 @@ impl MqttConn {
         timeout: Duration,
     ) -> Result<Self, ConnectError> {
         let filters = vec![SubscribeFilter::new(topic, QoS::AtMostOnce)];
+        Self::open(addr, source, client_id, None, filters, timeout).await
+    }
+
+    /// CONNECT (with the token as password, if any) and SUBSCRIBE `filters`, within
+    /// `timeout`.
+    async fn open(
+        addr: SocketAddr,
+        source: Option<IpAddr>,
+        client_id: &str,
+        token: Option<&str>,
+        filters: Vec<SubscribeFilter>,
+        timeout: Duration,
+    ) -> Result<Self, ConnectError> {
         tokio::time::timeout(
             timeout,
-            Self::connect_inner(addr, source, client_id, None, filters),
+            Self::open_now(addr, source, client_id, token, filters),
         )
         .await
         .map_err(|_| ConnectError::Timeout)?
     }
 
-    async fn connect_inner(
+    async fn open_now(
         addr: SocketAddr,
         source: Option<IpAddr>,
         client_id: &str,
@@ -81,17 +89,7 @@ impl MqttConn {
         filters: Vec<SubscribeFilter>,
     ) -> Result<Self, ConnectError> {
         let tcp = |e: std::io::Error| ConnectError::Tcp(e.kind());
-        let socket = if addr.is_ipv4() {
-            TcpSocket::new_v4()
-        } else {
-            TcpSocket::new_v6()
-        }
-        .map_err(tcp)?;
-        if let Some(ip) = source {
-            socket.bind(SocketAddr::new(ip, 0)).map_err(tcp)?;
-        }
-        let stream = socket.connect(addr).await.map_err(tcp)?;
-        stream.set_nodelay(true).map_err(tcp)?;
+        let stream = crate::ws::tcp_connect(addr, source).await.map_err(tcp)?;
         let mut c = Self {
             stream,
             buf: BytesMut::with_capacity(READ_CHUNK),
@@ -185,8 +183,7 @@ pub struct MqttPublisher {
 impl MqttPublisher {
     /// Connect anonymously as `client_id`.
     pub async fn connect(addr: SocketAddr, client_id: &str) -> std::io::Result<Self> {
-        let mut stream = TcpStream::connect(addr).await?;
-        stream.set_nodelay(true)?;
+        let mut stream = crate::ws::tcp_connect(addr, None).await?;
         let mut connect = Connect::new(client_id);
         connect.keep_alive = 0;
         let mut out = BytesMut::new();

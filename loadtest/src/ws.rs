@@ -46,6 +46,24 @@ impl ConnectError {
     }
 }
 
+/// A TCP connection to `addr` from `source` (any port), Nagle off.
+pub(crate) async fn tcp_connect(
+    addr: SocketAddr,
+    source: Option<IpAddr>,
+) -> std::io::Result<TcpStream> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()
+    } else {
+        TcpSocket::new_v6()
+    }?;
+    if let Some(ip) = source {
+        socket.bind(SocketAddr::new(ip, 0))?;
+    }
+    let stream = socket.connect(addr).await?;
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
 /// Open TCP from `source` to `addr`, send `request`, and read the response head: the
 /// stream, what was read after the head, and the status code.
 pub(crate) async fn http_request(
@@ -54,17 +72,7 @@ pub(crate) async fn http_request(
     request: &str,
 ) -> Result<(TcpStream, BytesMut, u16), ConnectError> {
     let tcp = |e: std::io::Error| ConnectError::Tcp(e.kind());
-    let socket = if addr.is_ipv4() {
-        TcpSocket::new_v4()
-    } else {
-        TcpSocket::new_v6()
-    }
-    .map_err(tcp)?;
-    if let Some(ip) = source {
-        socket.bind(SocketAddr::new(ip, 0)).map_err(tcp)?;
-    }
-    let mut stream = socket.connect(addr).await.map_err(tcp)?;
-    stream.set_nodelay(true).map_err(tcp)?;
+    let mut stream = tcp_connect(addr, source).await.map_err(tcp)?;
     stream.write_all(request.as_bytes()).await.map_err(tcp)?;
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     let header_end = loop {

@@ -225,41 +225,28 @@ impl Dispatch {
         let mut sent = Vec::new();
         for (device, outcome) in outcomes {
             let device_id = device.id.as_str();
-            match outcome {
+            let parsed = kurir_backends::devices::DeviceId::parse(device_id).ok();
+            let (status, reason) = match outcome {
                 Outcome::Sent { .. } => {
-                    receipts.push(receipt(id, &user, ReceiptStatus::Pushed, device_id, ""));
-                    if let Ok(d) = kurir_backends::devices::DeviceId::parse(device_id) {
-                        sent.push(d);
-                    }
+                    sent.extend(parsed);
+                    (ReceiptStatus::Pushed, String::new())
                 }
                 Outcome::Gone { reason } => {
                     info!(%id, device = device_id, "push service says the device is gone; removed");
-                    if let Ok(d) = kurir_backends::devices::DeviceId::parse(device_id) {
+                    if let Some(d) = parsed {
                         if let Err(e) = self.backends.devices.unregister(&user, &d).await {
                             tracing::warn!(device = device_id, error = %e, "gone device not removed");
                         }
                     }
-                    let reason = format!("gone: {reason}");
-                    receipts.push(receipt(
-                        id,
-                        &user,
-                        ReceiptStatus::PushFailed,
-                        device_id,
-                        &reason,
-                    ));
+                    (ReceiptStatus::PushFailed, format!("gone: {reason}"))
                 }
                 Outcome::Failed(failure) => {
                     let reason = failure.reason.to_string();
                     debug!(%id, device = device_id, %reason, "push failed");
-                    receipts.push(receipt(
-                        id,
-                        &user,
-                        ReceiptStatus::PushFailed,
-                        device_id,
-                        &reason,
-                    ));
+                    (ReceiptStatus::PushFailed, reason)
                 }
-            }
+            };
+            receipts.push(receipt(id, &user, status, device_id, &reason));
         }
         if !sent.is_empty() {
             // Devices in use stay registered.

@@ -37,7 +37,6 @@ use tracing::debug;
 use crate::admission;
 use crate::telemetry;
 
-
 /// How the listener treats new connections.
 #[derive(Debug, Clone)]
 pub struct Edge {
