@@ -4,17 +4,17 @@
 //! itself (acks, replay, topics, sessions, limits) is tested end to end in
 //! `tests/e2e/tests/mqtt.rs`.
 
+#[path = "support/mod.rs"]
+mod support;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use kurir_backends::{Backends, ConnectOptions, Namespace, NotificationId};
+use kurir_backends::{Backends, ConnectOptions, Namespace};
 use kurir_gateway::{Config, Gateway};
-use kurir_proto::internal::v1::{envelope::Kind, Delivery, Envelope, Recipient};
-use kurir_proto::v1::Notification;
 use kurir_testkit::ClientToken;
 use kurir_tls::test_certs::{tempdir, TestCa};
-use prost::Message as _;
 use rumqttc::mqttbytes::v4::{Connect, ConnectReturnCode, Packet, Subscribe};
 use rumqttc::mqttbytes::QoS;
 use rustls_pki_types::ServerName;
@@ -81,29 +81,7 @@ async fn recv<S: AsyncRead + Unpin>(io: &mut S, buf: &mut BytesMut) -> Packet {
 
 /// A live notification to `user`, as the dispatcher routes it to this node.
 async fn notify(gw: &Running, user: &str, title: &str) {
-    let env = Envelope {
-        kind: Some(Kind::Delivery(Delivery {
-            id: NotificationId::generate().to_string(),
-            notification: Some(Notification {
-                title: title.into(),
-                ..Default::default()
-            }),
-            created_at: 1,
-            recipients: vec![Recipient {
-                user_id: user.into(),
-                cursor: String::new(),
-            }],
-            ..Default::default()
-        })),
-    };
-    gw.backends
-        .bus
-        .publish(
-            gw.backends.namespace.node_subject(&gw.node),
-            env.encode_to_vec().into(),
-        )
-        .await
-        .unwrap();
+    support::notify(&gw.backends, &gw.node, user, title).await;
 }
 
 #[tokio::test]

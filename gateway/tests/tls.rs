@@ -1,20 +1,20 @@
 //! The main listener over TLS (`wss://`, HTTPS), certificate reload, and the bound on
 //! connections that never finish their handshake.
 
+#[path = "support/mod.rs"]
+mod support;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use kurir_backends::{Backends, ConnectOptions, Namespace, NotificationId};
+use kurir_backends::{Backends, ConnectOptions, Namespace};
 use kurir_gateway::{Config, Gateway};
-use kurir_proto::internal::v1::{envelope::Kind, Delivery, Envelope, Recipient};
-use kurir_proto::v1::Notification;
 use kurir_testkit::ClientToken;
 use kurir_tls::test_certs::{tempdir, Leaf, TempDir, TestCa};
 use kurir_tls::ALPN_HTTP1;
-use prost::Message as _;
 use rustls_pki_types::{CertificateDer, ServerName};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -131,29 +131,7 @@ async fn next_json(ws: &mut Wss) -> Value {
 
 /// A live notification to `user`, as the dispatcher routes it to this node.
 async fn notify(gw: &Running, user: &str, title: &str) {
-    let env = Envelope {
-        kind: Some(Kind::Delivery(Delivery {
-            id: NotificationId::generate().to_string(),
-            notification: Some(Notification {
-                title: title.into(),
-                ..Default::default()
-            }),
-            created_at: 1,
-            recipients: vec![Recipient {
-                user_id: user.into(),
-                cursor: String::new(),
-            }],
-            ..Default::default()
-        })),
-    };
-    gw.backends
-        .bus
-        .publish(
-            gw.backends.namespace.node_subject(&gw.node),
-            env.encode_to_vec().into(),
-        )
-        .await
-        .unwrap();
+    support::notify(&gw.backends, &gw.node, user, title).await;
 }
 
 async fn expect_notification(ws: &mut Wss, title: &str) {
