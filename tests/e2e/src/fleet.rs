@@ -380,6 +380,11 @@ async fn fleet_user(
             });
         }
         let mut here = HashSet::new();
+        // Over SSE the stream resumes after `Last-Event-ID`: after an ack that did not
+        // go through (its gateway died), resume from before that notification, so it is
+        // replayed and acked again rather than left in the inbox.
+        let mut acked_upto = last_id.clone();
+        let mut ack_failed = false;
         let server_end = loop {
             if shared.stop.load(Ordering::Relaxed) {
                 break None;
@@ -404,8 +409,10 @@ async fn fleet_user(
                     .or_default()
                     .insert(id.clone());
                 if c.ack(&id).await.is_err() {
+                    ack_failed = true;
                     break Some(DROPPED);
                 }
+                acked_upto = c.last_id();
             } else if f["type"] == "error" {
                 // An ack the server could not record: reconnect, the inbox replays
                 // what is still unacked.
@@ -413,7 +420,7 @@ async fn fleet_user(
                 break None;
             }
         };
-        last_id = c.last_id();
+        last_id = if ack_failed { acked_upto } else { c.last_id() };
         c.close().await;
         shared.connected.lock().unwrap().remove(&u);
         if let Some(code) = server_end {
